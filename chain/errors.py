@@ -1,0 +1,84 @@
+"""The error hierarchy every layer raises: one root, a typed reason per rule.
+
+Validation never uses ``assert`` (``python -O`` strips it); each rule that can reject raises a
+subclass of :class:`PouwError` carrying a :class:`Reason`, so callers (the node, the p2p layer,
+tests) can tell *which* rule failed without parsing messages.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Reason(str, Enum):
+    """Why something was rejected. Values are stable strings used in logs and the HTTP API."""
+
+    # encoding
+    MALFORMED = "malformed"
+    TRAILING_BYTES = "trailing-bytes"
+    NON_CANONICAL = "non-canonical"
+    WRONG_TYPE = "wrong-type"
+    WRONG_FIELD_COUNT = "wrong-field-count"
+    OUT_OF_RANGE = "out-of-range"
+    TOO_LONG = "too-long"
+    # transactions
+    BAD_SIGNATURE = "bad-signature"
+    HIGH_S = "high-s-signature"
+    WRONG_CHAIN_ID = "wrong-chain-id"
+    NONCE_GAP = "nonce-gap"
+    NONCE_REPLAY = "nonce-replay"
+    INSUFFICIENT_BALANCE = "insufficient-balance"
+    OVERFLOW = "overflow"
+    DUPLICATE_TX = "duplicate-tx"
+    FEE_TOO_LOW = "fee-too-low"
+    ZERO_AMOUNT = "zero-amount"
+    UNKNOWN_JOB = "unknown-job"
+    NOT_JOB_OWNER = "not-job-owner"
+    JOB_NOT_ACTIVE = "job-not-active"
+    BAD_JOB_SPEC = "bad-job-spec"
+    UNKNOWN_DATASET = "unknown-dataset"
+    DATASET_EXISTS = "dataset-exists"
+    # blocks
+    BAD_HEIGHT = "bad-height"
+    BAD_PREV_HASH = "bad-prev-hash"
+    UNKNOWN_PARENT = "unknown-parent"
+    KNOWN_INVALID = "known-invalid"
+    BAD_TIMESTAMP = "bad-timestamp"
+    FUTURE_TIMESTAMP = "future-timestamp"
+    BAD_TARGET = "bad-target"
+    BAD_TX_ROOT = "bad-tx-root"
+    BAD_STATE_ROOT = "bad-state-root"
+    BAD_SEAL = "bad-seal"
+    BAD_JOB_PROGRESS = "bad-job-progress"
+    BLOCK_TOO_LARGE = "block-too-large"
+    TOO_MANY_TXS = "too-many-txs"
+    BAD_VERSION = "bad-version"
+
+
+class PouwError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ValidationError(PouwError):
+    """A rule rejected an input. ``reason`` says which rule; ``detail`` is for humans."""
+
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+
+
+class InvalidEncoding(ValidationError):
+    """Bytes that are not the canonical encoding of a value of the expected type."""
+
+
+class InvalidTransaction(ValidationError):
+    """A transaction that breaks a state-transition rule."""
+
+
+class InvalidBlock(ValidationError):
+    """A block that breaks a consensus rule."""
+
+
+class StoreError(PouwError):
+    """The block store is unusable (corrupt, locked, or inconsistent)."""
