@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -38,57 +38,83 @@ class Wire:
         raise NotImplementedError
 
 
-class UInt(Wire):
+class _Scalar(Wire):
+    """A wire kind whose encoded form is the value itself, checked both ways."""
+
+    def check(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def to_wire(self, value: Any) -> Any:
+        return self.check(value)
+
+    def from_wire(self, obj: Any) -> Any:
+        return self.check(obj)
+
+
+class UInt(_Scalar):
     def __init__(self, bits: int = 64) -> None:
         self.bits = bits
         self.limit = 1 << bits
 
-    def _check(self, value: Any) -> int:
-        if type(value) is not int:
+    def check(self, value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidEncoding(Reason.WRONG_TYPE, f"expected uint{self.bits}, got {type(value).__name__}")
+        value = int(value)  # an IntEnum member travels as its plain value
         if not 0 <= value < self.limit:
             raise InvalidEncoding(Reason.OUT_OF_RANGE, f"{value} does not fit uint{self.bits}")
         return value
 
-    to_wire = _check
-    from_wire = _check
 
-
-class SInt(Wire):
+class SInt(_Scalar):
     def __init__(self, bits: int = 64) -> None:
         self.bits = bits
         self.lo = -(1 << (bits - 1))
         self.hi = (1 << (bits - 1)) - 1
 
-    def _check(self, value: Any) -> int:
-        if type(value) is not int:
+    def check(self, value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidEncoding(Reason.WRONG_TYPE, f"expected int{self.bits}, got {type(value).__name__}")
+        value = int(value)
         if not self.lo <= value <= self.hi:
             raise InvalidEncoding(Reason.OUT_OF_RANGE, f"{value} does not fit int{self.bits}")
         return value
 
-    to_wire = _check
-    from_wire = _check
+
+class BigUInt(Wire):
+    """A non-negative integer too wide for msgpack, carried as exactly ``size`` big-endian bytes."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self.limit = 1 << (8 * size)
+
+    def to_wire(self, value: Any) -> bytes:
+        if type(value) is not int:
+            raise InvalidEncoding(Reason.WRONG_TYPE, f"expected an integer, got {type(value).__name__}")
+        if not 0 <= value < self.limit:
+            raise InvalidEncoding(Reason.OUT_OF_RANGE, f"{value} does not fit {self.size} bytes")
+        return value.to_bytes(self.size, "big")
+
+    def from_wire(self, obj: Any) -> int:
+        if type(obj) is not bytes or len(obj) != self.size:
+            raise InvalidEncoding(Reason.WRONG_TYPE, f"expected {self.size} big-endian bytes")
+        return int.from_bytes(obj, "big")
 
 
-class Bool(Wire):
-    def _check(self, value: Any) -> bool:
+class Bool(_Scalar):
+    def check(self, value: Any) -> bool:
         if type(value) is not bool:
             raise InvalidEncoding(Reason.WRONG_TYPE, f"expected bool, got {type(value).__name__}")
         return value
 
-    to_wire = _check
-    from_wire = _check
 
-
-class Bytes(Wire):
+class Bytes(_Scalar):
     """Bytes of exactly ``size`` bytes, or of at most ``max_len`` bytes."""
 
     def __init__(self, size: int | None = None, max_len: int = MAX_MESSAGE_BYTES) -> None:
         self.size = size
         self.max_len = size if size is not None else max_len
 
-    def _check(self, value: Any) -> bytes:
+    def check(self, value: Any) -> bytes:
         if type(value) is not bytes:
             raise InvalidEncoding(Reason.WRONG_TYPE, f"expected bytes, got {type(value).__name__}")
         if self.size is not None and len(value) != self.size:
@@ -97,17 +123,14 @@ class Bytes(Wire):
             raise InvalidEncoding(Reason.TOO_LONG, f"{len(value)} bytes > {self.max_len}")
         return value
 
-    to_wire = _check
-    from_wire = _check
 
-
-class Text(Wire):
+class Text(_Scalar):
     """UTF-8 text of at most ``max_bytes`` encoded bytes."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
 
-    def _check(self, value: Any) -> str:
+    def check(self, value: Any) -> str:
         if type(value) is not str:
             raise InvalidEncoding(Reason.WRONG_TYPE, f"expected text, got {type(value).__name__}")
         try:
@@ -118,9 +141,6 @@ class Text(Wire):
             raise InvalidEncoding(Reason.TOO_LONG, f"text of {size} bytes > {self.max_bytes}")
         return value
 
-    to_wire = _check
-    from_wire = _check
-
 
 class ListOf(Wire):
     def __init__(self, item: Wire, max_len: int) -> None:
@@ -128,6 +148,8 @@ class ListOf(Wire):
         self.max_len = max_len
 
     def _check_len(self, value: Any, kind: type) -> None:
+        if not isinstance(value, tuple | list):
+            raise InvalidEncoding(Reason.WRONG_TYPE, f"expected a list, got {type(value).__name__}")
         if type(value) is not kind:
             raise InvalidEncoding(Reason.WRONG_TYPE, f"expected a list, got {type(value).__name__}")
         if len(value) > self.max_len:
@@ -187,15 +209,17 @@ class Container:
     """Base of every canonically encoded value. Subclasses are frozen, slotted dataclasses."""
 
     __slots__ = ()
-    _wire_fields: ClassVar[tuple[tuple[str, Wire], ...]]
 
     @classmethod
     def wire_fields(cls) -> tuple[tuple[str, Wire], ...]:
-        cached = cls.__dict__.get("_wire_fields_cache")
+        """(name, wire kind) of each field in declaration order; computed once per class."""
+        cached: tuple[tuple[str, Wire], ...] | None = cls.__dict__.get("_wire_fields_cache")
         if cached is None:
-            cached = tuple((f.name, f.metadata["wire"]) for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+            cached = tuple(
+                (f.name, f.metadata["wire"]) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            )
             type.__setattr__(cls, "_wire_fields_cache", cached)
-        return cached  # type: ignore[no-any-return]
+        return cached
 
     def to_wire(self) -> list[Any]:
         return [kind.to_wire(getattr(self, name)) for name, kind in self.wire_fields()]
@@ -223,7 +247,8 @@ class Container:
 def pack(obj: Any) -> bytes:
     """Canonical bytes of a plain value (ints, bytes, str, bools, None, lists)."""
     try:
-        return msgpack.packb(obj, use_bin_type=True, strict_types=True)  # type: ignore[no-any-return]
+        packed: bytes = msgpack.packb(obj, use_bin_type=True, strict_types=True)
+        return packed
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidEncoding(Reason.WRONG_TYPE, f"cannot encode: {exc}") from exc
 

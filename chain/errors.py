@@ -7,10 +7,10 @@ tests) can tell *which* rule failed without parsing messages.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     """Why something was rejected. Values are stable strings used in logs and the HTTP API."""
 
     # encoding
@@ -24,6 +24,7 @@ class Reason(str, Enum):
     # transactions
     BAD_SIGNATURE = "bad-signature"
     HIGH_S = "high-s-signature"
+    BAD_PUBLIC_KEY = "bad-public-key"
     WRONG_CHAIN_ID = "wrong-chain-id"
     NONCE_GAP = "nonce-gap"
     NONCE_REPLAY = "nonce-replay"
@@ -53,6 +54,9 @@ class Reason(str, Enum):
     BLOCK_TOO_LARGE = "block-too-large"
     TOO_MANY_TXS = "too-many-txs"
     BAD_VERSION = "bad-version"
+    # training engine (pouw/)
+    BAD_DATASET = "bad-dataset"
+    BACKEND_UNAVAILABLE = "backend-unavailable"
 
 
 class PouwError(Exception):

@@ -1,0 +1,32 @@
+"""Every key layout the node writes, in one place.
+
+State keys (the account/job/dataset map that the state root commits to):
+
+=============  =======================  ==========================
+prefix         key                      value
+=============  =======================  ==========================
+``a``          ``a || address(20)``     :class:`chain.state.Account`
+``j``          ``j || job_id(32)``      :class:`chain.state.JobRecord`
+``d``          ``d || dataset_id(32)``  :class:`chain.state.DatasetRecord`
+=============  =======================  ==========================
+
+Block-store keys (LevelDB, see :mod:`chain.store`) are defined below the state keys.
+"""
+
+from __future__ import annotations
+
+STATE_ACCOUNT = b"a"
+STATE_JOB = b"j"
+STATE_DATASET = b"d"
+
+
+def account_key(address: bytes) -> bytes:
+    return STATE_ACCOUNT + address
+
+
+def job_key(job_id: bytes) -> bytes:
+    return STATE_JOB + job_id
+
+
+def dataset_key(dataset_id: bytes) -> bytes:
+    return STATE_DATASET + dataset_id

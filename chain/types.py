@@ -1,0 +1,205 @@
+"""The chain's values: transactions, job specs, headers, seals and blocks.
+
+Each type is a frozen, slotted dataclass that owns its canonical bytes (``encode``/``decode``, see
+:mod:`chain.encoding`) and its hashes. The header is kept apart from the seal (py-evm's
+header-without-seal pattern): ``Header.mining_hash`` is the lottery seed σ, fixed before mining;
+everything the mining outcome decides lives in :class:`Seal`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from chain.encoding import (
+    BigUInt,
+    Bytes,
+    Container,
+    ListOf,
+    Nested,
+    Text,
+    UInt,
+    Union,
+    pack,
+    wire,
+)
+from chain.hashing import address_hash, merkle_root_of_hashes, tagged_hash
+
+HASH32 = Bytes(32)
+ADDRESS = Bytes(20)
+ZERO_HASH = bytes(32)
+ZERO_ADDRESS = bytes(20)
+
+COIN = 10**8
+"""Base units per coin: amounts are integers of base units, shown with 8 fixed decimals."""
+
+MAX_MEMO_BYTES = 256
+MAX_NAME_BYTES = 64
+MAX_LAYERS = 8
+MAX_DATASET_BYTES = 4 * 1024 * 1024
+MAX_BLOCK_TXS = 10_000
+MAX_PROOF_BYTES = 256 * 1024
+MAX_WORK_BYTES = 16 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# Transactions
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec(Container):
+    """What a client buys: an integer MLP of these widths trained on a dataset (see docs/protocol.md)."""
+
+    dims: tuple[int, ...] = wire(ListOf(UInt(16), MAX_LAYERS + 1))
+    dataset_id: bytes = wire(HASH32)
+    batch_size: int = wire(UInt(16))
+    lr_shift: int = wire(UInt(8))
+    total_steps: int = wire(UInt(32))
+    fee_per_step: int = wire(UInt(64))
+
+    @property
+    def escrow(self) -> int:
+        """What the client locks: the fee for every step of the budget."""
+        return self.total_steps * self.fee_per_step
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer(Container):
+    chain_id: int = wire(UInt(32))
+    nonce: int = wire(UInt(64))
+    fee: int = wire(UInt(64))
+    to: bytes = wire(ADDRESS)
+    amount: int = wire(UInt(64))
+    memo: bytes = wire(Bytes(max_len=MAX_MEMO_BYTES))
+
+
+@dataclass(frozen=True, slots=True)
+class JobSubmit(Container):
+    """Opens a training job and escrows ``spec.total_steps * spec.fee_per_step`` from the sender."""
+
+    chain_id: int = wire(UInt(32))
+    nonce: int = wire(UInt(64))
+    fee: int = wire(UInt(64))
+    spec: JobSpec = wire(Nested(JobSpec))
+    name: str = wire(Text(MAX_NAME_BYTES))
+
+
+@dataclass(frozen=True, slots=True)
+class JobCancel(Container):
+    """Ends the sender's active job and refunds its unspent escrow."""
+
+    chain_id: int = wire(UInt(32))
+    nonce: int = wire(UInt(64))
+    fee: int = wire(UInt(64))
+    job_id: bytes = wire(HASH32)
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetPublish(Container):
+    """Puts a dataset on chain so every validator has it; its id is the content hash of ``data``."""
+
+    chain_id: int = wire(UInt(32))
+    nonce: int = wire(UInt(64))
+    fee: int = wire(UInt(64))
+    name: str = wire(Text(MAX_NAME_BYTES))
+    data: bytes = wire(Bytes(max_len=MAX_DATASET_BYTES))
+
+    @property
+    def dataset_id(self) -> bytes:
+        return dataset_id_of(self.data)
+
+
+TxBody: TypeAlias = Transfer | JobSubmit | JobCancel | DatasetPublish
+TX_BODY = Union({1: Transfer, 2: JobSubmit, 3: JobCancel, 4: DatasetPublish})
+
+
+def dataset_id_of(data: bytes) -> bytes:
+    """Content id of a published dataset's canonical bytes."""
+    return tagged_hash("pouw/dataset", data)
+
+
+def signing_digest(body: TxBody) -> bytes:
+    """The 32 bytes a sender signs. The chain id is a field of every body, so it is always signed."""
+    return tagged_hash("pouw/tx-sig", pack(TX_BODY.to_wire(body)))
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTx(Container):
+    body: TxBody = wire(TX_BODY)
+    pubkey: bytes = wire(Bytes(33))
+    signature: bytes = wire(Bytes(64))
+
+    @property
+    def txid(self) -> bytes:
+        return tagged_hash("pouw/txid", self.encode())
+
+    @property
+    def sender(self) -> bytes:
+        return address_hash(self.pubkey)
+
+    @property
+    def digest(self) -> bytes:
+        return signing_digest(self.body)
+
+
+def job_id_of(submit_txid: bytes) -> bytes:
+    """A job is named by the transaction that opened it."""
+    return tagged_hash("pouw/job-id", submit_txid)
+
+
+# ---------------------------------------------------------------------------------------------
+# Headers, seals, blocks
+
+
+@dataclass(frozen=True, slots=True)
+class Header(Container):
+    """Everything fixed before mining. Its hash (``mining_hash``) is the lottery seed σ."""
+
+    version: int = wire(UInt(16))
+    height: int = wire(UInt(64))
+    prev_hash: bytes = wire(HASH32)
+    timestamp: int = wire(UInt(64))
+    tx_root: bytes = wire(HASH32)
+    target: int = wire(BigUInt(32))
+    miner: bytes = wire(ADDRESS)
+    job_id: bytes = wire(HASH32)
+    start_state_hash: bytes = wire(HASH32)
+
+    @property
+    def mining_hash(self) -> bytes:
+        return tagged_hash("pouw/header", self.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Seal(Container):
+    """What mining decided: the job progress, its commitments, the post-state root and the work proof."""
+
+    steps: int = wire(UInt(32))
+    final_state_hash: bytes = wire(HASH32)
+    trajectory_root: bytes = wire(HASH32)
+    state_root: bytes = wire(HASH32)
+    proof: bytes = wire(Bytes(max_len=MAX_PROOF_BYTES))
+
+
+def block_hash_of(header: Header, seal: Seal) -> bytes:
+    return tagged_hash("pouw/block", header.mining_hash + tagged_hash("pouw/seal", seal.encode()))
+
+
+@dataclass(frozen=True, slots=True)
+class Block(Container):
+    header: Header = wire(Nested(Header))
+    seal: Seal = wire(Nested(Seal))
+    txs: tuple[SignedTx, ...] = wire(ListOf(Nested(SignedTx), MAX_BLOCK_TXS))
+    work: bytes = wire(Bytes(max_len=MAX_WORK_BYTES))
+
+    @property
+    def hash(self) -> bytes:
+        return block_hash_of(self.header, self.seal)
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+
+def tx_root(txs: tuple[SignedTx, ...] | list[SignedTx]) -> bytes:
+    return merkle_root_of_hashes([tx.txid for tx in txs])
