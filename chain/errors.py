@@ -54,6 +54,8 @@ class Reason(StrEnum):
     BLOCK_TOO_LARGE = "block-too-large"
     TOO_MANY_TXS = "too-many-txs"
     BAD_VERSION = "bad-version"
+    # block store
+    REORG_TOO_DEEP = "reorg-too-deep"
     # training engine (pouw/)
     BAD_DATASET = "bad-dataset"
     BACKEND_UNAVAILABLE = "backend-unavailable"

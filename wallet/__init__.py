@@ -1,0 +1,1 @@
+"""The wallet: keys and signing, bech32m addresses, the encrypted key store and ``pouw-wallet``."""
