@@ -39,6 +39,12 @@ class Reason(StrEnum):
     BAD_JOB_SPEC = "bad-job-spec"
     UNKNOWN_DATASET = "unknown-dataset"
     DATASET_EXISTS = "dataset-exists"
+    # mempool admission (policy, not consensus: see docs/spec-mempool.md)
+    ALREADY_KNOWN = "already-known"
+    POOL_FULL = "pool-full"
+    REPLACEMENT_FEE_TOO_LOW = "replacement-fee-too-low"
+    TOO_MANY_FROM_ACCOUNT = "too-many-from-account"
+    NONCE_TOO_FAR = "nonce-too-far"
     # blocks
     BAD_HEIGHT = "bad-height"
     BAD_PREV_HASH = "bad-prev-hash"

@@ -23,7 +23,7 @@ from chain.encoding import (
     pack,
     wire,
 )
-from chain.hashing import address_hash, merkle_root_of_hashes, tagged_hash
+from chain.hashing import address_hash, hash_bytes, merkle_root_of_hashes, tagged_hash
 
 HASH32 = Bytes(32)
 ADDRESS = Bytes(20)
@@ -114,8 +114,8 @@ TX_BODY = Union({1: Transfer, 2: JobSubmit, 3: JobCancel, 4: DatasetPublish})
 
 
 def dataset_id_of(data: bytes) -> bytes:
-    """Content id of a published dataset's canonical bytes."""
-    return tagged_hash("pouw/dataset", data)
+    """Content id of a published dataset's canonical bytes (``pouw.datasets.Dataset.encode``)."""
+    return hash_bytes(data)
 
 
 def signing_digest(body: TxBody) -> bytes:

@@ -1,0 +1,347 @@
+"""The node's HTTP JSON API (aiohttp): status, blocks, transactions, accounts, jobs, mempool, mining.
+
+Every route answers JSON (binary downloads excepted). Bad input — malformed JSON, wrong types,
+unknown routes, oversized bodies, invalid transactions — gets a 4xx with ``{"error": ..., "reason":
+...}``; an unexpected fault gets a JSON 500 without a stack trace (logged on the node). Routes live
+under ``/api``; ``/metrics`` serves Prometheus text; ``/`` serves the dashboard when present.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from chain.encoding import MAX_MESSAGE_BYTES
+from chain.errors import InvalidEncoding, PouwError, ValidationError
+from chain.state import get_job, iter_jobs
+from chain.types import SignedTx
+from consensus.seal import trajectory_seed
+from node import views
+from node.chain_service import ChainService
+from node.views import BadRequest
+
+log = logging.getLogger("pouw.node.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PeersFn = Callable[[], list[dict[str, Any]]]
+MAX_JSON_BODY = 2 * MAX_MESSAGE_BYTES + 4096
+"""Largest request body: a block's work data travels hex-encoded."""
+
+
+def error(status: int, message: str, reason: str | None = None) -> web.Response:
+    return web.json_response({"error": message, "reason": reason}, status=status)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return error(400, str(exc), "bad-request")
+    except ValidationError as exc:
+        return error(400, str(exc), exc.reason.value)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error(exc.status, exc.reason, exc.reason.lower().replace(" ", "-"))
+    except PouwError as exc:
+        return error(409, str(exc), "unavailable")
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return error(500, "internal error", "internal")
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        raise BadRequest("body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    return body
+
+
+def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or len(raw) > 12:
+        raise BadRequest(f"{name} must be a non-negative integer")
+    return max(low, min(int(raw), high))
+
+
+def field(body: dict[str, Any], name: str, kind: type) -> Any:
+    value = body.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BadRequest(f"field {name!r} must be a {kind.__name__}")
+    return value
+
+
+class Api:
+    def __init__(self, chain: ChainService, peers: PeersFn | None = None) -> None:
+        self.chain = chain
+        self.peers = peers or (lambda: [])
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/api/status", self.status),
+            web.get("/api/blocks", self.blocks),
+            web.get("/api/blocks/{id}", self.block),
+            web.get("/api/blocks/{id}/raw", self.block_raw),
+            web.post("/api/blocks", self.post_block),
+            web.post("/api/tx", self.post_tx),
+            web.get("/api/tx/{txid}", self.get_tx),
+            web.get("/api/accounts/{address}", self.account),
+            web.get("/api/jobs", self.jobs),
+            web.get("/api/jobs/{id}", self.job),
+            web.get("/api/jobs/{id}/model", self.job_model),
+            web.get("/api/jobs/{id}/start-model", self.job_start_model),
+            web.get("/api/datasets/{id}", self.dataset),
+            web.get("/api/mempool", self.mempool),
+            web.get("/api/peers", self.get_peers),
+            web.get("/api/mining/template", self.mining_template),
+            web.post("/api/mining/submit", self.mining_submit),
+            web.get("/metrics", self.metrics),
+        ]
+
+    # -- chain ------------------------------------------------------------------------------------
+
+    async def status(self, request: web.Request) -> web.Response:
+        chain = self.chain
+
+        def read() -> dict[str, Any]:
+            head = chain.head
+            header = chain.head_header()
+            return {
+                "chain_id": chain.preset.chain_id, "preset": chain.preset.name,
+                "genesis": chain.genesis.hash.hex(), "height": head.height, "tip": head.hash.hex(),
+                "tip_timestamp": header.timestamp, "target": f"{header.target:064x}",
+                "next_target": f"{chain.next_target(head.hash):064x}", "work": str(head.work),
+                "mempool": len(chain.mempool), "mempool_bytes": chain.mempool.size_bytes,
+                "block_time": chain.preset.block_time,
+            }
+
+        body = await chain.read(read)
+        peers = self.peers()
+        body["peers"] = len(peers)
+        body["sync"] = "synced" if all(p.get("height", 0) <= body["height"] for p in peers) else "syncing"
+        return web.json_response(body)
+
+    async def blocks(self, request: web.Request) -> web.Response:
+        limit = int_param(request, "limit", 20, 1, 200)
+        before = request.query.get("before")
+        top = int_param(request, "before", 0, 0, 1 << 62) if before is not None else None
+        rows = await self.chain.read(lambda: [views.block_summary(b) for b in self.chain.recent_blocks(limit, top)])
+        return web.json_response({"blocks": rows})
+
+    async def _find_block(self, ident: str) -> Any:
+        if ident.isdigit() and len(ident) < 20:
+            found = await self.chain.read(self.chain.db.block_at, int(ident))
+        else:
+            found = await self.chain.read(self.chain.db.get_block, views.parse_hash(ident, "block id"))
+        if found is None:
+            raise web.HTTPNotFound(reason="Block not found")
+        return found
+
+    async def block(self, request: web.Request) -> web.Response:
+        found = await self._find_block(request.match_info["id"])
+        return web.json_response(views.block(found))
+
+    async def block_raw(self, request: web.Request) -> web.Response:
+        found = await self._find_block(request.match_info["id"])
+        return web.Response(body=found.encode(), content_type="application/octet-stream")
+
+    async def post_block(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        raw = views.parse_hex(body.get("block"), "block", self.chain.preset.max_block_bytes)
+        outcome = await self.chain.submit_raw_block(raw)
+        status = 200 if outcome.ok else (202 if outcome.status in ("orphan", "held") else 400)
+        return web.json_response(
+            {"status": outcome.status.value, "hash": outcome.block_hash.hex(), "reason": outcome.reason,
+             "detail": outcome.detail, "became_tip": outcome.became_tip}, status=status)
+
+    async def post_tx(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        raw = views.parse_hex(body.get("tx"), "tx", 8 * 1024 * 1024)
+        try:
+            tx = SignedTx.decode(raw)
+        except InvalidEncoding as exc:
+            raise BadRequest(f"transaction encoding: {exc}") from exc
+        txid = await self.chain.submit_tx(tx)
+        return web.json_response({"txid": txid.hex(), "status": "pending"})
+
+    async def get_tx(self, request: web.Request) -> web.Response:
+        txid = views.parse_hash(request.match_info["txid"], "txid")
+        found = await self.chain.read(self.chain.find_tx, txid)
+        if found is None:
+            raise web.HTTPNotFound(reason="Transaction not found")
+        signed, block = found
+        out = views.tx(signed, block)
+        if block is not None:
+            out["confirmations"] = self.chain.head.height - block.height + 1
+        return web.json_response(out)
+
+    async def account(self, request: web.Request) -> web.Response:
+        addr = views.parse_address(request.match_info["address"])
+        chain = self.chain
+
+        def read() -> dict[str, Any]:
+            balance, nonce = chain.balance(addr)
+            history = [
+                {**views.tx(row["tx"], row["block"]), "timestamp": row["block"].header.timestamp}
+                for row in chain.account_history(addr, limit=int_param(request, "history", 20, 0, 200))
+            ]
+            return {
+                "address": views.address(addr), "balance": balance, "balance_coins": views.format_amount(balance),
+                "nonce": nonce, "next_nonce": chain.mempool.next_nonce(addr, chain.db.state),
+                "pending": [views.tx(t) for t in chain.mempool.pending_for(addr)], "history": history,
+            }
+
+        return web.json_response(await chain.read(read))
+
+    # -- jobs -------------------------------------------------------------------------------------
+
+    async def jobs(self, request: web.Request) -> web.Response:
+        def read() -> list[dict[str, Any]]:
+            return [views.job(job_id, record) for job_id, record in iter_jobs(self.chain.db.state)]
+
+        rows = await self.chain.read(read)
+        rows.sort(key=lambda r: (-r["updated_height"], r["job_id"]))
+        return web.json_response({"jobs": rows})
+
+    async def _job(self, request: web.Request) -> tuple[bytes, Any]:
+        job_id = views.parse_hash(request.match_info["id"], "job id")
+        record = await self.chain.read(lambda: get_job(self.chain.db.state, job_id))
+        if record is None:
+            raise web.HTTPNotFound(reason="Job not found")
+        return job_id, record
+
+    async def job(self, request: web.Request) -> web.Response:
+        job_id, record = await self._job(request)
+        out = views.job(job_id, record)
+        history = await self.chain.read(self.chain.job_history, job_id)
+        out["history"] = [
+            {"height": h, "steps": s, "accuracy": (c / t if t else 0.0), "correct": c, "total": t,
+             "loss": loss / (t << 16) if t else 0.0}
+            for h, s, c, t, loss in history
+        ]
+        return web.json_response(out)
+
+    async def job_model(self, request: web.Request) -> web.Response:
+        job_id, record = await self._job(request)
+        raw = await self.chain.read(self.chain.job_start_model, job_id)
+        if request.query.get("format") == "npz":
+            from consensus.presets import model_config
+            from pouw.model import ModelState
+
+            state = ModelState.decode(raw, model_config(record.spec))
+            buffer = io.BytesIO()
+            arrays: dict[str, Any] = {f"w{i}": w for i, w in enumerate(state.weights)}
+            arrays["step"] = np.array(state.step)
+            np.savez(buffer, **arrays)
+            return web.Response(body=buffer.getvalue(), content_type="application/octet-stream",
+                                headers={"Content-Disposition": f'attachment; filename="{job_id.hex()[:16]}.npz"'})
+        return web.Response(body=raw, content_type="application/octet-stream")
+
+    async def job_start_model(self, request: web.Request) -> web.Response:
+        job_id, _ = await self._job(request)
+        raw = await self.chain.read(self.chain.job_start_model, job_id)
+        return web.Response(body=raw, content_type="application/octet-stream")
+
+    async def dataset(self, request: web.Request) -> web.Response:
+        dataset_id = views.parse_hash(request.match_info["id"], "dataset id")
+        raw = await self.chain.read(self.chain._dataset_bytes, dataset_id)
+        if raw is None:
+            raise web.HTTPNotFound(reason="Dataset not found (built-in datasets ship with the node)")
+        return web.Response(body=raw, content_type="application/octet-stream")
+
+    async def mempool(self, request: web.Request) -> web.Response:
+        def read() -> dict[str, Any]:
+            txs = [self.chain.mempool.get(t) for t in self.chain.mempool.txids()]
+            return {"count": len(txs), "bytes": self.chain.mempool.size_bytes,
+                    "txs": [views.tx(t) for t in txs[:500] if t is not None]}
+
+        return web.json_response(await self.chain.read(read))
+
+    async def get_peers(self, request: web.Request) -> web.Response:
+        return web.json_response({"peers": self.peers()})
+
+    # -- mining -----------------------------------------------------------------------------------
+
+    async def mining_template(self, request: web.Request) -> web.Response:
+        miner = views.parse_address(request.query.get("address", ""))
+        job_text = request.query.get("job")
+        job_id = views.parse_hash(job_text, "job id") if job_text else None
+        template = await self.chain.template(miner, job_id)
+        header = template.header
+        return web.json_response({
+            "template_id": template.template_id.hex(), "height": header.height,
+            "parent_hash": template.parent_hash.hex(), "header": header.encode().hex(),
+            "target": f"{header.target:064x}", "job_id": header.job_id.hex(),
+            "job": views.job(header.job_id, template.job), "start_state_hash": header.start_state_hash.hex(),
+            "trajectory_seed": trajectory_seed(header.job_id, header.start_state_hash, miner).hex(),
+            "preset": self.chain.preset.name, "txs": len(template.txs),
+        })
+
+    async def mining_submit(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        template_id = views.parse_hash(field(body, "template_id", str), "template_id")
+        steps = field(body, "steps", int)
+        if not 0 < steps < (1 << 32):
+            raise BadRequest("steps out of range")
+        outcome = await self.chain.submit_work(
+            template_id, steps,
+            views.parse_hash(field(body, "final_state_hash", str), "final_state_hash"),
+            views.parse_hash(field(body, "trajectory_root", str), "trajectory_root"),
+            views.parse_hex(body.get("proof"), "proof", 1 << 20),
+            views.parse_hex(body.get("work"), "work", MAX_MESSAGE_BYTES),
+        )
+        status = 200 if outcome.ok else (409 if outcome.status == "stale" else 400)
+        return web.json_response(
+            {"status": outcome.status.value, "hash": outcome.block_hash.hex(), "height": outcome.height,
+             "reason": outcome.reason, "detail": outcome.detail, "became_tip": outcome.became_tip},
+            status=status)
+
+    # -- metrics ----------------------------------------------------------------------------------
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        chain = self.chain
+
+        def read() -> str:
+            head = chain.head
+            header = chain.head_header()
+            lines = [
+                "# HELP pouw_height Height of the best chain.", "# TYPE pouw_height gauge",
+                f"pouw_height {head.height}",
+                "# HELP pouw_tip_timestamp Timestamp of the tip block.", "# TYPE pouw_tip_timestamp gauge",
+                f"pouw_tip_timestamp {header.timestamp}",
+                "# HELP pouw_target_log2 log2 of the current target.", "# TYPE pouw_target_log2 gauge",
+                f"pouw_target_log2 {header.target.bit_length()}",
+                "# HELP pouw_mempool_txs Transactions in the mempool.", "# TYPE pouw_mempool_txs gauge",
+                f"pouw_mempool_txs {len(chain.mempool)}",
+                "# HELP pouw_mempool_bytes Bytes in the mempool.", "# TYPE pouw_mempool_bytes gauge",
+                f"pouw_mempool_bytes {chain.mempool.size_bytes}",
+                "# HELP pouw_blocks_imported_total Blocks accepted.", "# TYPE pouw_blocks_imported_total counter",
+                f"pouw_blocks_imported_total {chain.blocks_imported}",
+                "# HELP pouw_blocks_rejected_total Blocks rejected.", "# TYPE pouw_blocks_rejected_total counter",
+                f"pouw_blocks_rejected_total {chain.blocks_rejected}",
+                "# HELP pouw_peers Connected peers.", "# TYPE pouw_peers gauge",
+                f"pouw_peers {len(self.peers())}",
+            ]
+            return "\n".join(lines) + "\n"
+
+        return web.Response(text=await chain.read(read), content_type="text/plain")
+
+
+def make_app(
+    chain: ChainService, peers: PeersFn | None = None, client_max_size: int = MAX_JSON_BODY
+) -> web.Application:
+    app = web.Application(middlewares=[errors_as_json], client_max_size=client_max_size)
+    app.add_routes(Api(chain, peers).routes())
+    return app

@@ -1,0 +1,118 @@
+"""``pouw-mine``: mine blocks for a node with the CPU or a CUDA GPU, showing live progress."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import click
+import torch
+
+from chain.errors import PouwError, ValidationError
+from node.miner import MinerError, MinerStats, MiningLoop, NodeClient
+from pouw.backends import get_backend
+from wallet.address import InvalidAddress, decode_address
+
+DEFAULT_NODE = "http://127.0.0.1:8645"
+
+
+def _fmt(value: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return f"{value:.1f}"
+
+
+class Reporter:
+    """A live status line on a terminal; plain log lines (at most every few seconds) otherwise."""
+
+    def __init__(self, tty: bool, interval: float = 5.0) -> None:
+        self.tty = tty
+        self.interval = interval
+        self._last = 0.0
+
+    def line(self, stats: MinerStats) -> str:
+        steps, macs, tiles = stats.rates()
+        best = stats.best_ticket.hex()[:10] if stats.best_ticket else "-"
+        return (f"height {stats.height} job {stats.job} | {steps:.1f} steps/s {_fmt(macs)}MAC/s "
+                f"{_fmt(tiles)} tiles/s | best {best} | blocks {stats.blocks_found}")
+
+    def __call__(self, stats: MinerStats, event: str | None) -> None:
+        now = time.monotonic()
+        if event is not None:
+            if self.tty:
+                sys.stderr.write("\r\x1b[2K")
+            click.echo(f"[miner] {event}", err=True)
+        if self.tty and (event is not None or now - self._last > 0.2):
+            self._last = now
+            sys.stderr.write("\r\x1b[2K" + self.line(stats))
+            sys.stderr.flush()
+        elif not self.tty and now - self._last > self.interval:
+            self._last = now
+            click.echo(f"[miner] {self.line(stats)}", err=True)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--node", "node_url", default=lambda: os.environ.get("POUW_NODE", DEFAULT_NODE),
+              show_default=DEFAULT_NODE,
+              help="The node's HTTP API URL (env POUW_NODE).")
+@click.option("--address", required=True, help="Address (pw1...) that earns the block rewards.")
+@click.option("--gpu", type=int, default=None, help="Mine on CUDA device N.")
+@click.option("--cpu", "use_cpu", is_flag=True, help="Mine on the CPU (default when --gpu is not given).")
+@click.option("--job", default=None, help="Job id to mine (default: the active job that pays best per MAC).")
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="CPU threads for torch.")
+@click.option("--blocks", "max_blocks", type=click.IntRange(1), default=None, help="Stop after N blocks found.")
+def main(node_url: str, address: str, gpu: int | None, use_cpu: bool, job: str | None, threads: int | None,
+         max_blocks: int | None) -> None:
+    """Train clients' models for a pouw-chain node and earn blocks."""
+    if gpu is not None and use_cpu:
+        raise click.UsageError("choose --cpu or --gpu N, not both")
+    try:
+        decode_address(address)
+    except InvalidAddress as exc:
+        raise click.ClickException(f"bad --address: {exc}") from None
+    if job is not None and (len(job) != 64 or any(c not in "0123456789abcdef" for c in job)):
+        raise click.ClickException("--job must be 64 lowercase hex digits")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if gpu is not None:
+        if not torch.cuda.is_available():
+            raise click.ClickException("--gpu given but CUDA is not available on this machine (use --cpu)")
+        if not 0 <= gpu < torch.cuda.device_count():
+            raise click.ClickException(f"no CUDA device {gpu} (this machine has {torch.cuda.device_count()})")
+    try:
+        backend = get_backend("cpu" if gpu is None else f"cuda:{gpu}")
+    except ValidationError as exc:
+        raise click.ClickException(f"device: {exc.detail}") from None
+    logging.basicConfig(level=logging.WARNING)
+    client = NodeClient(node_url)
+    try:
+        status = client.get_json("/api/status")
+    except MinerError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"[miner] mining {status['preset']} at height {status['height']} on {backend.name} "
+               f"for {address} via {node_url}", err=True)
+    loop = MiningLoop(client, address, backend, job, Reporter(sys.stderr.isatty()))
+    failures = 0
+    while max_blocks is None or loop.stats.blocks_found < max_blocks:
+        try:
+            loop.run(max_blocks)
+            failures = 0
+        except KeyboardInterrupt:
+            break
+        except MinerError as exc:
+            failures += 1
+            if failures > 30:
+                raise click.ClickException(str(exc)) from None
+            click.echo(f"[miner] {exc}; retrying", err=True)
+            time.sleep(min(2.0 * failures, 10.0))
+        except PouwError as exc:
+            raise click.ClickException(str(exc)) from None
+    stats = loop.stats
+    click.echo(f"\n[miner] done: {stats.blocks_found} blocks, {stats.steps} steps, {stats.tiles} tiles", err=True)
+
+
+if __name__ == "__main__":
+    main()
