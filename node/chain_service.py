@@ -37,7 +37,7 @@ from chain.hashing import tagged_hash
 from chain.state import JobRecord, StateDiff, StateReader, get_account, get_dataset, get_job, iter_jobs
 from chain.store import KeyValueStore, LevelDBStore
 from chain.transition import apply_block
-from chain.types import Block, DatasetPublish, Header, SignedTx, tx_root
+from chain.types import Block, DatasetPublish, Header, JobCancel, SignedTx, tx_root
 from consensus.difficulty import block_work, median_time_past
 from consensus.mempool import Mempool
 from consensus.pouw_seal import PouwSealVerifier, WorkContext, builtin_datasets, verify_work
@@ -116,6 +116,13 @@ def _verify_in_worker(ctx: WorkContext | None, raw_block: bytes, backend: str) -
     return sig_error, work_error
 
 
+def _worker_init() -> None:
+    """Verification workers replay small matmuls, which run fastest single-threaded."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _raise_encoded(error: str) -> None:
     reason, _, detail = error.partition("|")
     raise InvalidBlock(Reason(reason), detail)
@@ -142,7 +149,7 @@ class ChainService:
         self.genesis, self._genesis_state = preset.genesis()
         self.mempool = Mempool(
             self.rules, max_txs=mempool_max_txs, max_bytes=mempool_max_bytes,
-            expiry_seconds=mempool_expiry, max_per_account=256,
+            expiry_seconds=mempool_expiry, max_per_account=64,
         )
         self._db: ChainDB | None = None
         self._store: KeyValueStore | None = None
@@ -152,6 +159,7 @@ class ChainService:
         self._held: OrderedDict[bytes, Block] = OrderedDict()
         self._templates: OrderedDict[bytes, Template] = OrderedDict()
         self._anchors: OrderedDict[bytes, bytes] = OrderedDict()
+        self._initial_evaluations: dict[bytes, tuple[int, int, int]] = {}
         self._tip_listeners: list[Callable[[Block], Awaitable[None] | None]] = []
         self._tx_listeners: list[Callable[[SignedTx], Awaitable[None] | None]] = []
         self.started = time.monotonic()
@@ -164,7 +172,9 @@ class ChainService:
         await self._call(self._open)
         if self._verify_workers > 0 and self._proof:
             ctx = multiprocessing.get_context("spawn")
-            self._pool = concurrent.futures.ProcessPoolExecutor(self._verify_workers, mp_context=ctx)
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self._verify_workers, mp_context=ctx, initializer=_worker_init
+            )
 
     def _open(self) -> None:
         self.datadir.mkdir(parents=True, exist_ok=True)
@@ -389,13 +399,14 @@ class ChainService:
                     pack([job.steps_done, correct, total, loss]),
                 )
 
-    def _evaluate(self, job: JobRecord) -> tuple[int, int, int] | None:
+    def _evaluate(self, job: JobRecord, initial: bool = False) -> tuple[int, int, int] | None:
+        """(correct, total, loss) of the job's current model — or of its initial one — on held-out data."""
         if not isinstance(self.verifier, PouwSealVerifier):
             return None
         from pouw.backends import get_backend
         from pouw.datasets import Dataset
         from pouw.evaluate import evaluate
-        from pouw.model import ModelState
+        from pouw.model import ModelState, init_state
 
         dataset = builtin_datasets().get(job.spec.dataset_id)
         if dataset is None:
@@ -403,11 +414,15 @@ class ChainService:
             if data is None:
                 return None
             dataset = Dataset.decode(data)
-        raw = self._model_bytes(job.state_hash)
-        if raw is None:
-            return None
         config = model_config(job.spec)
-        result = evaluate(config, ModelState.decode(raw, config), dataset, get_backend("cpu"))
+        if initial:
+            state = init_state(config, job.init_seed)
+        else:
+            raw = self._model_bytes(job.state_hash)
+            if raw is None:
+                return None
+            state = ModelState.decode(raw, config)
+        result = evaluate(config, state, dataset, get_backend("cpu"))
         return result.correct, result.total, result.loss
 
     async def submit_block(self, block: Block) -> BlockOutcome:
@@ -438,6 +453,8 @@ class ChainService:
             self.mempool.readd(list(block.txs), state, now)
         for block in result.new_canonical:
             self.mempool.remove_for_block(list(block.txs), state)
+        # Rewards of undone blocks vanished: their miners' pending txs may no longer be affordable.
+        self.mempool.revalidate({block.header.miner for block in result.old_canonical}, state)
 
     async def retry_held(self) -> list[BlockOutcome]:
         """Retry blocks held for a future timestamp (the daemon calls this periodically)."""
@@ -497,7 +514,11 @@ class ChainService:
             job = found
         ctx = self.header_context(head.hash)
         now = int(self.clock())
-        txs = tuple(self.mempool.select(state, self.rules.max_block_txs, self.preset.max_block_bytes // 2))
+        # A cancel of the job being mined could meet a job this very block finishes: leave it out.
+        txs = tuple(
+            tx for tx in self.mempool.select(state, self.rules.max_block_txs, self.preset.max_block_bytes // 2)
+            if not (isinstance(tx.body, JobCancel) and tx.body.job_id == job_id)
+        )
         header = make_header(
             parent=parent, parent_hash=head.hash, timestamp=max(now, ctx.median_time_past + 1),
             target=expected_target(self.preset, ctx, self.genesis.header.target), miner=miner,
@@ -559,15 +580,24 @@ class ChainService:
         return header
 
     def job_history(self, job_id: bytes, limit: int = 500) -> list[tuple[int, int, int, int, int]]:
-        """(height, steps_done, correct, total, loss) of the job's model after each block that trained it."""
-        if self._store is None:
+        """(height, steps_done, correct, total, loss) of the job's model: the untrained model at the
+        job's creation, then after each block that trained it."""
+        job = get_job(self.db.state, job_id)
+        if self._store is None or job is None:
             return []
         rows = []
+        initial = self._initial_evaluations.get(job_id)
+        if initial is None:
+            initial = self._evaluate(job, initial=True)
+            if initial is not None:
+                self._initial_evaluations[job_id] = initial
+        if initial is not None:
+            rows.append((job.created_height, 0, *initial))
         for key, raw in self._store.iterate(schema.DB_EVAL + job_id):
             height = int.from_bytes(key[-8:], "big")
             steps, correct, total, loss = unpack(raw)
             rows.append((height, steps, correct, total, loss))
-        return rows[-limit:]
+        return rows[:1] + rows[1:][-limit:]
 
     def recent_blocks(self, count: int, before: int | None = None) -> Iterator[Block]:
         top = self.db.head.height if before is None else min(before, self.db.head.height)

@@ -73,6 +73,9 @@ def main(config_path: Path | None, **flags: Any) -> None:
         listen=bool(settings.get("listen", True)), verify_workers=int(settings.get("verify_workers", 1)),
         log_level=level.lower(),
     )
+    import torch
+
+    torch.set_num_threads(1)  # the node's own torch work (evaluation) is small matmuls
     try:
         asyncio.run(run_node(config))
     except PouwError as exc:

@@ -1,0 +1,95 @@
+"""Low-rank noise of the noisy-transcript product, drawn from a matmul's seed σ_m.
+
+For a product A (m×k) · B (k×n) the noise is E = E_L·E_R (m×k) and F = F_L·F_R (k×n), of rank r:
+
+* E_L (m×r) has entries ±1;
+* E_R (r×k) is ternary: column j is zero except on a cyclic window of ``s = min(r, 64)`` rows
+  starting at a drawn offset, where its entries are ±1. So each entry of E is a sum of exactly s
+  terms ±1 and |E| <= s <= 64; with payload |A| <= 63, |A+E| <= 127 fits int8 whatever r is;
+* F is built the same way transposed: F^T = G_L·G_R with G_L (n×r) ±1 and G_R (r×k) windowed,
+  i.e. F_L = G_R^T (k×r, s non-zeros per row) and F_R = G_L^T (r×n, entries ±1).
+
+Draw order (normative): E comes from ``Prng("pouw/noise", σ_m, 0)``: first the sign bits of E_L,
+then the windows of E_R; F from ``Prng("pouw/noise", σ_m, 1)``: the sign bits of G_L, then the
+windows of G_R. A sign matrix (rows×cols) takes ceil(rows·cols/8) bytes, bits little-endian within
+each byte, row-major; bit 1 means -1. A window matrix (r×cols) takes ``randbelow_array(r, cols)``
+offsets, then a sign matrix (cols×s) whose row j gives the signs of column j's window, entry i
+landing on row (offset_j + i) mod r.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from pouw.params import NOISE_BOUND
+from pouw.prng import Prng
+
+I8 = npt.NDArray[np.int8]
+
+
+def draw_signs(prng: Prng, rows: int, cols: int) -> I8:
+    """A rows×cols matrix of ±1 from the next ceil(rows·cols/8) bytes of ``prng``."""
+    count = rows * cols
+    raw = np.frombuffer(prng.bytes((count + 7) // 8), dtype=np.uint8)
+    bits = np.unpackbits(raw, bitorder="little")[:count].astype(np.int8)
+    return (1 - 2 * bits).reshape(rows, cols)
+
+
+def draw_windows(prng: Prng, rank: int, cols: int, nonzeros: int) -> I8:
+    """A rank×cols ternary matrix: each column ±1 on a cyclic window of ``nonzeros`` rows."""
+    if not 1 <= nonzeros <= min(rank, NOISE_BOUND):
+        raise ValueError(f"window of {nonzeros} rows does not fit rank {rank} and bound {NOISE_BOUND}")
+    offsets = prng.randbelow_array(rank, cols)
+    signs = draw_signs(prng, cols, nonzeros)
+    rows = (offsets[:, None] + np.arange(nonzeros)[None, :]) % rank  # (cols, nonzeros)
+    out = np.zeros((rank, cols), dtype=np.int8)
+    out[rows, np.arange(cols)[:, None]] = signs
+    return out
+
+
+def exact_matmul(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Integer product through float64 GEMM, as int64: exact while every partial sum stays below
+    2**53, which the bounds of this module guarantee for any width below 2**30."""
+    return (x.to(torch.float64) @ y.to(torch.float64)).to(torch.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class NoiseFactors:
+    """The four int8 factors of one matmul's noise; E = e_left·e_right, F = f_left·f_right."""
+
+    e_left: torch.Tensor  # m × r, ±1
+    e_right: torch.Tensor  # r × k, windowed ternary
+    f_left: torch.Tensor  # k × r, windowed ternary (rows)
+    f_right: torch.Tensor  # r × n, ±1
+
+    @property
+    def rank(self) -> int:
+        return int(self.e_left.shape[1])
+
+    def to(self, device: torch.device) -> NoiseFactors:
+        return NoiseFactors(*(t.to(device) for t in (self.e_left, self.e_right, self.f_left, self.f_right)))
+
+    def e(self, rows: slice = slice(None)) -> torch.Tensor:
+        """E (or the given rows of it), int64."""
+        return exact_matmul(self.e_left[rows], self.e_right)
+
+    def f(self, cols: slice = slice(None)) -> torch.Tensor:
+        """F (or the given columns of it), int64."""
+        return exact_matmul(self.f_left, self.f_right[:, cols])
+
+
+def draw_noise(sigma_m: bytes, m: int, k: int, n: int, rank: int) -> NoiseFactors:
+    """The noise factors (on the CPU) of a product A (m×k)·B (k×n) seeded by σ_m."""
+    nonzeros = min(rank, NOISE_BOUND)
+    e_stream = Prng("pouw/noise", sigma_m, 0)
+    e_left = draw_signs(e_stream, m, rank)
+    e_right = draw_windows(e_stream, rank, k, nonzeros)
+    f_stream = Prng("pouw/noise", sigma_m, 1)
+    g_left = draw_signs(f_stream, n, rank)
+    g_right = draw_windows(f_stream, rank, k, nonzeros)
+    factors = (e_left, e_right, np.ascontiguousarray(g_right.T), np.ascontiguousarray(g_left.T))
+    return NoiseFactors(*(torch.from_numpy(x) for x in factors))

@@ -1,0 +1,75 @@
+"""A real devnet node and a real CPU miner: blocks, useful training, exact rewards, and a restart."""
+
+from __future__ import annotations
+
+import hashlib
+
+from chain.types import JobSpec, JobSubmit
+from consensus.presets import DEVNET_PRESET
+from tests.functional.conftest import Network
+from tests.functional.framework import wait_until
+from wallet.address import encode_address
+from wallet.keys import PrivateKey
+from wallet.txbuild import sign_tx
+
+MINER_KEY = PrivateKey(hashlib.sha256(b"functional-miner").digest())
+MINER = encode_address(MINER_KEY.address)
+SUBSIDY = DEVNET_PRESET.subsidy(1)
+
+
+def test_devnet_node_and_cpu_miner(network: Network) -> None:
+    node = network.add_node(preset="devnet")
+    miner = network.add_miner(node, MINER)
+    wait_until(lambda: node.height() >= 3, 240, "3 devnet blocks")
+
+    # The miner (now funded) buys training: the job's escrow pays whoever trains it.
+    nonce = node.get(f"/api/accounts/{MINER}")["next_nonce"]
+    spec = JobSpec(dims=(64, 64, 64), dataset_id=DEVNET_PRESET.builtin_dataset().id, batch_size=64, lr_shift=8,
+                   total_steps=50_000, fee_per_step=1_000)
+    tx = sign_tx(MINER_KEY, JobSubmit(chain_id=DEVNET_PRESET.chain_id, nonce=nonce, fee=20_000, spec=spec,
+                                      name="client-job"))
+    txid = node.post("/api/tx", {"tx": tx.encode().hex()})["txid"]
+    wait_until(lambda: node.get(f"/api/tx/{txid}")["status"] == "confirmed", 120, "the job to confirm")
+    job_id = next(j["job_id"] for j in node.get("/api/jobs")["jobs"] if j["name"] == "client-job")
+    wait_until(lambda: node.get(f"/api/jobs/{job_id}")["steps_done"] > 0, 120, "the client job to be trained")
+    wait_until(lambda: node.height() >= 6, 240, "6 devnet blocks")
+    miner.stop()
+
+    status = node.status()
+    height = status["height"]
+    assert height >= 5
+    # Every block paid the subsidy to our miner; the client job moved escrow to it as it was trained.
+    client_job = node.get(f"/api/jobs/{job_id}")
+    assert client_job["escrow_spent"] == client_job["steps_done"] * 1_000
+    assert node.balance(MINER) == SUBSIDY * height - client_job["escrow_left"]
+    # The built-in job's held-out accuracy rose as miners trained it.
+    digits = next(j for j in node.get("/api/jobs")["jobs"] if j["name"] == "digits")
+    history = node.get(f"/api/jobs/{digits['job_id']}")["history"]
+    assert len(history) >= 2
+    assert history[-1]["accuracy"] > history[0]["accuracy"] + 0.2
+    assert history[-1]["steps"] > history[0]["steps"]
+    blocks = node.get("/api/blocks?limit=50")["blocks"]
+    assert all(b["miner"] == MINER for b in blocks if b["height"] > 0)
+    assert all(b["tile"] is not None for b in blocks if b["height"] > 0)
+
+    # Restart on the same datadir: same tip, same balances; mining resumes.
+    balance = node.balance(MINER)
+    assert node.stop() == 0
+    node.start()
+    assert node.status()["tip"] == status["tip"]
+    assert node.balance(MINER) == balance
+    network.add_miner(node, MINER)
+    wait_until(lambda: node.height() > height, 240, "mining to resume after a restart")
+
+
+def test_second_node_on_same_datadir_is_refused(network: Network) -> None:
+    node = network.add_node()
+    clone = network.add_node(start=False)
+    clone.datadir = node.datadir
+    import subprocess
+
+    result = subprocess.run(clone.args(), capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "another pouw-node" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert node.is_up()
