@@ -132,14 +132,14 @@ TESTNET_PRESET = Preset(
     expected_block_macs=1 << 44, genesis_timestamp=GENESIS_TIME,
     initial_subsidy=50 * COIN, halving_interval=210_000, max_block_bytes=16 * 1024 * 1024,
     max_block_txs=10_000, min_fee=10_000, fee_per_byte=10, max_reorg_depth=288, pouw=TESTNET,
-    builtin_dims=(64, 256, 64), builtin_batch=256, builtin_lr_shift=8,
+    builtin_dims=(64, 256, 64), builtin_batch=256, builtin_lr_shift=11,
 )
 MAINNET_PRESET = Preset(
     name="mainnet", chain_id=0x5057_0003, block_time=600, half_life=2 * 86_400,
     expected_block_macs=1 << 56, genesis_timestamp=GENESIS_TIME,
     initial_subsidy=50 * COIN, halving_interval=210_000, max_block_bytes=32 * 1024 * 1024,
     max_block_txs=10_000, min_fee=100_000, fee_per_byte=100, max_reorg_depth=100, pouw=MAINNET,
-    builtin_dims=(64, 512, 64), builtin_batch=512, builtin_lr_shift=8,
+    builtin_dims=(64, 512, 64), builtin_batch=512, builtin_lr_shift=12,
 )
 REGTEST_PRESET = replace(
     DEVNET_PRESET, name="regtest", chain_id=0x5057_00FF, block_time=1, half_life=1 << 40,

@@ -7,6 +7,15 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+# Tiny matmuls stall badly when two torch threads share two busy cores: tests run single-threaded,
+# as the miner and the node do.
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover - torch is a dependency
+    pass
+
 settings.register_profile(
     "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -89,7 +89,7 @@ class TestNode:
         return args + self.extra_args
 
     def start(self, wait: bool = True) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.args(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL)
         log.close()
@@ -172,7 +172,7 @@ class TestMiner:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [PYTHON, "-m", "node.miner_cli", "--cpu", "--threads", "1", "--node", self.node.url,
              "--address", self.address, *self.extra_args],

@@ -1,0 +1,231 @@
+"""Training data every validator can rebuild bit for bit, and its content id.
+
+Normative (docs/spec-training.md, "Datasets"): features are integers in ``0..63`` (int8 payloads, so
+the input layer obeys the matmul operand bound), the feature width is a multiple of 64, labels are
+``0..n_classes-1``. The canonical bytes are
+``pack(["pouw/dataset/1", n_classes, n_features, x_train, y_train, x_test, y_test])`` with features
+as one byte each (row-major) and labels as little-endian uint16; the id is ``hash_bytes`` of them
+(the name is a label, not content).
+
+Sources: ``digits`` (sklearn's bundled 8x8 digits, ``q = (v*63 + 8) // 16``, test rows are those
+whose index is a multiple of 5), ``synthetic:k=v,...`` (a Prng-driven teacher network labels random
+inputs) and ``.npz`` files with ``x_train, y_train, x_test, y_test`` (and optionally ``n_classes``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from chain.encoding import pack, unpack
+from chain.errors import InvalidEncoding, Reason, ValidationError
+from chain.hashing import hash_bytes
+from pouw.model import DIM_QUANTUM, MAX_DIM, PAYLOAD_MAX
+from pouw.prng import Prng
+
+FORMAT_TAG = "pouw/dataset/1"
+MAX_CLASSES = 4096
+MAX_ROWS = 1 << 22
+MAX_ENCODED_BYTES = 1 << 31
+DIGITS_TEST_EVERY = 5
+SYNTHETIC_DEFAULTS = {"n": 4096, "d": 64, "classes": 10, "seed": 0, "hidden": 64}
+MAX_SYNTHETIC_HIDDEN = 1024
+
+Features = npt.NDArray[np.int8]
+Labels = npt.NDArray[np.int64]
+
+
+def _bad(detail: str) -> ValidationError:
+    return ValidationError(Reason.BAD_DATASET, detail)
+
+
+def _features(x: Any, what: str) -> Features:
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iu" or arr.ndim != 2:
+        raise _bad(f"{what} must be a 2-D integer array, got {arr.dtype} with {arr.ndim} dims")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) > PAYLOAD_MAX):
+        raise _bad(f"{what} values must lie in 0..{PAYLOAD_MAX}")
+    out = arr.astype(np.int8)
+    out.setflags(write=False)
+    return out
+
+
+def _labels(y: Any, n_rows: int, n_classes: int, what: str) -> Labels:
+    arr = np.asarray(y)
+    if arr.dtype.kind not in "iu" or arr.ndim != 1 or len(arr) != n_rows:
+        raise _bad(f"{what} must be {n_rows} integer labels")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= n_classes):
+        raise _bad(f"{what} values must lie in 0..{n_classes - 1}")
+    out = arr.astype(np.int64)
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Validated, read-only train and test splits. Build one with :func:`load_dataset`."""
+
+    name: str
+    x_train: Features
+    y_train: Labels
+    x_test: Features
+    y_test: Labels
+    n_classes: int
+
+    def __post_init__(self) -> None:
+        if type(self.n_classes) is not int or not 2 <= self.n_classes <= MAX_CLASSES:
+            raise _bad(f"n_classes {self.n_classes!r} not in [2, {MAX_CLASSES}]")
+        x_train = _features(self.x_train, "x_train")
+        x_test = _features(self.x_test, "x_test")
+        width = x_train.shape[1]
+        if x_test.shape[1] != width or not DIM_QUANTUM <= width <= MAX_DIM or width % DIM_QUANTUM:
+            raise _bad(f"feature widths {width}/{x_test.shape[1]} must agree, multiples of 64")
+        if not 1 <= len(x_train) <= MAX_ROWS or len(x_test) > MAX_ROWS:
+            raise _bad(f"need 1..{MAX_ROWS} training rows and at most as many test rows")
+        object.__setattr__(self, "x_train", x_train)
+        object.__setattr__(self, "x_test", x_test)
+        object.__setattr__(self, "y_train", _labels(self.y_train, len(x_train), self.n_classes, "y_train"))
+        object.__setattr__(self, "y_test", _labels(self.y_test, len(x_test), self.n_classes, "y_test"))
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_train(self) -> int:
+        return len(self.x_train)
+
+    def encode(self) -> bytes:
+        return pack([
+            FORMAT_TAG, self.n_classes, self.n_features,
+            self.x_train.tobytes(), self.y_train.astype("<u2").tobytes(),
+            self.x_test.tobytes(), self.y_test.astype("<u2").tobytes(),
+        ])  # fmt: skip
+
+    @functools.cached_property
+    def id(self) -> bytes:
+        """Content hash: ``hash_bytes(encode())``."""
+        return hash_bytes(self.encode())
+
+    @classmethod
+    def decode(cls, data: bytes, name: str = "") -> Dataset:
+        """Inverse of :meth:`encode`; malformed bytes raise :class:`InvalidEncoding`."""
+        obj = unpack(data, max_size=MAX_ENCODED_BYTES)
+        if type(obj) is not list or len(obj) != 7 or obj[0] != FORMAT_TAG:
+            raise InvalidEncoding(Reason.MALFORMED, f"not a {FORMAT_TAG} record")
+        _, n_classes, width, xtr, ytr, xte, yte = obj
+        if type(n_classes) is not int or type(width) is not int or width <= 0:
+            raise InvalidEncoding(Reason.WRONG_TYPE, "n_classes and n_features are integers")
+        if not all(type(b) is bytes for b in (xtr, ytr, xte, yte)):
+            raise InvalidEncoding(Reason.WRONG_TYPE, "arrays travel as bytes")
+
+        def split(x_raw: bytes, y_raw: bytes) -> tuple[Features, Labels]:
+            if len(y_raw) % 2 or len(x_raw) != width * (len(y_raw) // 2):
+                raise InvalidEncoding(Reason.MALFORMED, "feature and label lengths disagree")
+            x = np.frombuffer(x_raw, dtype=np.uint8).reshape(-1, width)
+            return x, np.frombuffer(y_raw, dtype="<u2")  # type: ignore[return-value]
+
+        try:
+            return cls(name, *split(xtr, ytr), *split(xte, yte), n_classes=n_classes)
+        except ValidationError as exc:
+            raise InvalidEncoding(Reason.OUT_OF_RANGE, exc.detail) from exc
+
+
+def load_dataset(name_or_path: str) -> Dataset:
+    """``digits``, ``synthetic:n=..,d=..,classes=..,seed=..[,test=..,hidden=..]`` or a ``.npz`` path."""
+    if name_or_path == "digits":
+        return digits()
+    if name_or_path == "synthetic" or name_or_path.startswith("synthetic:"):
+        return synthetic(**parse_synthetic(name_or_path))
+    if name_or_path.endswith(".npz"):
+        return load_npz(name_or_path)
+    raise ValidationError(Reason.UNKNOWN_DATASET, f"unknown dataset {name_or_path!r}")
+
+
+@functools.cache
+def digits() -> Dataset:
+    """sklearn's 1797 bundled digits, features ``(v*63 + 8) // 16``, every 5th row held out."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    raw = np.asarray(bunch.data).astype(np.int64)
+    x = (raw * PAYLOAD_MAX + 8) // 16
+    y = np.asarray(bunch.target).astype(np.int64)
+    test = np.arange(len(x)) % DIGITS_TEST_EVERY == 0
+    return Dataset("digits", x[~test], y[~test], x[test], y[test], n_classes=10)
+
+
+def parse_synthetic(spec: str) -> dict[str, int]:
+    """Parameters of ``synthetic:k=v,...``; unknown keys or non-decimal values are rejected."""
+    params = dict(SYNTHETIC_DEFAULTS)
+    body = spec.removeprefix("synthetic").removeprefix(":")
+    for item in filter(None, body.split(",")):
+        match = re.fullmatch(r"(n|d|classes|seed|test|hidden)=(0|[1-9][0-9]{0,9})", item.strip())
+        if match is None:
+            raise ValidationError(Reason.UNKNOWN_DATASET, f"bad synthetic parameter {item!r}")
+        params[match.group(1)] = int(match.group(2))
+    params.setdefault("test", params["n"] // 4)
+    return params
+
+
+def synthetic(n: int, d: int, classes: int, seed: int, test: int, hidden: int) -> Dataset:
+    """Teacher-student data: uniform inputs labelled by a random integer ReLU network.
+
+    ``Prng("pouw/synthetic", n, test, d, classes, hidden, seed)`` yields, in order: ``(n+test)*d``
+    bytes whose low 6 bits are the features; teacher weights ``T1`` (d x hidden) and ``T2``
+    (hidden x classes), each ``randbelow(255) - 127`` row-major. The label of ``x`` is the first
+    argmax of ``relu((x - 32) @ T1) @ T2`` (exact int64). The first ``n`` rows train.
+    """
+    if not 1 <= n <= MAX_ROWS or not 0 <= test <= MAX_ROWS:
+        raise _bad(f"synthetic sizes n={n}, test={test} out of range")
+    if not 1 <= hidden <= MAX_SYNTHETIC_HIDDEN or not 2 <= classes <= MAX_CLASSES:
+        raise _bad(f"synthetic hidden={hidden} or classes={classes} out of range")
+    if not DIM_QUANTUM <= d <= MAX_DIM or d % DIM_QUANTUM:
+        raise _bad(f"synthetic width {d} is not a multiple of 64 in [64, {MAX_DIM}]")
+    prng = Prng("pouw/synthetic", n, test, d, classes, hidden, seed)
+    rows = n + test
+    x = (np.frombuffer(prng.bytes(rows * d), dtype=np.uint8) & PAYLOAD_MAX).reshape(rows, d)
+    t1 = (prng.randbelow_array(255, d * hidden) - 127).reshape(d, hidden)
+    t2 = (prng.randbelow_array(255, hidden * classes) - 127).reshape(hidden, classes)
+    hid = np.maximum((x.astype(np.int64) - 32) @ t1, 0)
+    y = np.argmax(hid @ t2, axis=1)
+    name = f"synthetic:n={n},d={d},classes={classes},seed={seed},test={test},hidden={hidden}"
+    return Dataset(name, x[:n], y[:n], x[n:], y[n:], n_classes=classes)
+
+
+def load_npz(path: str) -> Dataset:
+    """A user's ``.npz``: integer arrays, features in 0..63 (zero-padded to a multiple of 64 wide)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: np.asarray(archive[key]) for key in archive.files}
+    except FileNotFoundError as exc:
+        raise ValidationError(Reason.UNKNOWN_DATASET, f"no such file {path!r}") from exc
+    except (OSError, ValueError, EOFError) as exc:
+        raise _bad(f"{path!r} is not a readable npz without pickles: {exc}") from exc
+    missing = {"x_train", "y_train", "x_test", "y_test"} - arrays.keys()
+    if missing:
+        raise _bad(f"{path!r} lacks {sorted(missing)}")
+    labels = np.concatenate([arrays["y_train"].ravel(), arrays["y_test"].ravel()])
+    if labels.dtype.kind not in "iu":
+        raise _bad("labels must be integers")
+    n_classes = arrays.get("n_classes", np.asarray(int(labels.max(initial=1)) + 1))
+    if n_classes.shape != () or n_classes.dtype.kind not in "iu":
+        raise _bad("n_classes must be an integer scalar")
+    x_train, x_test = (_pad_width(arrays[key], key) for key in ("x_train", "x_test"))
+    return Dataset(
+        os.path.basename(path), x_train, arrays["y_train"], x_test, arrays["y_test"],
+        n_classes=int(n_classes),
+    )  # fmt: skip
+
+
+def _pad_width(x: npt.NDArray[Any], what: str) -> npt.NDArray[Any]:
+    if x.ndim != 2:
+        raise _bad(f"{what} must be 2-D")
+    pad = -x.shape[1] % DIM_QUANTUM
+    return np.pad(x, ((0, 0), (0, pad))) if pad else x
