@@ -23,13 +23,13 @@ from types import TracebackType
 from typing import TypeVar
 
 from chain import schema
-from chain.encoding import BigUInt, Container, UInt, pack, unpack, wire
+from chain.encoding import BigUInt, Container, Nested, UInt, pack, unpack, wire
 from chain.errors import InvalidBlock, InvalidEncoding, Reason, StoreError, ValidationError
 from chain.rules import ChainRules
 from chain.state import StateDiff, StateReader, merge_sorted, state_root_of
 from chain.store import KeyValueReader, KeyValueStore
 from chain.transition import apply_block
-from chain.types import HASH32, ZERO_HASH, Block, Header
+from chain.types import HASH32, ZERO_HASH, Block, Header, Seal
 
 Connect = Callable[[StateReader, Block], StateDiff]
 """Validates ``block`` against the state of its parent and returns its state diff, or raises
@@ -76,6 +76,14 @@ class BlockIndex(Container):
     work: int = wire(BigUInt(WORK_BYTES))
     """Cumulative expected work from genesis up to and including this block."""
     status: int = wire(UInt(8))
+
+
+@dataclass(frozen=True, slots=True)
+class SealedHeader(Container):
+    """A block without its body: what headers-first sync needs, kept apart for cheap reads."""
+
+    header: Header = wire(Nested(Header))
+    seal: Seal = wire(Nested(Seal))
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +272,12 @@ class ChainDB:
         return _load(self._store, schema.block_key(block_hash), Block)
 
     def get_header(self, block_hash: bytes) -> Header | None:
-        return _load(self._store, schema.header_key(block_hash), Header)
+        sealed = self.get_sealed_header(block_hash)
+        return sealed.header if sealed is not None else None
+
+    def get_sealed_header(self, block_hash: bytes) -> SealedHeader | None:
+        """Header and seal without the block body (what headers-first sync sends)."""
+        return _load(self._store, schema.header_key(block_hash), SealedHeader)
 
     def get_index(self, block_hash: bytes) -> BlockIndex | None:
         return _load(self._store, schema.index_key(block_hash), BlockIndex)
@@ -421,7 +434,7 @@ class ChainDB:
     @staticmethod
     def _put_block(pending: PendingWrites, block_hash: bytes, block: Block, entry: BlockIndex) -> None:
         pending.put(schema.block_key(block_hash), block.encode())
-        pending.put(schema.header_key(block_hash), block.header.encode())
+        pending.put(schema.header_key(block_hash), SealedHeader(block.header, block.seal).encode())
         pending.put(schema.index_key(block_hash), entry.encode())
 
 

@@ -18,7 +18,7 @@ prefix      key                                value
 ==========  =================================  ===============================================
 ``s``       ``s || state key``                 the head state's value for that state key
 ``b``       ``b || block_hash(32)``            :class:`chain.types.Block`
-``H``       ``H || block_hash(32)``            :class:`chain.types.Header` (cheap header reads)
+``H``       ``H || block_hash(32)``            :class:`chain.chaindb.SealedHeader` (header + seal, no body)
 ``i``       ``i || block_hash(32)``            :class:`chain.chaindb.BlockIndex`
 ``c``       ``c || height(8, big-endian)``     hash of the canonical block at that height
 ``u``       ``u || block_hash(32)``            undo record of a canonical block

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from chain import schema
 from chain.builder import make_header, seal_block
-from chain.chaindb import BlockStatus, ChainDB, ChainHead, ImportResult
+from chain.chaindb import BlockStatus, ChainDB, ChainHead, ImportResult, SealedHeader
 from chain.crypto import verify_signature
 from chain.encoding import pack, unpack
 from chain.errors import InvalidBlock, InvalidTransaction, PouwError, Reason, ValidationError
@@ -37,7 +37,7 @@ from chain.hashing import tagged_hash
 from chain.state import JobRecord, StateDiff, StateReader, get_account, get_dataset, get_job, iter_jobs
 from chain.store import KeyValueStore, LevelDBStore
 from chain.transition import apply_block
-from chain.types import Block, DatasetPublish, Header, JobCancel, SignedTx, tx_root
+from chain.types import Block, DatasetPublish, Header, JobCancel, SignedTx, block_hash_of, tx_root
 from consensus.difficulty import block_work, median_time_past
 from consensus.mempool import Mempool
 from consensus.pouw_seal import PouwSealVerifier, WorkContext, builtin_datasets, verify_work
@@ -53,6 +53,7 @@ MAX_INVALID_REMEMBERED = 10_000
 MAX_HELD_FUTURE = 64
 MAX_TEMPLATES = 64
 MAX_ANCHOR_CACHE = 4_096
+MAX_HEADER_TREE = 100_000
 
 
 class BlockStatusText(StrEnum):
@@ -80,6 +81,15 @@ class BlockOutcome:
     @property
     def ok(self) -> bool:
         return self.status in (BlockStatusText.ACCEPTED, BlockStatusText.KNOWN)
+
+
+@dataclass(frozen=True)
+class HeaderEntry:
+    """A header known to the node, with its hash and the cumulative work of its chain."""
+
+    sealed: SealedHeader
+    hash: bytes
+    work: int
 
 
 @dataclass(frozen=True)
@@ -160,6 +170,8 @@ class ChainService:
         self._templates: OrderedDict[bytes, Template] = OrderedDict()
         self._anchors: OrderedDict[bytes, bytes] = OrderedDict()
         self._initial_evaluations: dict[bytes, tuple[int, int, int]] = {}
+        self.header_tree: OrderedDict[bytes, HeaderEntry] = OrderedDict()
+        self.best_header = HeaderEntry(SealedHeader(self.genesis.header, self.genesis.seal), self.genesis.hash, 0)
         self._tip_listeners: list[Callable[[Block], Awaitable[None] | None]] = []
         self._tx_listeners: list[Callable[[SignedTx], Awaitable[None] | None]] = []
         self.started = time.monotonic()
@@ -187,6 +199,7 @@ class ChainService:
             self._store, self.genesis, self._genesis_state, self._connect,
             lambda header: block_work(header.target), max_reorg_depth=self.preset.max_reorg_depth,
         )
+        self._prune_header_tree()
 
     async def stop(self) -> None:
         if self._pool is not None:
@@ -272,7 +285,7 @@ class ChainService:
         stamps: list[int] = []
         cursor: bytes | None = parent_hash
         while cursor is not None and len(stamps) < count:
-            header = self.db.get_header(cursor)
+            header = self.get_header(cursor)
             if header is None:
                 break
             stamps.append(header.timestamp)
@@ -294,7 +307,7 @@ class ChainService:
             if cached is not None:
                 anchor_hash = cached
                 break
-            header = self.db.get_header(cursor)
+            header = self.get_header(cursor)
             if header is None:
                 raise InvalidBlock(Reason.UNKNOWN_PARENT, "broken ancestry")
             if header.height == 1:
@@ -306,10 +319,10 @@ class ChainService:
             self._anchors[h] = anchor_hash
         while len(self._anchors) > MAX_ANCHOR_CACHE:
             self._anchors.popitem(last=False)
-        return self.db.get_header(anchor_hash)
+        return self.get_header(anchor_hash)
 
     def header_context(self, parent_hash: bytes) -> HeaderContext:
-        parent = self.db.get_header(parent_hash)
+        parent = self.get_header(parent_hash)
         if parent is None:
             raise InvalidBlock(Reason.UNKNOWN_PARENT, parent_hash.hex())
         return HeaderContext(
@@ -320,6 +333,75 @@ class ChainService:
 
     def next_target(self, parent_hash: bytes) -> int:
         return expected_target(self.preset, self.header_context(parent_hash), self.genesis.header.target)
+
+    # -- the header tree (headers-first sync) -----------------------------------------------------
+
+    def get_header(self, block_hash: bytes) -> Header | None:
+        """A header from the block store or from headers accepted ahead of their blocks."""
+        entry = self.header_tree.get(block_hash)
+        return entry.sealed.header if entry is not None else self.db.get_header(block_hash)
+
+    def header_work(self, block_hash: bytes) -> int | None:
+        entry = self.header_tree.get(block_hash)
+        if entry is not None:
+            return entry.work
+        index = self.db.get_index(block_hash)
+        return index.work if index is not None else None
+
+    def accept_header(self, sealed: SealedHeader) -> bool:
+        """Cheap checks of a header whose block we do not have yet (parent known, header rules,
+        winning tile when the job is known), then remember it. Returns False if already known."""
+        header = sealed.header
+        block_hash = block_hash_of(header, sealed.seal)
+        if block_hash in self.header_tree or self.db.get_index(block_hash) is not None:
+            return False
+        if block_hash in self._invalid:
+            raise InvalidBlock(Reason.KNOWN_INVALID, self._invalid[block_hash])
+        parent_work = self.header_work(header.prev_hash)
+        if parent_work is None:
+            raise InvalidBlock(Reason.UNKNOWN_PARENT, header.prev_hash.hex())
+        try:
+            check_header(self.preset, header, self.header_context(header.prev_hash), self.genesis.header.target,
+                         int(self.clock()))
+            if isinstance(self.verifier, PouwSealVerifier):
+                self.verifier.check_tile(header, sealed.seal, self.db.state)
+        except FutureBlock:
+            raise
+        except ValidationError as exc:
+            self._remember_invalid(block_hash, f"{exc.reason.value}: {exc.detail}")
+            raise
+        entry = HeaderEntry(sealed, block_hash, parent_work + block_work(header.target))
+        self.header_tree[block_hash] = entry
+        if entry.work > self.best_header.work:
+            self.best_header = entry
+        while len(self.header_tree) > MAX_HEADER_TREE:
+            self.header_tree.popitem(last=False)
+        return True
+
+    def _prune_header_tree(self) -> None:
+        """Forget headers whose blocks are now stored; keep the best header pointer honest."""
+        for block_hash in [h for h in self.header_tree if self.db.get_index(h) is not None]:
+            del self.header_tree[block_hash]
+        head = self.db.head
+        if self.best_header.hash not in self.header_tree or self.best_header.work <= head.work:
+            best = max(self.header_tree.values(), key=lambda e: e.work, default=None)
+            if best is None or best.work <= head.work:
+                sealed = self.db.get_sealed_header(head.hash)
+                if sealed is not None:
+                    self.best_header = HeaderEntry(sealed, head.hash, head.work)
+            else:
+                self.best_header = best
+
+    def _header_stored(self, block: Block) -> None:
+        """A block arrived for a header: the block store holds its header from now on."""
+        block_hash = block.hash
+        self.header_tree.pop(block_hash, None)
+        head = self.db.head
+        if self.best_header.hash == block_hash or head.work > self.best_header.work:
+            self.best_header = HeaderEntry(SealedHeader(block.header, block.seal), block_hash,
+                                           self.header_work(block_hash) or head.work)
+            if head.work > self.best_header.work:
+                self._prune_header_tree()
 
     # -- blocks -----------------------------------------------------------------------------------
 
@@ -363,6 +445,7 @@ class ChainService:
             log.info("rejected block %d %s: %s", height, block_hash.hex()[:16], exc)
             return BlockOutcome(BlockStatusText.INVALID, block_hash, height, exc.reason.value, exc.detail), None
         self.blocks_imported += 1
+        self._header_stored(block)
         became_tip = self.db.head.hash == block_hash or any(b.hash == block_hash for b in result.new_canonical)
         self._after_import(result)
         return BlockOutcome(BlockStatusText.ACCEPTED, block_hash, height, became_tip=became_tip), result
