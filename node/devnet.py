@@ -1,0 +1,252 @@
+"""``make devnet``: a local network on loopback that shows the whole product working.
+
+Starts three ``pouw-node`` processes (devnet preset) connected in a line, creates two wallets,
+runs a CPU ``pouw-mine`` paying the first wallet and training the built-in digits job, sends a
+transfer from the first wallet to the second once it has funds and waits for it to confirm,
+submits a second small training job, and prints a summary: height and peers of every node, blocks
+per miner, each job's steps and held-out accuracy, balances, and where the logs are. Ctrl-C (or
+``--blocks N``) stops every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from chain.types import COIN, JobSpec, JobSubmit, Transfer, job_id_of
+from consensus.presets import DEVNET_PRESET
+from wallet.address import encode_address
+from wallet.amounts import format_amount
+from wallet.keystore import ScryptParams, Wallet
+from wallet.txbuild import sign_tx
+
+NODES = 3
+TRANSFER = 2 * COIN
+FEE = 20_000
+DEVNET_PASSWORD = "devnet"
+"""The devnet wallets' password (a local throwaway network; never use such a password for real coins)."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Api:
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, body: Any) -> Any:
+        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"{path}: {exc.code} {exc.read().decode(errors='replace')}") from None
+
+
+class Devnet:
+    def __init__(self, root: Path, blocks: int | None, out: Any = sys.stdout) -> None:
+        self.root = root
+        self.blocks = blocks
+        self.out = out
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.rpc_ports = [free_port() for _ in range(NODES)]
+        self.p2p_ports = [free_port() for _ in range(NODES)]
+        self.apis = [Api(port) for port in self.rpc_ports]
+        self.logs = root / "logs"
+        self.summary: dict[str, Any] = {}
+
+    def say(self, text: str) -> None:
+        print(f"[devnet] {text}", file=self.out, flush=True)
+
+    def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        process = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        self.processes.append(process)
+        return process
+
+    def wait(self, what: str, predicate: Any, timeout: float = 300) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for process in self.processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"a devnet process exited ({process.args}); see {self.logs}")
+            try:
+                value = predicate()
+                if value:
+                    return value
+            except (OSError, urllib.error.URLError, KeyError, ValueError):
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"timed out waiting for {what}; logs in {self.logs}")
+
+    def start_nodes(self) -> None:
+        for i in range(NODES):
+            args = ["node.cli", "--preset", "devnet", "--datadir", str(self.root / f"node{i}"),
+                    "--rpc-port", str(self.rpc_ports[i]), "--p2p-port", str(self.p2p_ports[i])]
+            if i > 0:
+                args += ["--connect", f"127.0.0.1:{self.p2p_ports[i - 1]}"]
+            self.spawn(f"node{i}", args)
+        for i, api in enumerate(self.apis):
+            self.wait(f"node{i}", lambda api=api: api.get("/api/status"), 120)
+            self.say(f"node{i} up: API {api.url} (dashboard {api.url}/), p2p 127.0.0.1:{self.p2p_ports[i]}")
+
+    def wallets(self) -> tuple[Any, Any]:
+        wallet = Wallet(self.root / "wallets", kdf=ScryptParams(n=1 << 12))
+        keys = []
+        for name in ("alice", "bob"):
+            if name not in wallet.names():
+                wallet.create(name, DEVNET_PASSWORD)
+            keys.append(wallet.load(name, DEVNET_PASSWORD))
+        self.say(f"wallets in {self.root / 'wallets'} (password {DEVNET_PASSWORD!r}): "
+                 f"alice {encode_address(keys[0].address)}, bob {encode_address(keys[1].address)}")
+        return keys[0], keys[1]
+
+    def run(self) -> dict[str, Any]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.start_nodes()
+        alice, bob = self.wallets()
+        alice_addr, bob_addr = encode_address(alice.address), encode_address(bob.address)
+        first = self.apis[0]
+        self.spawn("miner", ["node.miner_cli", "--cpu", "--node", first.url, "--address", alice_addr])
+        self.say("miner started on node0, paying alice and training the built-in digits job")
+        start_height = first.get("/api/status")["height"]
+        self.wait("alice's first coins", lambda: first.get(f"/api/accounts/{alice_addr}")["balance"] >= TRANSFER + FEE)
+
+        nonce = first.get(f"/api/accounts/{alice_addr}")["next_nonce"]
+        transfer = sign_tx(alice, Transfer(chain_id=DEVNET_PRESET.chain_id, nonce=nonce, fee=FEE, to=bob.address,
+                                           amount=TRANSFER, memo=b"hello from make devnet"))
+        txid = first.post("/api/tx", {"tx": transfer.encode().hex()})["txid"]
+        self.say(f"alice sends {format_amount(TRANSFER)} to bob: tx {txid[:16]}")
+        tx = self.wait("the transfer to confirm", lambda: (t := first.get(f"/api/tx/{txid}"))["status"] == "confirmed"
+                       and t)
+        self.say(f"transfer confirmed in block {tx['height']}")
+
+        spec = JobSpec(dims=(64, 64, 64), dataset_id=DEVNET_PRESET.builtin_dataset().id, batch_size=64, lr_shift=8,
+                       total_steps=600, fee_per_step=100)
+        submit = sign_tx(alice, JobSubmit(chain_id=DEVNET_PRESET.chain_id, nonce=nonce + 1, fee=FEE, spec=spec,
+                                          name="devnet-small-job"))
+        first.post("/api/tx", {"tx": submit.encode().hex()})
+        job_id = job_id_of(submit.txid).hex()
+        self.say(f"alice submits a second job (600 steps at 100 units/step): job {job_id[:16]}")
+        self.wait("the second job to be trained", lambda: first.get(f"/api/jobs/{job_id}")["steps_done"] > 0)
+
+        if self.blocks is not None:
+            target = start_height + self.blocks
+            self.wait(f"height {target}", lambda: first.get("/api/status")["height"] >= target)
+        else:
+            self.say("running; press Ctrl-C to stop (the summary follows)")
+            try:
+                while True:
+                    time.sleep(1)
+                    self.wait("processes", lambda: True)
+            except KeyboardInterrupt:
+                pass
+        self.wait("every node on one tip", lambda: len({api.get("/api/status")["tip"] for api in self.apis}) == 1, 120)
+        return self.report(alice_addr, bob_addr, txid, job_id)
+
+    def report(self, alice: str, bob: str, txid: str, job_id: str) -> dict[str, Any]:
+        first = self.apis[0]
+        nodes = [api.get("/api/status") for api in self.apis]
+        blocks = first.get("/api/blocks?limit=200")["blocks"]
+        miners = Counter(b["miner"] for b in blocks if b["height"] > 0)
+        jobs = []
+        for job in first.get("/api/jobs")["jobs"]:
+            detail = first.get(f"/api/jobs/{job['job_id']}")
+            history = detail["history"]
+            jobs.append({"job_id": job["job_id"], "name": job["name"], "steps": job["steps_done"],
+                         "accuracy": history[-1]["accuracy"] if history else None,
+                         "initial_accuracy": history[0]["accuracy"] if history else None})
+        summary = {
+            "height": nodes[0]["height"], "tip": nodes[0]["tip"],
+            "nodes": [{"url": api.url, "height": s["height"], "tip": s["tip"], "peers": s["peers"]}
+                      for api, s in zip(self.apis, nodes, strict=True)],
+            "blocks_per_miner": dict(miners), "transfer": first.get(f"/api/tx/{txid}"),
+            "jobs": jobs, "balances": {"alice": first.get(f"/api/accounts/{alice}")["balance"],
+                                       "bob": first.get(f"/api/accounts/{bob}")["balance"]},
+            "addresses": {"alice": alice, "bob": bob}, "logs": str(self.logs), "second_job": job_id,
+        }
+        self.print_summary(summary)
+        (self.root / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def print_summary(self, s: dict[str, Any]) -> None:
+        say = self.say
+        say("=" * 72)
+        say(f"height {s['height']}  tip {s['tip'][:16]}")
+        for i, node in enumerate(s["nodes"]):
+            say(f"  node{i} {node['url']}  height {node['height']}  tip {node['tip'][:16]}  peers {node['peers']}")
+        for miner, count in s["blocks_per_miner"].items():
+            say(f"  miner {miner}: {count} blocks")
+        for job in s["jobs"]:
+            accuracy = "-" if job["accuracy"] is None else f"{100 * job['accuracy']:.1f} %"
+            start = "-" if job["initial_accuracy"] is None else f"{100 * job['initial_accuracy']:.1f} %"
+            say(f"  job {job['name']:<18} {job['job_id'][:16]}  steps {job['steps']:>6}  "
+                f"held-out accuracy {start} -> {accuracy}")
+        for name, units in s["balances"].items():
+            say(f"  {name:<5} {s['addresses'][name]}  {format_amount(units)} coins")
+        say(f"  transfer {s['transfer']['txid'][:16]} confirmed in block {s['transfer'].get('height')}")
+        say(f"logs: {s['logs']}")
+        say("=" * 72)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT if "miner_cli" in " ".join(map(str, process.args)) else signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for process in self.processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make devnet", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--dir", type=Path, default=Path("devnet"), help="where nodes, wallets and logs live")
+    parser.add_argument("--blocks", type=int, default=None, help="stop by itself N blocks after the start")
+    parser.add_argument("--fresh", action="store_true", help="delete --dir first")
+    args = parser.parse_args(argv)
+    if args.fresh and args.dir.exists():
+        shutil.rmtree(args.dir)
+    devnet = Devnet(args.dir.resolve(), args.blocks)
+    # Ctrl-C reaches the whole foreground process group; the children get their own sessions, so
+    # only this process sees it and stops them in order.
+    try:
+        devnet.run()
+        return 0
+    except KeyboardInterrupt:
+        devnet.say("interrupted")
+        return 130
+    except RuntimeError as exc:
+        devnet.say(f"error: {exc}")
+        return 1
+    finally:
+        devnet.stop()
+        devnet.say("all devnet processes stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
