@@ -23,13 +23,13 @@ from types import TracebackType
 from typing import TypeVar
 
 from chain import schema
-from chain.encoding import BigUInt, Container, Nested, UInt, pack, unpack, wire
+from chain.encoding import BigUInt, Container, UInt, pack, unpack, wire
 from chain.errors import InvalidBlock, InvalidEncoding, Reason, StoreError, ValidationError
 from chain.rules import ChainRules
 from chain.state import StateDiff, StateReader, merge_sorted, state_root_of
 from chain.store import KeyValueReader, KeyValueStore
 from chain.transition import apply_block
-from chain.types import HASH32, ZERO_HASH, Block, Header, Seal
+from chain.types import HASH32, ZERO_HASH, Block, Header, SealedHeader
 
 Connect = Callable[[StateReader, Block], StateDiff]
 """Validates ``block`` against the state of its parent and returns its state diff, or raises
@@ -76,14 +76,6 @@ class BlockIndex(Container):
     work: int = wire(BigUInt(WORK_BYTES))
     """Cumulative expected work from genesis up to and including this block."""
     status: int = wire(UInt(8))
-
-
-@dataclass(frozen=True, slots=True)
-class SealedHeader(Container):
-    """A block without its body: what headers-first sync needs, kept apart for cheap reads."""
-
-    header: Header = wire(Nested(Header))
-    seal: Seal = wire(Nested(Seal))
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,6 +186,18 @@ def block_hash_of(header: Header, seal: Seal) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class SealedHeader(Container):
+    """A block without its body: enough to check its work (what headers-first sync moves)."""
+
+    header: Header = wire(Nested(Header))
+    seal: Seal = wire(Nested(Seal))
+
+    @property
+    def hash(self) -> bytes:
+        return block_hash_of(self.header, self.seal)
+
+
+@dataclass(frozen=True, slots=True)
 class Block(Container):
     header: Header = wire(Nested(Header))
     seal: Seal = wire(Nested(Seal))

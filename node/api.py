@@ -9,6 +9,7 @@ under ``/api``; ``/metrics`` serves Prometheus text; ``/`` serves the dashboard 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ from aiohttp import web
 from chain.encoding import MAX_MESSAGE_BYTES
 from chain.errors import InvalidEncoding, PouwError, ValidationError
 from chain.state import get_job, iter_jobs
-from chain.types import SignedTx
+from chain.types import Header, SignedTx
 from consensus.seal import trajectory_seed
 from node import views
 from node.chain_service import ChainService
@@ -30,6 +31,7 @@ log = logging.getLogger("pouw.node.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PeersFn = Callable[[], list[dict[str, Any]]]
+ConnectFn = Callable[[str, int], Awaitable[bool]]
 MAX_JSON_BODY = 2 * MAX_MESSAGE_BYTES + 4096
 """Largest request body: a block's work data travels hex-encoded."""
 
@@ -76,6 +78,30 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
     return max(low, min(int(raw), high))
 
 
+def expected_block_macs(reference_work: int, target: int) -> int:
+    """Multiply-accumulates a block takes on average at ``target``: each MAC wins with odds
+    ``target / (reference_work · 2^256)`` whatever the tile (the inverse of ``pouw.params.target_for_work``)."""
+    return (reference_work << 256) // max(target, 1)
+
+
+def useful_work_window(reference_work: int, headers: list[Header]) -> dict[str, Any]:
+    """The network's useful-work rate over consecutive canonical headers (oldest first): the expected
+    MACs of every block after the first, over the seconds between the first and the last timestamp.
+    Big integers travel as decimal strings; ``mac_rate`` is null when the window spans no time."""
+    pairs = list(itertools.pairwise(headers))
+    work = [expected_block_macs(reference_work, h.target) for _, h in pairs]
+    seconds = headers[-1].timestamp - headers[0].timestamp if headers else 0
+    return {
+        "window_blocks": len(pairs), "window_seconds": seconds, "window_macs": str(sum(work)),
+        "mac_rate": str(sum(work) // seconds) if seconds > 0 else None,
+        "blocks": [
+            {"height": h.height, "timestamp": h.timestamp, "interval": h.timestamp - parent.timestamp,
+             "expected_macs": str(macs)}
+            for (parent, h), macs in zip(pairs, work, strict=True)
+        ],
+    }
+
+
 def field(body: dict[str, Any], name: str, kind: type) -> Any:
     value = body.get(name)
     if not isinstance(value, kind) or isinstance(value, bool):
@@ -84,9 +110,10 @@ def field(body: dict[str, Any], name: str, kind: type) -> Any:
 
 
 class Api:
-    def __init__(self, chain: ChainService, peers: PeersFn | None = None) -> None:
+    def __init__(self, chain: ChainService, peers: PeersFn | None = None, connect: ConnectFn | None = None) -> None:
         self.chain = chain
         self.peers = peers or (lambda: [])
+        self.connect = connect
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -105,6 +132,8 @@ class Api:
             web.get("/api/datasets/{id}", self.dataset),
             web.get("/api/mempool", self.mempool),
             web.get("/api/peers", self.get_peers),
+            web.post("/api/peers/connect", self.connect_peer),
+            web.get("/api/network", self.network),
             web.get("/api/mining/template", self.mining_template),
             web.post("/api/mining/submit", self.mining_submit),
             web.get("/metrics", self.metrics),
@@ -272,6 +301,41 @@ class Api:
     async def get_peers(self, request: web.Request) -> web.Response:
         return web.json_response({"peers": self.peers()})
 
+    async def connect_peer(self, request: web.Request) -> web.Response:
+        """Ask the node to connect to a peer now (like ``bitcoin-cli addnode ... onetry``)."""
+        body = await read_json(request)
+        host, sep, port = str(field(body, "address", str)).rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+            raise BadRequest("address must be HOST:PORT")
+        if self.connect is None:
+            raise web.HTTPServiceUnavailable(reason="P2P is not running")
+        connected = await self.connect(host, int(port))
+        return web.json_response({"connected": bool(connected)})
+
+    async def network(self, request: web.Request) -> web.Response:
+        """Useful-work rate and block intervals over the last ``window`` blocks (genesis excluded: its
+        timestamp is fixed by the preset), the expected work of the next block, and the node's clock."""
+        window = int_param(request, "window", 60, 1, 1000)
+        chain = self.chain
+        reference = chain.preset.pouw.reference_work
+
+        def read() -> dict[str, Any]:
+            head = chain.head
+            headers = []
+            for height in range(max(1, head.height - window), head.height + 1):
+                block_hash = chain.db.canonical_hash(height)
+                header = chain.db.get_header(block_hash) if block_hash is not None else None
+                if header is not None:
+                    headers.append(header)
+            return {
+                "time": int(chain.clock()), "height": head.height, "block_time": chain.preset.block_time,
+                "reference_work": reference,
+                "expected_block_macs": str(expected_block_macs(reference, chain.next_target(head.hash))),
+                **useful_work_window(reference, headers),
+            }
+
+        return web.json_response(await chain.read(read))
+
     # -- mining -----------------------------------------------------------------------------------
 
     async def mining_template(self, request: web.Request) -> web.Response:
@@ -340,8 +404,9 @@ class Api:
 
 
 def make_app(
-    chain: ChainService, peers: PeersFn | None = None, client_max_size: int = MAX_JSON_BODY
+    chain: ChainService, peers: PeersFn | None = None, client_max_size: int = MAX_JSON_BODY,
+    connect: ConnectFn | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=client_max_size)
-    app.add_routes(Api(chain, peers).routes())
+    app.add_routes(Api(chain, peers, connect).routes())
     return app

@@ -25,11 +25,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from chain import schema
 from chain.builder import make_header, seal_block
-from chain.chaindb import BlockStatus, ChainDB, ChainHead, ImportResult, SealedHeader
+from chain.chaindb import BlockStatus, ChainDB, ChainHead, ImportResult
 from chain.crypto import verify_signature
 from chain.encoding import pack, unpack
 from chain.errors import InvalidBlock, InvalidTransaction, PouwError, Reason, ValidationError
@@ -37,7 +37,7 @@ from chain.hashing import tagged_hash
 from chain.state import JobRecord, StateDiff, StateReader, get_account, get_dataset, get_job, iter_jobs
 from chain.store import KeyValueStore, LevelDBStore
 from chain.transition import apply_block
-from chain.types import Block, DatasetPublish, Header, JobCancel, SignedTx, block_hash_of, tx_root
+from chain.types import Block, DatasetPublish, Header, JobCancel, SealedHeader, SignedTx, block_hash_of, tx_root
 from consensus.difficulty import block_work, median_time_past
 from consensus.mempool import Mempool
 from consensus.pouw_seal import PouwSealVerifier, WorkContext, builtin_datasets, verify_work
@@ -46,6 +46,14 @@ from consensus.seal import NoProofSealVerifier
 from consensus.validation import FutureBlock, HeaderContext, check_header, decode_block, expected_target
 
 log = logging.getLogger("pouw.node.chain")
+
+
+class Announcer(Protocol):
+    """Relays what the node accepted from outside p2p (the p2p service implements it)."""
+
+    def announce_block(self, block: Block) -> None: ...
+
+    def announce_tx(self, tx: SignedTx) -> None: ...
 
 T = TypeVar("T")
 
@@ -172,6 +180,7 @@ class ChainService:
         self._initial_evaluations: dict[bytes, tuple[int, int, int]] = {}
         self.header_tree: OrderedDict[bytes, HeaderEntry] = OrderedDict()
         self.best_header = HeaderEntry(SealedHeader(self.genesis.header, self.genesis.seal), self.genesis.hash, 0)
+        self.announcer: Announcer | None = None
         self._tip_listeners: list[Callable[[Block], Awaitable[None] | None]] = []
         self._tx_listeners: list[Callable[[SignedTx], Awaitable[None] | None]] = []
         self.started = time.monotonic()
@@ -508,10 +517,14 @@ class ChainService:
         result = evaluate(config, state, dataset, get_backend("cpu"))
         return result.correct, result.total, result.loss
 
-    async def submit_block(self, block: Block) -> BlockOutcome:
+    async def submit_block(self, block: Block, *, local: bool = True) -> BlockOutcome:
+        """Validate and store ``block``. ``local`` blocks (API, miner, retried held blocks) are
+        announced to peers when accepted; blocks from p2p are relayed by the p2p layer itself."""
         outcome, result = await self._call(self._import, block)
         if result is not None:
             await self._after_head_change(result)
+        if local and outcome.status is BlockStatusText.ACCEPTED and self.announcer is not None:
+            self.announcer.announce_block(block)
         return outcome
 
     async def submit_raw_block(self, raw: bytes) -> BlockOutcome:
@@ -546,11 +559,14 @@ class ChainService:
 
     # -- transactions -----------------------------------------------------------------------------
 
-    async def submit_tx(self, tx: SignedTx) -> bytes:
-        """Admit ``tx`` to the mempool (raises a ValidationError subclass with the reason)."""
+    async def submit_tx(self, tx: SignedTx, *, local: bool = True) -> bytes:
+        """Admit ``tx`` to the mempool (raises a ValidationError subclass with the reason); a local
+        one is announced to peers."""
         now = int(self.clock())
         await self._call(self.mempool.add, tx, self.db.state, now)
         await self._notify(self._tx_listeners, tx)
+        if local and self.announcer is not None:
+            self.announcer.announce_tx(tx)
         return tx.txid
 
     def find_tx(self, txid: bytes) -> tuple[SignedTx, Block | None] | None:

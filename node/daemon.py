@@ -25,6 +25,7 @@ from chain.errors import PouwError
 from consensus.presets import get_preset
 from node.api import make_app
 from node.chain_service import ChainService
+from p2p.service import P2PService
 
 log = logging.getLogger("pouw.node")
 
@@ -89,20 +90,27 @@ class Node:
         self.chain = ChainService(
             self.preset, config.datadir, proof=config.proof, verify_workers=config.verify_workers,
         )
-        self.p2p: Any = None
+        self.p2p: P2PService | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.rpc_port = config.rpc_port
         self.p2p_port = config.p2p_port
 
     def peers(self) -> list[dict[str, Any]]:
-        return list(self.p2p.peers()) if self.p2p is not None else []
+        from node.p2p_bridge import peer_views
+
+        return peer_views(self.p2p) if self.p2p is not None else []
+
+    async def connect_peer(self, host: str, port: int) -> bool:
+        if self.p2p is None:
+            return False
+        return bool(await self.p2p.connect(host, port))
 
     async def start(self) -> None:
         self.lock.acquire()
         try:
             await self.chain.start()
-            app = make_app(self.chain, self.peers)
+            app = make_app(self.chain, self.peers, connect=self.connect_peer)
             from node.dashboard import add_dashboard
 
             add_dashboard(app)
@@ -127,13 +135,14 @@ class Node:
         )
 
     async def _start_p2p(self) -> None:
+        from node.p2p_bridge import start_p2p
+
         try:
-            from node.p2p_bridge import start_p2p
-        except ImportError:  # pragma: no cover - the p2p layer is part of the package
-            return
-        self.p2p = await start_p2p(self)
-        if self.p2p is not None:
-            self.p2p_port = getattr(self.p2p, "listen_port", self.p2p_port)
+            self.p2p = await start_p2p(self)
+        except OSError as exc:
+            where = f"{self.config.p2p_host}:{self.config.p2p_port}"
+            raise NodeError(f"cannot listen for peers on {where}: {exc.strerror}") from exc
+        self.p2p_port = self.p2p.port
 
     async def _chores(self) -> None:
         while True:
