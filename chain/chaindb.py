@@ -29,7 +29,7 @@ from chain.rules import ChainRules
 from chain.state import StateDiff, StateReader, merge_sorted, state_root_of
 from chain.store import KeyValueReader, KeyValueStore
 from chain.transition import apply_block
-from chain.types import HASH32, ZERO_HASH, Block, Header, SealedHeader
+from chain.types import HASH32, ZERO_HASH, Block, Header, SealedHeader, SignedTx, Transfer
 
 Connect = Callable[[StateReader, Block], StateDiff]
 """Validates ``block`` against the state of its parent and returns its state diff, or raises
@@ -42,6 +42,14 @@ WORK_BYTES = 48
 """Cumulative work is stored in 384 bits: room for 2^128 blocks of the largest per-block work."""
 
 C = TypeVar("C", bound=Container)
+
+
+def tx_addresses(tx: SignedTx) -> set[bytes]:
+    """The accounts a transaction touches by name: its sender and, for a transfer, its recipient."""
+    touched = {tx.sender}
+    if isinstance(tx.body, Transfer):
+        touched.add(tx.body.to)
+    return touched
 
 
 def expected_work(header: Header) -> int:
@@ -288,6 +296,15 @@ class ChainDB:
     def tx_location(self, txid: bytes) -> TxLocation | None:
         return _load(self._store, schema.tx_key(txid), TxLocation)
 
+    def address_txids(self, address: bytes, limit: int) -> list[tuple[int, int, bytes]]:
+        """(height, position, txid) of the canonical transactions sent or received by ``address``,
+        newest first, at most ``limit`` of them."""
+        rows = [
+            (int.from_bytes(key[-12:-4], "big"), int.from_bytes(key[-4:], "big"), txid)
+            for key, txid in self._store.iterate(schema.DB_ADDRESS_TX + address)
+        ]
+        return rows[::-1][:limit]
+
     # -- import -------------------------------------------------------------------------------
 
     def import_block(self, block: Block) -> ImportResult:
@@ -377,8 +394,10 @@ class ChainDB:
                     pending.delete(schema.db_state_key(key))
                 else:
                     pending.put(schema.db_state_key(key), prior)
-            for tx in block.txs:
+            for position, tx in enumerate(block.txs):
                 pending.delete(schema.tx_key(tx.txid))
+                for address in tx_addresses(tx):
+                    pending.delete(schema.address_tx_key(address, height, position))
             pending.delete(schema.undo_key(block_hash))
             pending.delete(schema.canonical_key(height))
             removed.append(block)
@@ -402,6 +421,8 @@ class ChainDB:
         pending.put(schema.canonical_key(entry.height), block_hash)
         for position, tx in enumerate(block.txs):
             pending.put(schema.tx_key(tx.txid), TxLocation(block_hash, position).encode())
+            for address in tx_addresses(tx):
+                pending.put(schema.address_tx_key(address, entry.height, position), tx.txid)
         if entry.status != BlockStatus.VALID:
             pending.put(schema.index_key(block_hash), replace(entry, status=BlockStatus.VALID).encode())
 

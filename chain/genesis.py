@@ -48,8 +48,8 @@ class GenesisSpec:
     timestamp: int
     target: int
     allocations: tuple[tuple[bytes, int], ...] = ()
-    datasets: tuple[tuple[bytes, str, int], ...] = ()
-    """(dataset id, name, size in bytes) of datasets every node has built in."""
+    datasets: tuple[tuple[bytes, str, int, int, int], ...] = ()
+    """(dataset id, name, size in bytes, features, classes) of datasets every node has built in."""
     jobs: tuple[BuiltinJob, ...] = field(default=())
 
 
@@ -57,9 +57,10 @@ def genesis_state(spec: GenesisSpec) -> State:
     data: dict[bytes, bytes] = {}
     for address, amount in spec.allocations:
         data[schema.account_key(address)] = Account(balance=amount, nonce=0).encode()
-    for dataset_id, name, size in spec.datasets:
+    for dataset_id, name, size, n_features, n_classes in spec.datasets:
         data[schema.dataset_key(dataset_id)] = DatasetRecord(
-            publisher=ZERO_ADDRESS, name=name, size=size, txid=ZERO_HASH, height=0
+            publisher=ZERO_ADDRESS, name=name, size=size, n_features=n_features, n_classes=n_classes,
+            txid=ZERO_HASH, height=0,
         ).encode()
     for job in spec.jobs:
         data[schema.job_key(job.job_id)] = JobRecord(

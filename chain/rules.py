@@ -17,6 +17,10 @@ def _no_spec_check(spec: JobSpec) -> None:
     return None
 
 
+def _unknown_shape(data: bytes) -> tuple[int, int]:
+    return 0, 0
+
+
 def _hash_seed(spec: JobSpec, seed: bytes) -> bytes:
     from chain.hashing import tagged_hash
 
@@ -37,6 +41,9 @@ class ChainRules:
     """Hash of a job's protocol-drawn initial model, given its spec and init seed."""
     validate_job_spec: Callable[[JobSpec], None] = _no_spec_check
     """Raises :class:`chain.errors.InvalidTransaction` (``BAD_JOB_SPEC``) for specs consensus forbids."""
+    dataset_shape: Callable[[bytes], tuple[int, int]] = _unknown_shape
+    """(features, classes) of a published dataset's bytes; raises InvalidTransaction (``BAD_DATASET``)
+    for bytes that are no dataset. (0, 0) means unknown: job specs are then not checked against it."""
 
     def required_fee(self, encoded_size: int) -> int:
         return self.min_fee + self.fee_per_byte * encoded_size

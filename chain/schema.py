@@ -18,11 +18,13 @@ prefix      key                                value
 ==========  =================================  ===============================================
 ``s``       ``s || state key``                 the head state's value for that state key
 ``b``       ``b || block_hash(32)``            :class:`chain.types.Block`
-``H``       ``H || block_hash(32)``            :class:`chain.chaindb.SealedHeader` (header + seal, no body)
+``H``       ``H || block_hash(32)``            :class:`chain.types.SealedHeader` (header + seal, no body)
 ``i``       ``i || block_hash(32)``            :class:`chain.chaindb.BlockIndex`
 ``c``       ``c || height(8, big-endian)``     hash of the canonical block at that height
 ``u``       ``u || block_hash(32)``            undo record of a canonical block
 ``t``       ``t || txid(32)``                  :class:`chain.chaindb.TxLocation` (canonical txs)
+``x``       ``x || addr(20) || h(8) || i(4)``  txid of the canonical tx at height h, position i that
+                                               sends to or from addr
 ``m``       ``m || name``                      metadata: ``head``, ``genesis``, ``schema``
 ==========  =================================  ===============================================
 """
@@ -57,6 +59,7 @@ DB_CANONICAL = b"c"
 DB_UNDO = b"u"
 DB_TX = b"t"
 DB_META = b"m"
+DB_ADDRESS_TX = b"x"
 
 HEAD_KEY = DB_META + b"head"
 """Hash of the head block."""
@@ -93,6 +96,10 @@ def undo_key(block_hash: bytes) -> bytes:
 
 def tx_key(txid: bytes) -> bytes:
     return DB_TX + txid
+
+
+def address_tx_key(address: bytes, height: int, position: int) -> bytes:
+    return DB_ADDRESS_TX + address + height.to_bytes(8, "big") + position.to_bytes(4, "big")
 
 
 # ---------------------------------------------------------------------------------------------

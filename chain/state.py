@@ -63,9 +63,13 @@ class JobRecord(Container):
 
 @dataclass(frozen=True, slots=True)
 class DatasetRecord(Container):
+    """A dataset every validator can load: built in, or published on chain by ``txid``."""
+
     publisher: bytes = wire(ADDRESS)
     name: str = wire(Text(MAX_NAME_BYTES))
     size: int = wire(UInt(64))
+    n_features: int = wire(UInt(32))
+    n_classes: int = wire(UInt(32))
     txid: bytes = wire(Bytes(32))
     height: int = wire(UInt(64))
 

@@ -139,8 +139,17 @@ def apply_tx(
         rules.validate_job_spec(spec)
         if spec.total_steps == 0:
             raise InvalidTransaction(Reason.BAD_JOB_SPEC, "a job needs at least one step")
-        if get_dataset(state, spec.dataset_id) is None:
+        dataset = get_dataset(state, spec.dataset_id)
+        if dataset is None:
             raise InvalidTransaction(Reason.UNKNOWN_DATASET, spec.dataset_id.hex())
+        if dataset.n_features and (
+            not spec.dims or spec.dims[0] != dataset.n_features or spec.dims[-1] < dataset.n_classes
+        ):
+            raise InvalidTransaction(
+                Reason.BAD_JOB_SPEC,
+                f"dims {list(spec.dims)} do not fit a dataset of {dataset.n_features} features and "
+                f"{dataset.n_classes} classes",
+            )
         escrow = spec.total_steps * spec.fee_per_step
         if escrow > U64_MAX:
             raise InvalidTransaction(Reason.OVERFLOW, "escrow exceeds 2^64-1")
@@ -173,11 +182,13 @@ def apply_tx(
         dataset_id = body.dataset_id
         if get_dataset(state, dataset_id) is not None:
             raise InvalidTransaction(Reason.DATASET_EXISTS, dataset_id.hex())
+        n_features, n_classes = rules.dataset_shape(body.data)
         state.put_account(sender, account)
         state.put_dataset(
             dataset_id,
             DatasetRecord(
-                publisher=sender, name=body.name, size=len(body.data), txid=tx.txid, height=header.height
+                publisher=sender, name=body.name, size=len(body.data), n_features=n_features,
+                n_classes=n_classes, txid=tx.txid, height=header.height,
             ),
         )
     else:  # pragma: no cover - the decoder admits no other kind

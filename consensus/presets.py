@@ -81,6 +81,7 @@ class Preset:
             chain_id=self.chain_id, min_fee=self.min_fee, fee_per_byte=self.fee_per_byte,
             max_block_txs=self.max_block_txs, subsidy=self.subsidy,
             initial_model_hash=self.initial_model_hash, validate_job_spec=self.validate_job_spec,
+            dataset_shape=dataset_shape,
         )
 
     def builtin_dataset(self) -> Dataset:
@@ -98,7 +99,8 @@ class Preset:
         dataset = self.builtin_dataset()
         return GenesisSpec(
             chain_id=self.chain_id, timestamp=self.genesis_timestamp, target=self.initial_target,
-            datasets=((dataset.id, dataset.name, len(dataset.encode())),), jobs=(self.builtin_job(),),
+            datasets=((dataset.id, dataset.name, len(dataset.encode()), dataset.n_features, dataset.n_classes),),
+            jobs=(self.builtin_job(),),
         )
 
     def genesis(self) -> tuple[Block, State]:
@@ -109,6 +111,15 @@ class Preset:
 def _genesis(preset: Preset) -> tuple[Block, State]:
     spec = preset.genesis_spec()
     return genesis_block(spec), genesis_state(spec)
+
+
+def dataset_shape(data: bytes) -> tuple[int, int]:
+    """(features, classes) of a published dataset; anything that is not a dataset is refused."""
+    try:
+        dataset = Dataset.decode(data)
+    except ValidationError as exc:
+        raise InvalidTransaction(Reason.BAD_DATASET, f"published data is not a dataset: {exc.detail}") from exc
+    return dataset.n_features, dataset.n_classes
 
 
 def model_config(spec: JobSpec) -> ModelConfig:

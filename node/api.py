@@ -22,6 +22,7 @@ from chain.encoding import MAX_MESSAGE_BYTES
 from chain.errors import InvalidEncoding, PouwError, ValidationError
 from chain.state import get_job, iter_jobs
 from chain.types import Header, SignedTx
+from consensus.pouw_seal import builtin_datasets
 from consensus.seal import trajectory_seed
 from node import views
 from node.chain_service import ChainService
@@ -224,7 +225,7 @@ class Api:
             balance, nonce = chain.balance(addr)
             history = [
                 {**views.tx(row["tx"], row["block"]), "timestamp": row["block"].header.timestamp}
-                for row in chain.account_history(addr, limit=int_param(request, "history", 20, 0, 200))
+                for row in chain.account_history(addr, limit=int_param(request, "history", 20, 0, 500))
             ]
             return {
                 "address": views.address(addr), "balance": balance, "balance_coins": views.format_amount(balance),
@@ -285,9 +286,10 @@ class Api:
 
     async def dataset(self, request: web.Request) -> web.Response:
         dataset_id = views.parse_hash(request.match_info["id"], "dataset id")
-        raw = await self.chain.read(self.chain._dataset_bytes, dataset_id)
+        builtin = builtin_datasets().get(dataset_id)
+        raw = builtin.encode() if builtin is not None else await self.chain.read(self.chain.dataset_bytes, dataset_id)
         if raw is None:
-            raise web.HTTPNotFound(reason="Dataset not found (built-in datasets ship with the node)")
+            raise web.HTTPNotFound(reason="Dataset not found")
         return web.Response(body=raw, content_type="application/octet-stream")
 
     async def mempool(self, request: web.Request) -> web.Response:

@@ -201,7 +201,7 @@ class ChainService:
         self.datadir.mkdir(parents=True, exist_ok=True)
         self._store = self._store_arg or LevelDBStore(self.datadir / "chain")
         if self._proof:
-            self.verifier = PouwSealVerifier(self.preset, self._model_bytes, self._dataset_bytes, self.backend)
+            self.verifier = PouwSealVerifier(self.preset, self._model_bytes, self.dataset_bytes, self.backend)
         else:
             self.verifier = NoProofSealVerifier()
         self._db = ChainDB(
@@ -249,7 +249,7 @@ class ChainService:
     def _model_bytes(self, model_hash: bytes) -> bytes | None:
         return self._store.get(schema.model_key(model_hash)) if self._store is not None else None
 
-    def _dataset_bytes(self, dataset_id: bytes) -> bytes | None:
+    def dataset_bytes(self, dataset_id: bytes) -> bytes | None:
         """A published dataset's bytes, read from the transaction that published it."""
         record = get_dataset(self.db.state, dataset_id)
         if record is None or record.txid == bytes(32):
@@ -502,7 +502,7 @@ class ChainService:
 
         dataset = builtin_datasets().get(job.spec.dataset_id)
         if dataset is None:
-            data = self._dataset_bytes(job.spec.dataset_id)
+            data = self.dataset_bytes(job.spec.dataset_id)
             if data is None:
                 return None
             dataset = Dataset.decode(data)
@@ -549,8 +549,14 @@ class ChainService:
             self.mempool.readd(list(block.txs), state, now)
         for block in result.new_canonical:
             self.mempool.remove_for_block(list(block.txs), state)
-        # Rewards of undone blocks vanished: their miners' pending txs may no longer be affordable.
-        self.mempool.revalidate({block.header.miner for block in result.old_canonical}, state)
+        # Rewards of undone blocks vanished: their miners' pending txs may no longer be affordable; and
+        # a job a block trained may have finished, which invalidates its owner's pending cancel.
+        touched = {block.header.miner for block in result.old_canonical}
+        for block in result.new_canonical:
+            job = get_job(state, block.header.job_id)
+            if job is not None:
+                touched.add(job.owner)
+        self.mempool.revalidate(touched, state)
 
     async def retry_held(self) -> list[BlockOutcome]:
         """Retry blocks held for a future timestamp (the daemon calls this periodically)."""
@@ -584,10 +590,15 @@ class ChainService:
     # -- mining -----------------------------------------------------------------------------------
 
     def best_job(self, state: StateReader) -> tuple[bytes, JobRecord]:
-        """The active job that pays best per MAC; the built-in job when none pays."""
+        """The active job that pays best per MAC (the built-in job when none pays), skipping jobs whose
+        owner has a cancel pending: those are left to finish, so the cancel can be mined."""
+        cancelling = {
+            tx.body.job_id for txid in self.mempool.txids()
+            if (tx := self.mempool.get(txid)) is not None and isinstance(tx.body, JobCancel)
+        }
         best: tuple[int, int, bytes, JobRecord] | None = None
         for job_id, job in iter_jobs(state):
-            if not job.active:
+            if not job.active or job_id in cancelling:
                 continue
             macs = model_config(job.spec).macs_per_step()
             # compare fee_per_step / macs exactly: a/b > c/d  <=>  a*d > c*b
@@ -705,18 +716,15 @@ class ChainService:
             if block is not None:
                 yield block
 
-    def account_history(self, address: bytes, scan_blocks: int = 2_000, limit: int = 50) -> list[dict[str, Any]]:
-        """Transfers to or from ``address`` in the last ``scan_blocks`` canonical blocks, newest first."""
-        out: list[dict[str, Any]] = []
-        for block in self.recent_blocks(scan_blocks):
-            for tx in block.txs:
-                body = tx.body
-                to = getattr(body, "to", None)
-                if tx.sender == address or to == address:
-                    out.append({"block": block, "tx": tx})
-                    if len(out) >= limit:
-                        return out
-        return out
+    def account_history(self, address: bytes, limit: int = 50) -> list[dict[str, Any]]:
+        """Canonical transactions sent or received by ``address`` (the store's address index), newest first."""
+        rows: list[dict[str, Any]] = []
+        for _, position, txid in self.db.address_txids(address, limit):
+            where = self.db.tx_location(txid)
+            block = self.db.get_block(where.block_hash) if where is not None else None
+            if block is not None:
+                rows.append({"block": block, "tx": block.txs[position]})
+        return rows
 
     def balance(self, address: bytes) -> tuple[int, int]:
         account = get_account(self.db.state, address)

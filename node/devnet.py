@@ -79,7 +79,7 @@ class Devnet:
         print(f"[devnet] {text}", file=self.out, flush=True)
 
     def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.logs / f"{name}.log", "ab")
         process = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
@@ -91,7 +91,8 @@ class Devnet:
         while time.monotonic() < deadline:
             for process in self.processes:
                 if process.poll() is not None:
-                    raise RuntimeError(f"a devnet process exited ({process.args}); see {self.logs}")
+                    command = " ".join(str(arg) for arg in process.args)  # type: ignore[union-attr]
+                    raise RuntimeError(f"a devnet process exited ({command}); see {self.logs}")
             try:
                 value = predicate()
                 if value:
@@ -213,7 +214,8 @@ class Devnet:
     def stop(self) -> None:
         for process in reversed(self.processes):
             if process.poll() is None:
-                process.send_signal(signal.SIGINT if "miner_cli" in " ".join(map(str, process.args)) else signal.SIGTERM)
+                is_miner = "node.miner_cli" in map(str, process.args)  # type: ignore[arg-type]
+                process.send_signal(signal.SIGINT if is_miner else signal.SIGTERM)
         deadline = time.monotonic() + 20
         for process in self.processes:
             try:

@@ -144,7 +144,7 @@ def block(b: Block, *, full: bool = True) -> dict[str, Any]:
 
 
 def job(job_id: bytes, record: JobRecord) -> dict[str, Any]:
-    spent = record.spec.total_steps * record.spec.fee_per_step - record.escrow
+    spent = record.steps_done * record.spec.fee_per_step  # paid to miners (a cancel refunds the rest)
     try:
         status = JobStatus(record.status).name.lower()
     except ValueError:

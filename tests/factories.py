@@ -45,7 +45,7 @@ KEYS = [key(i) for i in range(8)]
 GENESIS = GenesisSpec(
     chain_id=CHAIN_ID, timestamp=1_700_000_000, target=(1 << 255),
     allocations=tuple((k.address, 1_000 * COIN) for k in KEYS[:4]),
-    datasets=((DATASET_ID, "test-dataset", 1234),), jobs=(BUILTIN,),
+    datasets=((DATASET_ID, "test-dataset", 1234, 64, 10),), jobs=(BUILTIN,),
 )
 GENESIS_BLOCK = genesis_block(GENESIS)
 

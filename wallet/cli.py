@@ -1,28 +1,61 @@
 """``pouw-wallet``: the command line over the key store (``new``, ``list``, ``address``, ``export``,
-``import``).
+``import``) and over a node's HTTP API (``balance``, ``send``, ``history``, ``job submit|status|
+download|cancel``).
 
 Every command receives a :class:`CliContext` (``ctx.obj``) that holds the global options and knows
-how to open the wallet and obtain a password; commands that talk to a node (``balance``, ``send``,
-``job ...``) add a ``--node`` option there and a command function here. Any :class:`PouwError` or
-``OSError`` escaping a command becomes one ``error: ...`` line on stderr and exit status 1.
+how to open the wallet and obtain a password; commands that talk to a node take ``--node URL``
+(default ``$POUW_NODE``, else http://127.0.0.1:8645) and reach it through
+:class:`wallet.client.NodeClient`. Any :class:`PouwError` or ``OSError`` escaping a command becomes
+one ``error: ...`` line on stderr and exit status 1.
+
+Commands that sign check everything local first (address checksum, amount, dims, dataset file),
+then ask the node for the account's next nonce and the chain's fee rule, and only then ask for the
+password, so a mistake never costs the user a password prompt. Results go to stdout (a txid, a job
+id, a balance); progress goes to stderr.
 
 ``POUW_KDF_N`` (for tests and slow machines only) sets the scrypt ``n`` used for new key files.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import sys
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from chain.errors import PouwError
-from wallet.address import encode_address
+from chain.types import (
+    MAX_DATASET_BYTES,
+    MAX_MEMO_BYTES,
+    MAX_NAME_BYTES,
+    DatasetPublish,
+    JobCancel,
+    JobSpec,
+    JobSubmit,
+    Transfer,
+    TxBody,
+    job_id_of,
+)
+from wallet.address import InvalidAddress, decode_address, encode_address
+from wallet.amounts import InvalidAmount, format_amount, parse_amount
+from wallet.client import DEFAULT_NODE_URL, NODE_URL_ENV, Json, NodeClient, NodeError
+from wallet.fees import floor_fee, signed_size
+from wallet.jobs import check_job, label, load_job_dataset, parse_dims
 from wallet.keys import PrivateKey
 from wallet.keystore import CorruptKeystore, ScryptParams, Wallet
+from wallet.txbuild import sign_tx
+
+if TYPE_CHECKING:
+    from consensus.presets import Preset
+    from pouw.datasets import Dataset
 
 DEFAULT_NAME = "default"
 KDF_N_ENV = "POUW_KDF_N"
@@ -35,12 +68,34 @@ class CliError(click.ClickException):
         click.echo(f"error: {self.format_message()}", file=file or sys.stderr)
 
 
+class CliUsageError(CliError):
+    """A command line click cannot parse: still one line, with click's exit status for usage errors."""
+
+    exit_code = 2
+
+
+def _one_line_usage(exc: click.UsageError) -> click.UsageError | CliUsageError:
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        return exc  # a bare group: its help is the answer
+    where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    return CliUsageError(exc.format_message().rstrip(".") + where)
+
+
 class WalletGroup(click.Group):
-    """A group whose commands report the project's errors as :class:`CliError`."""
+    """A group whose commands report the project's errors, and bad usage, as one ``error:`` line."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line_usage(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line_usage(exc) from None
         except PouwError as exc:
             raise CliError(str(exc)) from None
         except OSError as exc:
@@ -105,7 +160,7 @@ name_argument = click.argument("name", default=DEFAULT_NAME)
 )
 @click.pass_context
 def main(ctx: click.Context, wallet_dir: Path | None, password_file: Path | None) -> None:
-    """Keys and addresses for the PoUW chain."""
+    """Keys, balances, transfers and training jobs on the PoUW chain."""
     ctx.obj = CliContext(wallet_dir=wallet_dir, password_file=password_file)
 
 
@@ -178,6 +233,417 @@ def export(cli: CliContext, name: str) -> None:
     wallet = cli.wallet()
     wallet.address(name)  # a missing or corrupt file fails before the prompt
     click.echo(wallet.load(name, cli.password(new=False)).hex())
+
+
+# ---------------------------------------------------------------------------------------------
+# Talking to a node
+
+DEFAULT_WAIT_SECONDS = 300.0
+HISTORY_LIMIT = 20
+U32_MAX = (1 << 32) - 1
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node, and the rules of the chain it follows (the preset it reports): nonces, fees, datasets."""
+
+    client: NodeClient
+    preset: Preset
+
+    @classmethod
+    def connect(cls, url: str) -> Node:
+        from consensus.presets import get_preset
+
+        client = NodeClient(url)
+        status = client.status()
+        try:
+            preset = get_preset(str(status.get("preset")))
+        except ValueError:
+            raise NodeError(f"node at {client.url} follows preset {status.get('preset')!r}, unknown here") from None
+        if status.get("chain_id") != preset.chain_id:
+            raise NodeError(f"node at {client.url} reports chain id {status.get('chain_id')}, "
+                            f"but {preset.name} is {preset.chain_id}")
+        return cls(client, preset)
+
+    @property
+    def chain_id(self) -> int:
+        return self.preset.chain_id
+
+    def next_nonce(self, address: bytes) -> int:
+        """The nonce after the account's last transaction, pending ones included."""
+        return int(self.client.account(encode_address(address))["next_nonce"])
+
+    def priced(self, make_body: Callable[[int], TxBody], fee: int | None = None) -> TxBody:
+        """``make_body(fee)``, or ``make_body`` at the chain's floor fee when ``fee`` is None."""
+        required = self.preset.chain_rules.required_fee
+        if fee is None:
+            return make_body(floor_fee(make_body, required))
+        body = make_body(fee)
+        floor = required(signed_size(body))
+        if fee < floor:
+            raise CliError(f"--fee {format_amount(fee)} is below this transaction's floor {format_amount(floor)}")
+        return body
+
+    def has_dataset(self, dataset: Dataset) -> bool:
+        """Whether every validator already has ``dataset``: built into the preset, or published."""
+        # Only load_dataset("digits") names a dataset "digits" (a .npz is named by its file), so a
+        # .npz never pays for building the built-in dataset just to compare ids.
+        builtin = dataset.name == "digits" and dataset.id == self.preset.builtin_dataset().id
+        return builtin or self.client.dataset_published(dataset.id)
+
+
+def _sign_and_submit(cli: CliContext, node: Node, name: str, bodies: Sequence[TxBody]) -> list[str]:
+    """Unlock key ``name`` (one password prompt), then sign and submit ``bodies`` in order."""
+    key = cli.wallet().load(name, cli.password(new=False))
+    txids = []
+    for body in bodies:
+        txids.append(node.client.submit_tx(sign_tx(key, body)))
+        click.echo(f"submitted {type(body).__name__} {txids[-1]} (nonce {body.nonce}, fee {format_amount(body.fee)})",
+                   err=True)
+    return txids
+
+
+def _wait(node: Node, txid: str, timeout: float) -> Json:
+    click.echo(f"waiting for {txid} to be mined...", err=True)
+    view = node.client.wait_for_tx(txid, timeout)
+    click.echo(f"confirmed at height {view['height']} (block {view['block_hash']})")
+    return view
+
+
+def _address(text: str, what: str = "address") -> bytes:
+    try:
+        return decode_address(text)
+    except InvalidAddress as exc:
+        raise CliError(f"bad {what} {text!r}: {exc}") from None
+
+
+def _amount(text: str, what: str) -> int:
+    try:
+        return parse_amount(text)
+    except InvalidAmount as exc:
+        raise CliError(f"bad {what}: {exc}") from None
+
+
+def _job_id(text: str) -> str:
+    job_id = text.strip().lower()
+    if not _HEX64.fullmatch(job_id):
+        raise CliError(f"bad job id {text!r}: expected 64 hex digits")
+    return job_id
+
+
+def _fetch_job(client: NodeClient, job_id: str) -> Json:
+    view = client.job(job_id)
+    if view is None:
+        raise CliError(f"unknown job {job_id} (not on the node's chain)")
+    return view
+
+
+def _account_address(cli: CliContext, name_or_address: str) -> str:
+    """The address of wallet NAME; text that starts like an address (and names no key file) is one."""
+    wallet = cli.wallet()
+    if name_or_address.lower().startswith("pw1") and not wallet.path(name_or_address).exists():
+        return encode_address(_address(name_or_address))
+    return encode_address(wallet.address(name_or_address))
+
+
+def node_option(f: F) -> F:
+    return click.option(
+        "--node", "node_url", envvar=NODE_URL_ENV, default=DEFAULT_NODE_URL, show_default=True, metavar="URL",
+        help=f"The node's HTTP API [env {NODE_URL_ENV}].",
+    )(f)
+
+
+def signer_option(f: F) -> F:
+    return click.option("--from", "name", default=DEFAULT_NAME, show_default=True, metavar="NAME",
+                        help="The wallet (key name) that signs and pays.")(f)
+
+
+def wait_options(f: F) -> F:
+    f = click.option("--timeout", type=click.FloatRange(min=0), default=DEFAULT_WAIT_SECONDS, show_default=True,
+                     metavar="S", help="With --wait: give up after S seconds.")(f)
+    return click.option("--wait", is_flag=True, help="Wait until the transaction is mined; print its height.")(f)
+
+
+account_argument = click.argument("account", default=DEFAULT_NAME, metavar="[NAME|ADDRESS]")
+
+
+# ---------------------------------------------------------------------------------------------
+# Accounts
+
+
+@main.command()
+@account_argument
+@node_option
+@pass_cli
+def balance(cli: CliContext, account: str, node_url: str) -> None:
+    """Balance, nonce and pending transactions of wallet NAME (default "default") or of any ADDRESS."""
+    address = _account_address(cli, account)
+    view = NodeClient(node_url).account(address)
+    pending = view["pending"]
+    click.echo(f"address  {address}")
+    click.echo(f"balance  {format_amount(int(view['balance']))}")
+    click.echo(f"nonce    {view['nonce']}")
+    click.echo(f"pending  {len(pending)}")
+    for tx in pending:
+        click.echo(_history_row(tx, address))
+
+
+@main.command()
+@account_argument
+@click.option("--limit", type=click.IntRange(1, 200), default=HISTORY_LIMIT, show_default=True,
+              help="Show the newest N confirmed transactions.")
+@node_option
+@pass_cli
+def history(cli: CliContext, account: str, limit: int, node_url: str) -> None:
+    """Transactions from or to wallet NAME (or any ADDRESS), pending first, then newest first.
+
+    Block rewards are no transactions and do not appear; the node scans its recent blocks only.
+    """
+    address = _account_address(cli, account)
+    view = NodeClient(node_url).account(address, history=limit)
+    txs = [*view["pending"], *view["history"]]
+    if not txs:
+        click.echo(f"no transactions for {address} in the node's recent blocks", err=True)
+        return
+    click.echo(_columns("HEIGHT", "TIME (UTC)", "KIND", "AMOUNT", "FEE", "TXID", "DETAIL").rstrip())
+    for tx in txs:
+        click.echo(_history_row(tx, address))
+
+
+def _columns(height: str, when: str, kind: str, amount: str, fee: str, txid: str, detail: str) -> str:
+    return f"{height:>8}  {when:<19}  {kind:<15}  {amount:>20}  {fee:>12}  {txid:<64}  {detail}"
+
+
+def _history_row(tx: Json, me: str) -> str:
+    """One line for a transaction view of the API, amounts signed as ``me`` sees them."""
+    when = "-"
+    if "timestamp" in tx:
+        when = datetime.fromtimestamp(int(tx["timestamp"]), UTC).strftime("%Y-%m-%d %H:%M:%S")
+    outgoing = tx["from"] == me
+    kind, amount, detail = _effect(tx, outgoing)
+    fee = format_amount(int(tx["fee"])) if outgoing else ""
+    return _columns(str(tx.get("height", "pending")), when, kind, amount, fee, str(tx["txid"]), detail)
+
+
+def _effect(tx: Json, outgoing: bool) -> tuple[str, str, str]:
+    """(kind, signed amount, what it did) of a transaction view."""
+    kind = str(tx["kind"])
+    if kind == "transfer":
+        amount = format_amount(int(tx["amount"]))
+        if outgoing and tx["to"] == tx["from"]:
+            return kind, amount, "to self"
+        if outgoing:
+            return kind, f"-{amount}", f"to {tx['to']}"
+        return kind, f"+{amount}", f"from {tx['from']}"
+    if kind == "job_submit":
+        spec = tx["spec"]
+        escrow = format_amount(spec["total_steps"] * spec["fee_per_step"])
+        return "job submit", f"-{escrow}", f"job {job_id_of(bytes.fromhex(tx['txid'])).hex()} {tx['name']!r}"
+    if kind == "job_cancel":
+        return "job cancel", "", f"job {tx['job_id']}"
+    if kind == "dataset_publish":
+        return "dataset publish", "", f"dataset {tx['dataset_id']} ({tx['size']} bytes)"
+    return kind, "", ""
+
+
+@main.command()
+@click.argument("to", metavar="TO")
+@click.argument("amount", metavar="AMOUNT")
+@click.option("--fee", metavar="COINS", help="Fee in coins [default: the least the chain takes for this tx].")
+@click.option("--memo", default="", help=f"A public note for the recipient (at most {MAX_MEMO_BYTES} bytes).")
+@signer_option
+@wait_options
+@node_option
+@pass_cli
+def send(cli: CliContext, to: str, amount: str, fee: str | None, memo: str, name: str, wait: bool, timeout: float,
+         node_url: str) -> None:
+    """Send AMOUNT coins to address TO and print the txid. AMOUNT has at most 8 decimals, like 1.5."""
+    recipient = _address(to)
+    units = _amount(amount, "AMOUNT")
+    if units == 0:
+        raise CliError("AMOUNT must be more than zero")
+    fee_units = None if fee is None else _amount(fee, "--fee")
+    memo_bytes = memo.encode()
+    if len(memo_bytes) > MAX_MEMO_BYTES:
+        raise CliError(f"--memo is {len(memo_bytes)} bytes; at most {MAX_MEMO_BYTES}")
+    sender = cli.wallet().address(name)
+    node = Node.connect(node_url)
+    nonce = node.next_nonce(sender)
+    body = node.priced(
+        lambda f: Transfer(chain_id=node.chain_id, nonce=nonce, fee=f, to=recipient, amount=units, memo=memo_bytes),
+        fee_units,
+    )
+    [txid] = _sign_and_submit(cli, node, name, [body])
+    click.echo(txid)
+    if wait:
+        _wait(node, txid, timeout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs
+
+
+@main.group()
+def job() -> None:
+    """Buy training: submit a job, watch it, download its model, cancel it."""
+
+
+@job.command("submit")
+@click.option("--dims", "dims_text", required=True, metavar="W0,W1,...",
+              help="Layer widths, input first: multiples of 64, e.g. 64,128,64.")
+@click.option("--dataset", "dataset_source", required=True, metavar="digits|PATH.npz",
+              help="The built-in digits, or a .npz (x_train, y_train, x_test, y_test) to publish first.")
+@click.option("--steps", type=click.IntRange(1, U32_MAX), required=True, metavar="N", help="Training steps to buy.")
+@click.option("--fee-per-step", "fee_text", required=True, metavar="COINS", help="What each step pays its miner.")
+@click.option("--batch", type=click.IntRange(1, 0xFFFF), default=64, show_default=True, metavar="ROWS",
+              help="Rows per step (a multiple of 64).")
+@click.option("--lr-shift", type=click.IntRange(0, 0xFF), default=8, show_default=True, metavar="N",
+              help="Learning rate 2^-N.")
+@click.option("--name", "job_name", help="A public label [default: the dataset's name].")
+@signer_option
+@wait_options
+@node_option
+@pass_cli
+def job_submit(cli: CliContext, dims_text: str, dataset_source: str, steps: int, fee_text: str, batch: int,
+               lr_shift: int, job_name: str | None, name: str, wait: bool, timeout: float, node_url: str) -> None:
+    """Escrow STEPS x FEE-PER-STEP coins for training a model; prints the job id.
+
+    A .npz dataset that is not on chain yet is published first, in a transaction of its own.
+    """
+    dims = parse_dims(dims_text)
+    fee_per_step = _amount(fee_text, "--fee-per-step")
+    if job_name is not None and len(job_name.encode()) > MAX_NAME_BYTES:
+        raise CliError(f"--name is longer than {MAX_NAME_BYTES} bytes")
+    dataset = load_job_dataset(dataset_source)
+    sender = cli.wallet().address(name)
+    node = Node.connect(node_url)
+    spec = JobSpec(dims=dims, dataset_id=dataset.id, batch_size=batch, lr_shift=lr_shift, total_steps=steps,
+                   fee_per_step=fee_per_step)
+    check_job(node.preset, spec, dataset)
+    nonce = node.next_nonce(sender)
+    bodies: list[TxBody] = []
+    if not node.has_dataset(dataset):
+        data = dataset.encode()
+        if len(data) > MAX_DATASET_BYTES:
+            raise CliError(f"dataset {dataset.name!r} is {len(data)} bytes; at most {MAX_DATASET_BYTES} go on chain")
+        bodies.append(node.priced(lambda f: DatasetPublish(
+            chain_id=node.chain_id, nonce=nonce, fee=f, name=label(dataset.name), data=data)))
+        click.echo(f"publishing dataset {dataset.id.hex()} ({len(data)} bytes) first", err=True)
+    submit = node.priced(lambda f: JobSubmit(
+        chain_id=node.chain_id, nonce=nonce + len(bodies), fee=f, spec=spec, name=label(job_name or dataset.name)))
+    bodies.append(submit)
+    txids = _sign_and_submit(cli, node, name, bodies)
+    click.echo(f"escrow {format_amount(spec.escrow)} for {steps} steps at {format_amount(fee_per_step)}", err=True)
+    click.echo(job_id_of(bytes.fromhex(txids[-1])).hex())
+    if wait:
+        _wait(node, txids[-1], timeout)
+
+
+@job.command("status")
+@click.argument("job_id_text", metavar="ID")
+@node_option
+def job_status(job_id_text: str, node_url: str) -> None:
+    """Progress, escrow and latest held-out accuracy of job ID."""
+    view = _fetch_job(NodeClient(node_url), _job_id(job_id_text))
+    spec = view["spec"]
+    fee_per_step = int(spec["fee_per_step"])
+    paid = int(view["steps_done"]) * fee_per_step
+    held = int(view["escrow_left"])
+    refunded = int(spec["total_steps"]) * fee_per_step - paid - held
+    click.echo(f"job       {view['job_id']}")
+    click.echo(f"name      {view['name']}")
+    click.echo(f"owner     {view['owner']}")
+    click.echo(f"status    {view['status']}")
+    click.echo(f"model     dims {'-'.join(map(str, spec['dims']))}, batch {spec['batch_size']}, "
+               f"lr shift {spec['lr_shift']}, dataset {spec['dataset_id']}")
+    click.echo(f"steps     {view['steps_done']} done, {view['steps_left']} left")
+    click.echo(f"escrow    {format_amount(held)} held, {format_amount(paid)} paid to miners"
+               + (f", {format_amount(refunded)} refunded" if refunded else "")
+               + f" ({format_amount(fee_per_step)} per step)")
+    click.echo(f"accuracy  {_accuracy(view.get('history') or [])}")
+
+
+def _accuracy(history: list[Json]) -> str:
+    if not history:
+        return "not evaluated yet"
+    last = history[-1]
+    correct, total = int(last["correct"]), int(last["total"])
+    share = f"{100 * correct / total:.2f}%" if total else "n/a"
+    return f"{share} held-out ({correct}/{total}) after {last['steps']} steps, height {last['height']}"
+
+
+@job.command("download")
+@click.argument("job_id_text", metavar="ID")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the .npz [default: job-<id prefix>.npz].")
+@node_option
+def job_download(job_id_text: str, out: Path | None, node_url: str) -> None:
+    """Save job ID's current model as .npz (arrays w0, w1, ... and step)."""
+    job_id = _job_id(job_id_text)
+    client = NodeClient(node_url)
+    _fetch_job(client, job_id)
+    raw = client.job_model_npz(job_id)
+    step = _npz_step(raw)
+    path = out if out is not None else Path(f"job-{job_id[:16]}.npz")
+    _write_atomically(path, raw)
+    click.echo(str(path))
+    click.echo(f"wrote the model after {step} steps ({len(raw)} bytes)", err=True)
+
+
+def _npz_step(raw: bytes) -> int:
+    """The training step recorded in a model download; refuses anything that is not such an npz."""
+    import numpy as np
+
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
+            return int(archive["step"])
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise NodeError(f"the node sent a model that is not a readable .npz: {exc}") from None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+@job.command("cancel")
+@click.argument("job_id_text", metavar="ID")
+@signer_option
+@wait_options
+@node_option
+@pass_cli
+def job_cancel(cli: CliContext, job_id_text: str, name: str, wait: bool, timeout: float, node_url: str) -> None:
+    """End job ID (yours, still active); its unspent escrow comes back. Prints the txid."""
+    job_id = _job_id(job_id_text)
+    sender = cli.wallet().address(name)
+    node = Node.connect(node_url)
+    view = _fetch_job(node.client, job_id)
+    if view["owner"] != encode_address(sender):
+        raise CliError(f"job {job_id} belongs to {view['owner']}, not to wallet {name!r} ({encode_address(sender)})")
+    if view["status"] != "active":
+        raise CliError(f"job {job_id} is {view['status']}; only an active job can be cancelled")
+    nonce = node.next_nonce(sender)
+    body = node.priced(lambda f: JobCancel(chain_id=node.chain_id, nonce=nonce, fee=f, job_id=bytes.fromhex(job_id)))
+    [txid] = _sign_and_submit(cli, node, name, [body])
+    click.echo(txid)
+    if wait:
+        _wait(node, txid, timeout)
+        after = _fetch_job(node.client, job_id)
+        spec = after["spec"]
+        refund = (int(spec["total_steps"]) - int(after["steps_done"])) * int(spec["fee_per_step"])
+        click.echo(f"refunded {format_amount(refund)} after {after['steps_done']} steps", err=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from chain.builder import make_header
 from chain.errors import InvalidBlock, Reason
 from chain.state import JobStatus, State, get_account, get_dataset, get_job
 from chain.transition import apply_block, transition
-from chain.types import COIN, Block, DatasetPublish, JobSubmit, Seal, SignedTx, Transfer, job_id_of
+from chain.types import COIN, Block, DatasetPublish, JobSubmit, Seal, SignedTx, Transfer, job_id_of, tx_root
 from tests.factories import (
     BUILTIN,
     CHAIN_ID,
@@ -215,3 +215,32 @@ def test_transfer_type_is_frozen() -> None:
     t = Transfer(chain_id=1, nonce=0, fee=1, to=bytes(20), amount=1, memo=b"")
     with pytest.raises(dataclasses.FrozenInstanceError):
         t.amount = 5  # type: ignore[misc]
+
+
+def test_job_dims_must_fit_the_dataset() -> None:
+    parent, state = genesis()
+    spec = dataclasses.replace(job_submit(KEYS[1], 0).body.spec, dims=(128, 64))  # type: ignore[union-attr]
+    tx = sign_tx(KEYS[1], JobSubmit(chain_id=CHAIN_ID, nonce=0, fee=FEE, spec=spec, name="x"))
+    assert progress_reason(state, parent, BUILTIN.job_id, 1, (tx,)) is Reason.BAD_JOB_SPEC
+    narrow = dataclasses.replace(spec, dims=(64, 8))
+    tx = sign_tx(KEYS[1], JobSubmit(chain_id=CHAIN_ID, nonce=0, fee=FEE, spec=narrow, name="x"))
+    assert progress_reason(state, parent, BUILTIN.job_id, 1, (tx,)) is Reason.BAD_JOB_SPEC
+
+
+def test_published_data_must_be_a_dataset_under_preset_rules() -> None:
+    from consensus.presets import REGTEST_PRESET
+    from pouw.datasets import synthetic
+
+    rules = dataclasses.replace(RULES, dataset_shape=REGTEST_PRESET.chain_rules.dataset_shape)
+    parent, state = genesis()
+    junk = sign_tx(KEYS[2], DatasetPublish(chain_id=CHAIN_ID, nonce=0, fee=FEE + 200, name="junk", data=b"x" * 100))
+    empty = next_block(state, parent)
+    with pytest.raises(InvalidBlock) as err:
+        transition(state, dataclasses.replace(empty.header, tx_root=tx_root((junk,))), empty.seal, (junk,), rules)
+    assert err.value.reason is Reason.BAD_DATASET
+    data = synthetic(n=64, d=64, classes=3, seed=1, test=16, hidden=8).encode()
+    good = sign_tx(KEYS[2], DatasetPublish(chain_id=CHAIN_ID, nonce=0, fee=FEE + len(data) + 500, name="ok", data=data))
+    block = next_block(state, parent, [good], rules=rules)
+    post = state.apply(apply_block(state, block, rules))
+    record = get_dataset(post, good.body.dataset_id)  # type: ignore[union-attr]
+    assert record is not None and (record.n_features, record.n_classes) == (64, 3)

@@ -22,7 +22,9 @@ ADDRESSES = [encode_address(k.address) for k in KEYS]
 DIGITS = REGTEST_PRESET.builtin_job().job_id.hex()
 
 
-def mine_until(network: Network, node: TestNode, address: str, height: int, timeout: float = 180) -> None:
+def mine(network: Network, node: TestNode, address: str, blocks: int, timeout: float = 180) -> None:
+    """Run a miner on ``node`` until it has ``blocks`` more blocks (a fast regtest miner may overshoot)."""
+    height = node.height() + blocks
     miner = network.add_miner(node, address)
     try:
         wait_until(lambda: node.height() >= height, timeout, f"node{node.index} to reach height {height}")
@@ -43,7 +45,7 @@ def test_line_of_five_gossips_txs_and_blocks(network: Network) -> None:
         nodes.append(network.add_node(connect=[nodes[-1]]))
     wait_until(lambda: all(n.status()["peers"] >= 1 for n in nodes), 60, "every node to have a peer")
     # Blocks mined on one end reach the other end.
-    mine_until(network, nodes[0], ADDRESSES[0], 3)
+    mine(network, nodes[0], ADDRESSES[0], 3)
     sync_blocks(nodes)
     # A transaction sent to the last node reaches every mempool.
     tx = sign_tx(KEYS[0], Transfer(chain_id=REGTEST_PRESET.chain_id, nonce=0, fee=10_000, to=KEYS[1].address,
@@ -52,7 +54,8 @@ def test_line_of_five_gossips_txs_and_blocks(network: Network) -> None:
     wait_until(lambda: all(n.get("/api/mempool")["count"] == 1 for n in nodes), 60, "the tx to reach all mempools")
     sync_mempools(nodes)
     # Mined at the far end, its confirmation reaches everyone.
-    mine_until(network, nodes[4], ADDRESSES[2], 4)
+    mine(network, nodes[4], ADDRESSES[2], 1)
+    wait_until(lambda: nodes[4].get(f"/api/tx/{tx.txid.hex()}")["status"] == "confirmed", 60, "the tx to confirm")
     sync_blocks(nodes)
     assert all(n.balance(ADDRESSES[1]) == COIN for n in nodes)
     assert all(n.get("/api/mempool")["count"] == 0 for n in nodes)
@@ -60,7 +63,7 @@ def test_line_of_five_gossips_txs_and_blocks(network: Network) -> None:
 
 def test_new_node_syncs_200_blocks_then_survives_kill_9(network: Network) -> None:
     source = network.add_node()
-    mine_until(network, source, ADDRESSES[0], 200, timeout=300)
+    mine(network, source, ADDRESSES[0], 200, timeout=300)
     height = source.height()
     fresh = network.add_node(connect=[source])
     started = time.monotonic()
@@ -76,19 +79,19 @@ def test_new_node_syncs_200_blocks_then_survives_kill_9(network: Network) -> Non
 def test_partition_heals_onto_the_heavier_branch(network: Network) -> None:
     a = network.add_node()
     b = network.add_node(connect=[a])
-    mine_until(network, a, ADDRESSES[0], 3)
+    mine(network, a, ADDRESSES[0], 3)
     sync_blocks([a, b])
-    shared = a.height()
     # Partition: b restarts without peers; each side mines its own branch, b's is longer.
     b.stop()
     b.connect = []
     b.extra_args = ["--no-listen"]
     b.start()
-    mine_until(network, a, ADDRESSES[1], shared + 2)
-    mine_until(network, b, ADDRESSES[2], shared + 6)
+    mine(network, a, ADDRESSES[1], 2)
+    while b.height() <= a.height() + 2:  # b's branch ends clearly longer, hence heavier
+        mine(network, b, ADDRESSES[2], a.height() + 3 - b.height())
     assert a.status()["tip"] != b.status()["tip"]
     heavier = b.status()["tip"]
-    # Heal: a dials b... b does not listen, so b dials a.
+    # Heal: b (which does not listen) dials a.
     b.post("/api/peers/connect", {"address": a.p2p_address})
     tip = sync_blocks([a, b], 120)
     assert tip == heavier
@@ -136,6 +139,6 @@ def test_bad_peers_are_cut_off_and_honest_ones_keep_syncing(network: Network) ->
     honest = network.add_node(connect=[node])
     outcomes = asyncio.run(_bad_peers(node, honest))
     assert len(outcomes) == 3
-    mine_until(network, node, ADDRESSES[0], 5)
+    mine(network, node, ADDRESSES[0], 5)
     sync_blocks([node, honest], 60)  # the honest peer kept syncing through all of it
     assert node.is_up()
