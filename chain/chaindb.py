@@ -11,7 +11,7 @@ the ``connect`` function it was given (validate + apply, see :func:`connect_by_r
 that fails validation is marked invalid and the head stays where it was. Every import, a whole
 reorg included, is computed in memory over :class:`PendingWrites` and written as ONE atomic batch,
 so a crash at any point leaves the store at the head before or after the import
-(docs/spec-storage.md gives the format and the argument).
+(docs/protocol.md Part V gives the format and the argument).
 """
 
 from __future__ import annotations
@@ -430,7 +430,7 @@ class ChainDB:
         self, tip_hash: bytes, tip: Block, tip_entry: BlockIndex,
         connected: list[tuple[bytes, BlockIndex]], failed: list[tuple[bytes, BlockIndex]],
     ) -> None:
-        """Record a failed reorg: the head stays (see docs/spec-storage.md, "Invalid branches")."""
+        """Record a failed reorg: the head stays (see docs/protocol.md Part V, "Invalid branches")."""
         pending = PendingWrites(self._store)
         self._put_block(pending, tip_hash, tip, tip_entry)
         for block_hash, entry in connected:

@@ -1,4 +1,4 @@
-"""Signature checks and account ids: the consensus side of secp256k1 (spec: docs/spec-keys.md).
+"""Signature checks and account ids: the consensus side of secp256k1 (spec: docs/protocol.md Part II).
 
 The chain never signs; it checks. A signature is ECDSA over secp256k1 on a 32-byte digest that the
 transaction layer has already computed (it commits to the chain id); the digest is used as the

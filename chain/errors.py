@@ -39,7 +39,7 @@ class Reason(StrEnum):
     BAD_JOB_SPEC = "bad-job-spec"
     UNKNOWN_DATASET = "unknown-dataset"
     DATASET_EXISTS = "dataset-exists"
-    # mempool admission (policy, not consensus: see docs/spec-mempool.md)
+    # mempool admission (policy, not consensus: see docs/protocol.md Part VI)
     ALREADY_KNOWN = "already-known"
     POOL_FULL = "pool-full"
     REPLACEMENT_FEE_TOO_LOW = "replacement-fee-too-low"

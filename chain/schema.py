@@ -11,7 +11,7 @@ prefix         key                      value
 =============  =======================  ==========================
 
 Block-store keys (one LevelDB per node, see :mod:`chain.store` and :mod:`chain.chaindb`; the
-format and its crash-consistency argument are in docs/spec-storage.md):
+format and its crash-consistency argument are in docs/protocol.md Part V):
 
 ==========  =================================  ===============================================
 prefix      key                                value

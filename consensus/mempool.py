@@ -1,6 +1,6 @@
 """The transaction pool: admission, replacement by fee, eviction, expiry and block templates.
 
-Everything here is node *policy*, not consensus (normative text: docs/spec-mempool.md). The pool owns
+Everything here is node *policy*, not consensus (normative text: docs/protocol.md Part VI). The pool owns
 the pending transactions and their bookkeeping; it reads the chain only through the
 :class:`~chain.state.StateReader` each call is given, and judges validity only with the state
 transition itself (:func:`chain.transition.apply_tx`), so it never disagrees with block validation.

@@ -1,7 +1,7 @@
 """Every tunable of the p2p layer in one immutable value: timeouts, bounds, rate limits.
 
 Defaults suit a public network; tests pass a :class:`P2PConfig` with short timeouts. None of these is
-consensus: two nodes with different settings still talk (docs/spec-p2p.md, "Limits").
+consensus: two nodes with different settings still talk (docs/protocol.md Part VII, "Limits").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The wire messages nodes exchange, their limits, and the one codec that turns frames into messages.
 
 Every message is a canonical :class:`~chain.encoding.Container`; a frame is the tagged union
-``[tag, [fields...]]`` of exactly one of them (docs/spec-p2p.md, "Message catalogue"). Each type has
+``[tag, [fields...]]`` of exactly one of them (docs/protocol.md Part VII, "Message catalogue"). Each type has
 a byte cap, checked on the raw frame *before* anything is decoded (the tag is the frame's second
 byte), and its lists have item caps checked while decoding. Any frame that is not the canonical
 encoding of a message within its limits raises :class:`MalformedMessage` (or its subclass
@@ -228,7 +228,7 @@ BYTE_CAPS: dict[type[Container], int] = {
     Addr: _ENVELOPE_BYTES + MAX_ADDRS * (MAX_HOST_BYTES + 16),
     Reject: 512,
 }
-"""Largest canonical frame of each type (docs/spec-p2p.md lists them)."""
+"""Largest canonical frame of each type (docs/protocol.md Part VII lists them)."""
 
 _FIXARRAY_2 = 0x92
 

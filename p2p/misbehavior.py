@@ -1,6 +1,6 @@
 """What a peer can do wrong, what it costs, and the ban list that remembers it across restarts.
 
-:data:`PENALTIES` is the one table (docs/spec-p2p.md, "Misbehaviour"): each :class:`Offence` maps to a
+:data:`PENALTIES` is the one table (docs/protocol.md Part VII, "Misbehaviour"): each :class:`Offence` maps to a
 score and an :class:`Action`. Scores add up per link; reaching :data:`BAN_SCORE` bans the address
 whatever the action says. ``IGNORE`` offences are harmless (honest nodes commit them through races
 or policy differences) unless their score piles up.

@@ -1,6 +1,6 @@
 """One connected peer: handshake, reader/processor/writer tasks, rate limits, keepalive, statistics.
 
-Lifecycle (docs/spec-p2p.md, "Handshake" and "Links"):
+Lifecycle (docs/protocol.md Part VII, "Handshake" and "Links"):
 
 1. Both sides send Version at once; each checks the other's (protocol version, chain id, genesis,
    self-connection nonce), answers Verack, and waits for the other's Verack — all within

@@ -1,6 +1,6 @@
 """Gossip: announcing what we validated, fetching transactions we lack, serving getdata.
 
-Rules (docs/spec-p2p.md, "Gossip"):
+Rules (docs/protocol.md Part VII, "Gossip"):
 
 * An object is announced only after the backend accepted it, to every ready peer not known to have
   it — never back to the peer it came from. A peer "knows" a hash once it announced it, sent it, or

@@ -1,6 +1,6 @@
 """Headers-first chain sync: locators, header download, parallel block download, orphans, stalls.
 
-Algorithm (docs/spec-p2p.md, "Sync"):
+Algorithm (docs/protocol.md Part VII, "Sync"):
 
 * **Headers.** After the handshake, and whenever a peer announces a block we lack, we send it
   ``getheaders`` with our locator; each non-empty answer that taught us something is followed by

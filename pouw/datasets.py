@@ -1,6 +1,6 @@
 """Training data every validator can rebuild bit for bit, and its content id.
 
-Normative (docs/spec-training.md, "Datasets"): features are integers in ``0..63`` (int8 payloads, so
+Normative (docs/protocol.md Part III, "Datasets"): features are integers in ``0..63`` (int8 payloads, so
 the input layer obeys the matmul operand bound), the feature width is a multiple of 64, labels are
 ``0..n_classes-1``. The canonical bytes are
 ``pack(["pouw/dataset/1", n_classes, n_features, x_train, y_train, x_test, y_test])`` with features

@@ -6,7 +6,7 @@ lottery wraps it); everything else is torch int64 elementwise code that runs unc
 CUDA: arithmetic shifts with round-half-up (deterministic) or stochastic rounding (dithered by an
 integer hash of a per-step key and the element index), clamps to ``|v| <= 63``, ReLU, a squared-error
 loss gradient and a power-of-two learning rate on int32 master weights. No floats, no torch RNG.
-docs/spec-training.md is the normative text; pouw/reference.py re-implements it independently.
+docs/protocol.md Part III is the normative text; pouw/reference.py re-implements it independently.
 
 Matmul order within a step (``index`` passed to the hook), for ``L`` layers:
 forward ``i = 0..L-1``: ``a_i @ Wq_i``; then backward for ``i = L-1 .. 0``: ``a_i^T @ d_i``

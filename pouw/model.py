@@ -1,6 +1,6 @@
 """The integer MLP's configuration, its state (int32 master weights) and the protocol's initial draw.
 
-Normative (docs/spec-training.md): a model is a bias-free MLP with layer widths ``dims``; layer ``i``
+Normative (docs/protocol.md Part III): a model is a bias-free MLP with layer widths ``dims``; layer ``i``
 holds master weights ``W_i`` of shape ``(dims[i], dims[i+1])`` as int32 fixed point with
 ``MASTER_FRAC_BITS`` fractional bits, clamped to ``|W| <= MASTER_MAX``. The state's canonical bytes
 are ``pack([step, [rows, cols, raw little-endian int32 bytes], ...])`` (one entry per layer), its

@@ -2,7 +2,7 @@
 
 This module owns every number the lottery, the proofs and the trajectory checks depend on: the
 noise rank ``r``, the transcript chunk ``t`` (``t <= r`` is the security rule, see
-docs/spec-lottery.md), the output tile ``BM x BN``, the checkpoint interval ``k``, the number ``q``
+docs/protocol.md Part IV), the output tile ``BM x BN``, the checkpoint interval ``k``, the number ``q``
 of sampled replay segments, the reference work of the target rule, and the caps that keep a
 validator's replay cheap (model size, matrix width, steps per block).
 """

@@ -1,4 +1,4 @@
-"""An independent, slow re-implementation of the training step, written from docs/spec-training.md.
+"""An independent, slow re-implementation of the training step, written from docs/protocol.md Part III.
 
 It shares no code with pouw/engine.py: products are numpy int64 matmuls, scalars are Python ints,
 the dither hash runs in wrapping uint64 arithmetic reduced mod 2**32 (the engine avoids overflow

@@ -1,6 +1,6 @@
 """The noisy-transcript product: operand commitments, the tile transcript, tickets and the win rule.
 
-For each matmul A (m×k) · B (k×n) of training step j (normative; docs/spec-lottery.md):
+For each matmul A (m×k) · B (k×n) of training step j (normative; docs/protocol.md Part IV):
 
 1. HA = :func:`commit_rows` of A's rows, HB = :func:`commit_rows` of B's columns.
 2. σ_m = H("pouw/sigma-m", pack([σ, j, index, m, k, n, HA, HB])); noise E, F from
@@ -154,7 +154,7 @@ def denoise(c_noisy: torch.Tensor, a: torch.Tensor, b_noisy: torch.Tensor, noise
 
     The factored products cost O(r(mk + kn + mn)) and run in float64: every intermediate is an
     integer far below 2**53, so any summation order is exact (on CUDA this trades the int8-limb
-    ``_int_mm`` path for simplicity; docs/spec-lottery.md).
+    ``_int_mm`` path for simplicity; docs/protocol.md Part IV).
     """
     a_f = exact_matmul(exact_matmul(a, noise.f_left), noise.f_right)
     e_bf = exact_matmul(noise.e_left, exact_matmul(noise.e_right, b_noisy))

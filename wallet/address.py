@@ -1,7 +1,7 @@
 """The human form of an account id: bech32m (BIP-350) with the human-readable part ``pw``.
 
 An address is ``pw1`` followed by the 20-byte account id in 32 base-32 characters and a 6-character
-bech32m checksum, 41 characters in all (docs/spec-keys.md). The checksum is a BCH code that
+bech32m checksum, 41 characters in all (docs/protocol.md Part II). The checksum is a BCH code that
 detects every error in up to 4 characters, so any typo in a single character is caught.
 
 The generic codec (:func:`bech32m_encode`, :func:`bech32m_decode`) follows BIP-173's string rules

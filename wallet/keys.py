@@ -1,4 +1,4 @@
-"""Private keys and signing: the wallet side of the signature scheme in docs/spec-keys.md.
+"""Private keys and signing: the wallet side of the signature scheme in docs/protocol.md Part II.
 
 A :class:`PrivateKey` is a secp256k1 scalar ``1 <= k < n`` held as 32 big-endian bytes. It signs
 32-byte digests directly (no further hashing) with RFC 6979 deterministic nonces and always

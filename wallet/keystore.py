@@ -1,4 +1,4 @@
-"""Encrypted key files and the wallet directory that holds them (format: docs/spec-keys.md).
+"""Encrypted key files and the wallet directory that holds them (format: docs/protocol.md Part II).
 
 A keystore file is JSON: the address in clear (so listing needs no password), scrypt parameters and
 salt, and the private key sealed with AES-256-GCM under the scrypt-derived key. Files are created

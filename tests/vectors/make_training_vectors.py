@@ -101,7 +101,7 @@ def training_vectors() -> dict[str, Any]:
 
 
 def dither_vectors() -> list[dict[str, Any]]:
-    """The raw 32-bit dither hash of elements 0..7 under a few keys (see docs/spec-training.md)."""
+    """The raw 32-bit dither hash of elements 0..7 under a few keys (see docs/protocol.md Part III)."""
     keys = (0, 1, 0x0123456789ABCDEF, (1 << 64) - 1)
     return [{"key": str(k), "hash32": [int(v) for v in dither_hash32(k, 8)]} for k in keys]
 

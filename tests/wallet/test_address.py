@@ -122,7 +122,7 @@ def test_other_hrp_and_payload_sizes_are_rejected() -> None:
 
 
 
-# docs/spec-keys.md, section 6: (private key, compressed public key, account id, address).
+# docs/protocol.md Part II, section 6: (private key, compressed public key, account id, address).
 SPEC_VECTORS = [
     (
         1,
