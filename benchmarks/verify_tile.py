@@ -27,6 +27,7 @@ from pouw.engine import train
 from pouw.mining import Miner
 from pouw.model import ModelConfig, init_state
 from pouw.params import PRESETS, target_for_work
+from pouw.proof import replay_plan
 from pouw.verify import verify_seal, verify_winning_tile
 
 RESULTS = Path(__file__).parent / "results"
@@ -35,23 +36,27 @@ TRAJECTORY_SEED = b"bench/verify-tile/trajectory".ljust(32, b"\0")
 HEADER_SEED = b"bench/verify-tile/header".ljust(32, b"\0")
 
 
-def median_ms(fn: Callable[[], object], runs: int) -> float:
+def samples_ms(fn: Callable[[], object], runs: int) -> list[float]:
     fn()  # warm caches (mix weights, kernels)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        times.append(1000 * (time.perf_counter() - start))
+    return times
 
 
-def run(preset: str, backend_name: str, runs: int, shard_steps: int) -> dict[str, Any]:
+def median_ms(fn: Callable[[], object], runs: int) -> float:
+    return statistics.median(samples_ms(fn, runs))
+
+
+def run(preset: str, backend_name: str, runs: int, shard_steps: int, config: ModelConfig = CONFIG) -> dict[str, Any]:
     params = PRESETS[preset]
     backend = get_backend(backend_name)
     dataset = load_dataset("digits")
-    start = init_state(CONFIG, b"bench/verify-tile/job")
-    target = target_for_work(params, 4 * CONFIG.macs_per_step())  # a win every ~4 steps
-    miner = Miner(params, CONFIG, dataset, start, TRAJECTORY_SEED, backend)
+    start = init_state(config, b"bench/verify-tile/job")
+    target = target_for_work(params, 4 * config.macs_per_step())  # a win every ~4 steps
+    miner = Miner(params, config, dataset, start, TRAJECTORY_SEED, backend)
     began = time.perf_counter()
     miner.mine(b"\xff" * 32, 0, shard_steps - 1)  # a shard long enough to sample segments from
     result = None
@@ -61,29 +66,36 @@ def run(preset: str, backend_name: str, runs: int, shard_steps: int) -> dict[str
     claim = result.seal_claim
 
     def tile() -> object:
-        return verify_winning_tile(params, CONFIG, HEADER_SEED, target, claim.proof)
+        return verify_winning_tile(params, config, HEADER_SEED, target, claim.proof)
 
     def seal() -> None:
         verify_seal(
-            params, CONFIG, dataset, start, TRAJECTORY_SEED, HEADER_SEED, target, claim.steps,
+            params, config, dataset, start, TRAJECTORY_SEED, HEADER_SEED, target, claim.steps,
             claim.final_state_hash, claim.trajectory_root, claim.proof, result.work_bytes, backend,
         )  # fmt: skip
 
     def plain_step() -> object:
-        return train(CONFIG, start, dataset, TRAJECTORY_SEED, backend, 1)
+        return train(config, start, dataset, TRAJECTORY_SEED, backend, 1)
 
+    interval = params.checkpoint_interval
+    plan = replay_plan(claim.steps, interval, claim.steps - 1, params.sampled_segments, result.ticket)
+    tile_ms, seal_ms = samples_ms(tile, runs), samples_ms(seal, max(runs // 20, 3))
     return {
         "preset": preset,
         "backend": backend.name,
         "threads": torch.get_num_threads(),
-        "model": {"dims": list(CONFIG.dims), "batch_size": CONFIG.batch_size},
+        "model": {"dims": list(config.dims), "batch_size": config.batch_size},
         "shard_steps": claim.steps,
         "mining_ms_per_step": 1000 * mining_s / miner.steps,
         "plain_training_ms_per_step": median_ms(plain_step, max(runs // 10, 5)),
         "proof_bytes": len(claim.proof),
         "work_bytes": len(result.work_bytes),
-        "verify_winning_tile_ms_median": median_ms(tile, runs),
-        "verify_seal_ms_median": median_ms(seal, max(runs // 20, 3)),
+        "verify_winning_tile_ms_median": statistics.median(tile_ms),
+        "verify_seal_ms_median": statistics.median(seal_ms),
+        "verify_winning_tile_ms_samples": tile_ms,
+        "verify_seal_ms_samples": seal_ms,
+        "winning_tile_macs": params.tile_m * params.tile_n * result.proof.k,
+        "replayed_steps": sum(min(interval, claim.steps - s * interval) for s in plan),
         "replayed_steps_max": params.replayed_segments() * params.checkpoint_interval,
     }
 

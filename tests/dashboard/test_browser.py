@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 import zipfile
 
 from chain.types import COIN, JobSpec, JobSubmit, Transfer
@@ -37,11 +38,21 @@ def start_chain(network: Network, blocks: int) -> TestNode:
     return node
 
 
-def click(browser: Browser, selector: str) -> None:
+def click(browser: Browser, selector: str, attempts: int = 10) -> None:
+    """Click the element; the page re-renders its tables as it polls, so a found element can go stale
+    before the click lands: find it again and retry."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    browser.wait_for(selector)
-    browser.driver.find_element(By.CSS_SELECTOR, selector).click()
+    for attempt in range(attempts):
+        browser.wait_for(selector)
+        try:
+            browser.driver.find_element(By.CSS_SELECTOR, selector).click()
+            return
+        except StaleElementReferenceException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
 
 
 def first_block_height(browser: Browser) -> int:

@@ -1,0 +1,80 @@
+"""``pouw-bench``: run benchmark suites and write one JSON file (and plots) per suite.
+
+    pouw-bench [SUITE...] [--quick] [--device cpu|cuda:N] [--threads N] --out DIR
+
+With no SUITE every suite runs, in the order of :data:`SUITES`. A suite that fails is recorded as
+``"status": "error"`` in its JSON; the others still run and the command exits with status 1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import click
+import torch
+
+from benchmarks.framework import RunContext, SuiteReport, write_report
+from benchmarks.suites import attack, chain_ops, matmul, network, training, useful, verify
+
+SUITE_MODULES: tuple[ModuleType, ...] = (matmul, training, verify, attack, chain_ops, network, useful)
+SUITES: dict[str, ModuleType] = {module.NAME: module for module in SUITE_MODULES}
+
+
+def run_suite(name: str, ctx: RunContext, out: Path) -> bool:
+    """Run one suite and write its files; returns whether it succeeded."""
+    module = SUITES[name]
+    runner: Callable[[RunContext], SuiteReport] = module.run
+    started = datetime.datetime.now(datetime.UTC)
+    clock = time.perf_counter()
+    click.echo(f"[bench] {name}: {module.DESCRIPTION}", err=True)
+    report: SuiteReport | None = None
+    error: str | None = None
+    try:
+        report = runner(ctx)
+    except Exception as exc:  # one broken suite must not lose the others' results
+        error = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    path = write_report(out, name, module.DESCRIPTION, ctx, report, started, time.perf_counter() - clock, error)
+    for line in report.headline if report else [f"ERROR {error}"]:
+        click.echo(f"[bench] {name}: {line}", err=True)
+    click.echo(f"[bench] {name}: wrote {path} ({time.perf_counter() - clock:.1f} s)", err=True)
+    return error is None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("suites", nargs=-1, type=click.Choice(list(SUITES)))
+@click.option("--quick", is_flag=True, help="Small sizes and few repeats (minutes on a laptop CPU).")
+@click.option("--tiny", is_flag=True, hidden=True, help="Smallest sizes, for the smoke test.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="torch CPU threads (1: per-core figures, as the miner and node run).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the JSON results and PNG plots.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def main(suites: tuple[str, ...], quick: bool, tiny: bool, device: str, threads: int, out: Path,
+         no_progress: bool) -> None:
+    """Benchmark the PoUW chain: matmul, training, verify, attack, chain, network, useful."""
+    ctx = RunContext(device=device, quick=quick, tiny=tiny, threads=threads, progress_bars=not no_progress)
+    try:
+        ctx.backend()
+    except Exception as exc:
+        raise click.ClickException(f"device {device!r}: {exc}") from None
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        failed = [name for name in suites or tuple(SUITES) if not run_suite(name, ctx, out)]
+    finally:
+        torch.set_num_threads(previous_threads)
+    if failed:
+        click.echo(f"[bench] failed: {', '.join(failed)}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

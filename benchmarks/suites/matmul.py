@@ -1,0 +1,213 @@
+"""Suite ``matmul``: plain int8 GEMM against the PoUW noisy-transcript product at the same shapes.
+
+For square products m = n = k, int8 operands within the payload bound ±63, this times:
+
+* ``torch._int_mm`` (the plain exact product a miner would run without the lottery);
+* float GEMMs for reference: float32 and bfloat16 on a CPU, float16 and bfloat16 on CUDA;
+* the noisy-transcript product of each preset's parameters, through the miner's own hook
+  :class:`pouw.transcript.NoisyTranscriptProduct` (commitments, noise, chunked transcript and mix,
+  tickets, denoising), and once per size a breakdown of that time by phase.
+
+Throughput is in TOPS counting 2 operations per multiply-accumulate (the vendors' convention), the
+PoUW throughput counting only the useful product; overhead = PoUW time / ``_int_mm`` time. On CUDA
+each throughput is also given as a fraction of the device's dense int8 peak.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from benchmarks.framework import RunContext, SuiteReport, figure, int8_peak_tops, measure, rounded
+from chain.hashing import merkle_root_of_hashes
+from pouw.backends import Backend
+from pouw.noise import draw_noise
+from pouw.params import PAYLOAD_BOUND, PRESETS, PouwParams
+from pouw.transcript import (
+    NoisyTranscriptProduct,
+    block_roots,
+    denoise,
+    digest_bytes,
+    matmul_seed,
+    tile_lanes,
+    tile_ticket,
+    transcript,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+NAME = "matmul"
+DESCRIPTION = "int8 GEMM (torch._int_mm) and float GEMMs vs the PoUW noisy-transcript product, m = n = k"
+HEADER_SEED = b"pouw-bench/matmul".ljust(32, b"\0")
+PHASES = ("commit", "noise", "transcript", "tickets", "denoise")
+
+
+def sizes(ctx: RunContext) -> list[int]:
+    if ctx.is_cuda:
+        return ctx.pick([256, 512, 1024, 2048, 4096, 8192], [256, 1024, 4096], [256, 512])
+    return ctx.pick([64, 128, 256, 512, 1024], [64, 128, 256, 512], [64, 128])
+
+
+def reference_dtypes(ctx: RunContext) -> dict[str, torch.dtype]:
+    if ctx.is_cuda:
+        return {"float16": torch.float16, "bfloat16": torch.bfloat16}
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def operands(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(n)
+    a, b = (rng.integers(-PAYLOAD_BOUND, PAYLOAD_BOUND + 1, size=(n, n), dtype=np.int8) for _ in range(2))
+    return torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)
+
+
+def phase_seconds(
+    params: PouwParams, a: torch.Tensor, b: torch.Tensor, backend: Backend, sync: Callable[[], None]
+) -> dict[str, float]:
+    """One noisy product split into its phases (the order of ``pouw.transcript.noisy_product``)."""
+    m, k = a.shape
+    n = b.shape[1]
+    times: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        sync()
+        now = time.perf_counter()
+        times[phase] = now - clock
+        clock = now
+
+    a_host, bt_host = a.cpu().numpy(), np.ascontiguousarray(b.cpu().numpy().T)
+    ha = merkle_root_of_hashes(block_roots(a_host, params.tile_m))
+    hb = merkle_root_of_hashes(block_roots(bt_host, params.tile_n))
+    lap("commit")
+    sigma_m = matmul_seed(HEADER_SEED, 0, 0, (m, k, n), ha, hb)
+    noise = draw_noise(sigma_m, m, k, n, params.rank).to(a.device)
+    a_noisy, b_noisy = a + noise.e().to(torch.int8), b + noise.f().to(torch.int8)
+    lap("noise")
+    c_noisy, state = transcript(a_noisy, b_noisy, params.chunk, backend.int_mm)
+    lap("transcript")
+    lanes = tile_lanes(state, params.tile_m, params.tile_n)
+    _ = [tile_ticket(sigma_m, i, digest_bytes(tile)) for i, tile in enumerate(lanes)]
+    lap("tickets")
+    denoise(c_noisy, a, b_noisy, noise)
+    lap("denoise")
+    return times
+
+
+def median_phases(
+    params: PouwParams, a: torch.Tensor, b: torch.Tensor, backend: Backend, sync: Callable[[], None], repeats: int
+) -> dict[str, float]:
+    runs = [phase_seconds(params, a, b, backend, sync) for _ in range(repeats)]
+    return {phase: rounded(statistics.median(run[phase] for run in runs)) for phase in PHASES}
+
+
+def measure_size(n: int, ctx: RunContext, presets: list[str], peak: float | None) -> dict[str, Any]:
+    """All timings of one size: ``_int_mm``, the float GEMMs and each preset's noisy product."""
+    backend = ctx.backend()
+    repeats = ctx.pick(7, 5, 3)
+    min_sample_s = ctx.pick(0.05, 0.01, 0.002)
+    a, b = operands(n, backend.device)
+    useful_ops = 2 * n**3
+    plain = measure(lambda: torch._int_mm(a, b), repeats, ctx.sync, min_sample_s)
+    row: dict[str, Any] = {"n": n, "int_mm": {**plain.to_json(), "tops": rounded(useful_ops / plain.median / 1e12)}}
+    for label, dtype in reference_dtypes(ctx).items():
+        fa, fb = a.to(dtype), b.to(dtype)
+        timing = measure(functools.partial(torch.matmul, fa, fb), repeats, ctx.sync, min_sample_s)
+        row[label] = {**timing.to_json(), "tops": rounded(useful_ops / timing.median / 1e12)}
+    row["pouw"] = {}
+    for name in presets:
+        params = PRESETS[name]
+        hook = NoisyTranscriptProduct(params, HEADER_SEED, 0, 0, backend)
+        exact = bool(torch.equal(hook(a, b, 0), torch._int_mm(a, b)))
+        timing = measure(functools.partial(hook, a, b, 0), repeats, ctx.sync, min_sample_s / 4)
+        row["pouw"][name] = {
+            **timing.to_json(),
+            "tops": rounded(useful_ops / timing.median / 1e12),
+            "overhead_vs_int_mm": rounded(timing.median / plain.median),
+            "exact_product": exact,
+            "params": {"rank": params.rank, "chunk": params.chunk, "tile": [params.tile_m, params.tile_n]},
+            "phases_s": median_phases(params, a, b, backend, ctx.sync, repeats),
+        }
+    if peak is not None:
+        for entry in (row["int_mm"], *row["pouw"].values()):
+            entry["fraction_of_int8_peak"] = rounded(entry["tops"] / peak)
+    return row
+
+
+def run(ctx: RunContext) -> SuiteReport:
+    presets = ["devnet"] if ctx.tiny else list(PRESETS)
+    peak = int8_peak_tops(torch.cuda.get_device_name(ctx.torch_device)) if ctx.is_cuda else None
+    rows = [measure_size(n, ctx, presets, peak) for n in ctx.progress(sizes(ctx), "matmul sizes")]
+    return SuiteReport(
+        parameters={"sizes": sizes(ctx), "repeats": ctx.pick(7, 5, 3), "min_sample_s": ctx.pick(0.05, 0.01, 0.002),
+                    "pouw_presets": presets, "operands": f"uniform int8 in [-{PAYLOAD_BOUND}, {PAYLOAD_BOUND}]",
+                    "ops_convention": "2 ops per multiply-accumulate; PoUW counts the useful product only",
+                    "reference_dtypes": list(reference_dtypes(ctx))},
+        results={"int8_peak_tops": peak, "sizes": rows},
+        headline=headline(rows),
+        figures={NAME: plot(rows, list(reference_dtypes(ctx)), presets, peak),
+                 f"{NAME}_phases": plot_phases(rows, presets)},
+    )
+
+
+def headline(rows: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for row in rows:
+        pouw = ", ".join(
+            f"{name} {entry['tops']:.3g} TOPS (x{entry['overhead_vs_int_mm']:.0f})"
+            for name, entry in row["pouw"].items()
+        )
+        lines.append(f"n={row['n']}: int_mm {row['int_mm']['tops']:.3g} TOPS; PoUW {pouw}")
+    return lines
+
+
+def plot(rows: list[dict[str, Any]], dtypes: list[str], presets: list[str], peak: float | None) -> Figure:
+    fig, (left, right) = figure(2)
+    n = [row["n"] for row in rows]
+    left.plot(n, [row["int_mm"]["tops"] for row in rows], marker="o", label="torch._int_mm (int8)")
+    for label in dtypes:
+        left.plot(n, [row[label]["tops"] for row in rows], marker=".", linestyle="--", label=f"{label} GEMM")
+    for name in presets:
+        left.plot(n, [row["pouw"][name]["tops"] for row in rows], marker="s", label=f"PoUW ({name} r, t)")
+        right.plot(n, [row["pouw"][name]["overhead_vs_int_mm"] for row in rows], marker="s", label=name)
+    if peak is not None:
+        left.axhline(peak, color="grey", linestyle=":", label=f"int8 peak {peak:g}")
+    left.set_title("throughput (useful ops)")
+    left.set_ylabel("TOPS")
+    right.set_title("PoUW time / _int_mm time")
+    right.set_ylabel("overhead (x)")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("m = n = k")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    return fig
+
+
+def plot_phases(rows: list[dict[str, Any]], presets: list[str]) -> Figure:
+    """Where the noisy product's time goes, per size: stacked shares of the phases."""
+    fig, axes = figure(len(presets), width=4.5)
+    labels = [str(row["n"]) for row in rows]
+    for ax, name in zip(axes, presets, strict=True):
+        bottom = np.zeros(len(rows))
+        for phase in PHASES:
+            times = np.array([row["pouw"][name]["phases_s"][phase] for row in rows])
+            totals = np.array([sum(row["pouw"][name]["phases_s"].values()) for row in rows])
+            share = 100 * times / totals
+            ax.bar(labels, share, bottom=bottom, label=phase)
+            bottom += share
+        ax.set_title(f"PoUW product phases ({name} r, t)")
+        ax.set_xlabel("m = n = k")
+        ax.set_ylabel("share of time (%)")
+        ax.set_ylim(0, 130)
+        ax.set_yticks(range(0, 101, 20))
+        ax.legend(fontsize=7, ncol=3, loc="upper center")
+    return fig

@@ -1,0 +1,171 @@
+"""Suite ``training``: steps/s and MAC/s of the integer training step, plain and mined, and float32.
+
+For each workload (the presets' built-in jobs; on CUDA also wide MLPs on synthetic data) this times
+one step of
+
+* the plain exact integer step (:class:`pouw.engine.Trainer`, the backend's ``_int_mm``),
+* the same step mined: a :class:`pouw.mining.Miner` under target 0, which never wins, so every
+  step pays the whole noisy-transcript lottery and nothing else,
+* a float32 PyTorch step of the same shape (autograd, SGD on the same squared-error loss).
+
+MACs per step are ``ModelConfig.macs_per_step()`` (3 matmuls per layer less the skipped input grad).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from benchmarks.framework import RunContext, Samples, SuiteReport, figure, measure, rounded
+from consensus.presets import PRESETS as CHAIN_PRESETS
+from pouw.datasets import Dataset, load_dataset
+from pouw.engine import Trainer, batch_indices
+from pouw.mining import Miner
+from pouw.model import INPUT_EXP, MASTER_FRAC_BITS, ModelConfig, ModelState, init_state
+from pouw.params import PRESETS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+NAME = "training"
+DESCRIPTION = "integer training step plain vs mined (PoUW, never winning) vs a float32 PyTorch step"
+TRAJECTORY_SEED = b"pouw-bench/training/trajectory".ljust(32, b"\0")
+HEADER_SEED = b"pouw-bench/training/header".ljust(32, b"\0")
+INIT_SEED = b"pouw-bench/training/init"
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    preset: str  # whose PoUW parameters mine it
+    config: ModelConfig
+    dataset: str
+
+
+def builtin(preset: str) -> Workload:
+    p = CHAIN_PRESETS[preset]
+    config = ModelConfig(p.builtin_dims, p.builtin_batch, p.builtin_lr_shift)
+    return Workload(f"{preset} built-in", preset, config, "digits")
+
+
+def workloads(ctx: RunContext) -> list[Workload]:
+    chosen = [builtin(p) for p in ctx.pick(["devnet", "testnet", "mainnet"], ["devnet", "testnet", "mainnet"],
+                                           ["devnet"])]
+    if ctx.is_cuda and not ctx.tiny:
+        chosen.append(Workload("wide 1024-4096-4096-1024", "mainnet", ModelConfig((1024, 4096, 4096, 1024), 4096, 14),
+                               "synthetic:n=8192,d=1024,classes=10,hidden=64"))
+    return chosen
+
+
+class Float32Step:
+    """One float32 SGD step of the integer model's shape and loss, on ``device``."""
+
+    def __init__(self, config: ModelConfig, state: ModelState, dataset: Dataset, device: torch.device) -> None:
+        self.config = config
+        self.n_classes = dataset.n_classes
+        self.n_train = dataset.n_train
+        self.lr = 2.0**-config.lr_shift
+        self.weights = [
+            torch.tensor(w.astype(np.float64) * 2.0**-MASTER_FRAC_BITS, dtype=torch.float32, device=device,
+                         requires_grad=True)
+            for w in state.weights
+        ]
+        self.x = torch.from_numpy(dataset.x_train.astype(np.float32) * 2.0**INPUT_EXP).to(device)
+        labels = torch.tensor(dataset.y_train, device=device)
+        self.onehot = torch.nn.functional.one_hot(labels, self.n_classes).float()
+        self.step_index = 0
+
+    def __call__(self) -> None:
+        rows = torch.from_numpy(batch_indices(TRAJECTORY_SEED, self.step_index, self.n_train, self.config.batch_size))
+        rows = rows.to(self.x.device)
+        h = self.x[rows]
+        for i, w in enumerate(self.weights):
+            h = h @ w if i == len(self.weights) - 1 else torch.relu(h @ w)
+        loss = 0.5 * ((h[:, : self.n_classes] - self.onehot[rows]) ** 2).sum()
+        grads = torch.autograd.grad(loss, self.weights)
+        with torch.no_grad():
+            for w, g in zip(self.weights, grads, strict=True):
+                w -= self.lr * g
+        self.step_index += 1
+
+
+def mined_step(workload: Workload, state: ModelState, dataset: Dataset, ctx: RunContext) -> Callable[[], None]:
+    """One PoUW mining step under an impossible target; a fresh shard when the block's cap is hit."""
+    params = PRESETS[workload.preset]
+    miner = Miner(params, workload.config, dataset, state, TRAJECTORY_SEED, ctx.backend())
+
+    def step() -> None:
+        nonlocal miner
+        if miner.exhausted:
+            miner = Miner(params, workload.config, dataset, state, TRAJECTORY_SEED, ctx.backend())
+        if miner.mine(HEADER_SEED, 0, 1) is not None:
+            raise RuntimeError("a tile won under target 0")
+
+    return step
+
+
+def run(ctx: RunContext) -> SuiteReport:
+    repeats = ctx.pick(7, 5, 3)
+    min_sample_s = ctx.pick(0.2, 0.05, 0.01)
+    rows = []
+    for workload in ctx.progress(workloads(ctx), "training workloads"):
+        config = workload.config
+        dataset = load_dataset(workload.dataset)
+        state = init_state(config, INIT_SEED)
+        trainer = Trainer(config, state, dataset, TRAJECTORY_SEED, ctx.backend())
+        timings: dict[str, Samples] = {
+            "integer_plain": measure(trainer.step, repeats, ctx.sync, min_sample_s),
+            "integer_pouw": measure(mined_step(workload, state, dataset, ctx), repeats, ctx.sync, min_sample_s),
+            "float32": measure(Float32Step(config, state, dataset, ctx.torch_device), repeats, ctx.sync, min_sample_s),
+        }
+        macs = config.macs_per_step()
+        row: dict[str, Any] = {
+            "workload": workload.name,
+            "dims": list(config.dims),
+            "batch_size": config.batch_size,
+            "dataset": dataset.name,
+            "pouw_params": workload.preset,
+            "macs_per_step": macs,
+        }
+        for label, timing in timings.items():
+            row[label] = {**timing.to_json(), "steps_per_s": rounded(timing.rate()),
+                          "macs_per_s": rounded(timing.rate(macs))}
+        row["pouw_slowdown"] = rounded(timings["integer_pouw"].median / timings["integer_plain"].median)
+        row["integer_vs_float32"] = rounded(timings["integer_plain"].median / timings["float32"].median)
+        rows.append(row)
+    return SuiteReport(
+        parameters={"repeats": repeats, "min_sample_s": min_sample_s,
+                    "workloads": [{"name": w.name, "dims": list(w.config.dims), "batch_size": w.config.batch_size,
+                                   "lr_shift": w.config.lr_shift, "dataset": w.dataset, "pouw_params": w.preset}
+                                  for w in workloads(ctx)],
+                    "pouw_target": 0},
+        results={"workloads": rows},
+        headline=[
+            f"{r['workload']}: plain {r['integer_plain']['steps_per_s']:.4g} steps/s "
+            f"({r['integer_plain']['macs_per_s']:.3g} MAC/s), PoUW {r['integer_pouw']['steps_per_s']:.4g} steps/s "
+            f"(x{r['pouw_slowdown']:.3g} slower), float32 {r['float32']['steps_per_s']:.4g} steps/s"
+            for r in rows
+        ],
+        figures={NAME: plot(rows)},
+    )
+
+
+def plot(rows: list[dict[str, Any]]) -> Figure:
+    fig, (left, right) = figure(2)
+    labels = {"integer_plain": "integer, plain", "integer_pouw": "integer, mined (PoUW)", "float32": "float32"}
+    x = np.arange(len(rows))
+    width = 0.27
+    for i, (key, label) in enumerate(labels.items()):
+        left.bar(x + (i - 1) * width, [r[key]["steps_per_s"] for r in rows], width, label=label)
+        right.bar(x + (i - 1) * width, [r[key]["macs_per_s"] for r in rows], width, label=label)
+    for ax, title in ((left, "steps / s"), (right, "MAC / s")):
+        ax.set_xticks(x, [r["workload"] for r in rows], fontsize=7, rotation=10)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.grid(alpha=0.3, axis="y", which="both")
+        ax.legend(fontsize=7)
+    return fig

@@ -1,0 +1,89 @@
+"""Smoke test of ``pouw-bench``: the smallest chain and verify suites write complete reports.
+
+Checks the files and their keys, never the speeds. The chain suite starts two real regtest nodes
+and a miner; its sync part is either measured or reported unavailable with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import torch
+
+from benchmarks.cli import main
+from benchmarks.framework import int8_peak_tops, measure
+
+
+def load(out: Path, suite: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((out / f"{suite}.json").read_text())
+    assert document["suite"] == suite
+    assert document["status"] == "ok", document.get("error")
+    assert document["machine"]["cpu_cores"] >= 1 and document["machine"]["cpu_model"]
+    assert document["device"]["name"] == "cpu"
+    assert {"python", "torch", "numpy"} <= document["versions"].keys()
+    assert document["parameters"]["mode"] == "tiny" and document["parameters"]["device"] == "cpu"
+    assert document["plots"] == [f"{suite}.png"]
+    assert (out / f"{suite}.png").read_bytes().startswith(b"\x89PNG")
+    assert document["headline"]
+    return document
+
+
+def assert_samples(entry: dict[str, Any]) -> None:
+    assert entry["unit"] == "s" and entry["samples"] and entry["median"] > 0
+    assert min(entry["samples"]) <= entry["median"] <= max(entry["samples"])
+
+
+def test_chain_and_verify_suites_write_their_reports(tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    main(["chain", "verify", "--quick", "--tiny", "--no-progress", "--out", str(tmp_path)], standalone_mode=False)
+    assert torch.get_num_threads() == threads  # the CLI gives back the thread setting it changed
+
+    chain = load(tmp_path, "chain")["results"]
+    for verifier in ("coincurve", "ecdsa"):
+        assert_samples(chain["signatures"][verifier])
+        assert chain["signatures"][verifier]["verifications_per_s"] > 0
+    for mode in ("with_signature", "without_signature"):
+        assert_samples(chain["transactions"][mode])
+    imports = chain["block_import"]
+    assert len(imports["import"]["samples"]) == imports["blocks"] > 0
+    sync = chain["sync"]
+    assert sync["blocks"] >= 10
+    if sync["status"] == "ok":
+        assert sync["sync_s"] > 0 and sync["blocks_per_s"] > 0
+    else:
+        assert sync["status"] == "unavailable" and sync["reason"]
+
+    (devnet,) = load(tmp_path, "verify")["results"]["presets"]
+    assert devnet["preset"] == "devnet" and devnet["shard_steps"] >= 32
+    assert len(devnet["verify_winning_tile_ms_samples"]) == 20
+    assert 0 < devnet["replayed_steps"] <= devnet["shard_steps"]
+    assert 0 < devnet["seal_fraction_of_block_macs"] < 1
+    assert devnet["verify_seal_ms_median"] > devnet["verify_winning_tile_ms_median"] > 0
+
+
+def test_int8_peaks_match_the_longest_known_name() -> None:
+    assert int8_peak_tops("NVIDIA H100 80GB HBM3") == 1979.0
+    assert int8_peak_tops("NVIDIA H100 PCIe") == 1513.0
+    assert int8_peak_tops("NVIDIA H200") == 1979.0
+    assert int8_peak_tops("NVIDIA L40S") == 733.0
+    assert int8_peak_tops("NVIDIA L4") == 242.5
+    assert int8_peak_tops("Some Future GPU") is None
+
+
+def test_measure_batches_fast_calls_and_reports_time_per_call() -> None:
+    calls = []
+    timing = measure(lambda: calls.append(1), repeats=4, min_sample_s=0.001, warmup=2)
+    assert timing.calls_per_sample > 1
+    assert len(timing.seconds) == 4
+    assert len(calls) == 2 + 1 + 4 * timing.calls_per_sample
+    assert timing.median < 0.001
+
+
+def test_an_unknown_device_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(click.ClickException, match="device 'tpu:0'"):
+        main(["chain", "--device", "tpu:0", "--out", str(tmp_path)], standalone_mode=False)
+    assert not list(tmp_path.iterdir())
