@@ -191,6 +191,13 @@ class TestMiner:
         self.process = None
 
 
+def connect_nodes(a: TestNode, b: TestNode, timeout: float = 30) -> None:
+    """Have ``a`` dial ``b`` now and wait until both see the link."""
+    a.post("/api/peers/connect", {"address": b.p2p_address})
+    wait_until(lambda: any(p["address"].endswith(f":{b.p2p_port}") for p in a.get("/api/peers")["peers"])
+               and b.status()["peers"] >= 1, timeout, f"node{a.index} and node{b.index} to connect")
+
+
 def sync_blocks(nodes: Iterable[TestNode], timeout: float = 120) -> str:
     """Wait until every node has the same tip; returns it."""
     nodes = list(nodes)

@@ -11,7 +11,7 @@ from chain.types import COIN, Transfer
 from consensus.presets import REGTEST_PRESET
 from p2p.messages import Version
 from tests.functional.conftest import Network
-from tests.functional.framework import TestNode, sync_blocks, sync_mempools, wait_until
+from tests.functional.framework import TestNode, connect_nodes, sync_blocks, sync_mempools, wait_until
 from tests.p2p.helpers import RawPeer
 from wallet.address import encode_address
 from wallet.keys import PrivateKey
@@ -92,7 +92,7 @@ def test_partition_heals_onto_the_heavier_branch(network: Network) -> None:
     assert a.status()["tip"] != b.status()["tip"]
     heavier = b.status()["tip"]
     # Heal: b (which does not listen) dials a.
-    b.post("/api/peers/connect", {"address": a.p2p_address})
+    connect_nodes(b, a)
     tip = sync_blocks([a, b], 120)
     assert tip == heavier
     assert state_of(a) == state_of(b)
