@@ -25,6 +25,8 @@ from chain.errors import PouwError
 from consensus.presets import get_preset
 from node.api import make_app
 from node.chain_service import ChainService
+from node.dashboard import add_dashboard
+from node.p2p_bridge import peer_views, start_p2p
 from p2p.service import P2PService
 
 log = logging.getLogger("pouw.node")
@@ -97,8 +99,6 @@ class Node:
         self.p2p_port = config.p2p_port
 
     def peers(self) -> list[dict[str, Any]]:
-        from node.p2p_bridge import peer_views
-
         return peer_views(self.p2p) if self.p2p is not None else []
 
     async def connect_peer(self, host: str, port: int) -> bool:
@@ -111,8 +111,6 @@ class Node:
         try:
             await self.chain.start()
             app = make_app(self.chain, self.peers, connect=self.connect_peer)
-            from node.dashboard import add_dashboard
-
             add_dashboard(app)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
@@ -135,10 +133,10 @@ class Node:
         )
 
     async def _start_p2p(self) -> None:
-        from node.p2p_bridge import start_p2p
-
+        config = self.config
         try:
-            self.p2p = await start_p2p(self)
+            self.p2p = await start_p2p(self.chain, config.datadir, host=config.p2p_host, port=config.p2p_port,
+                                       connect=config.connect, listen=config.listen)
         except OSError as exc:
             where = f"{self.config.p2p_host}:{self.config.p2p_port}"
             raise NodeError(f"cannot listen for peers on {where}: {exc.strerror}") from exc

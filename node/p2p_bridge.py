@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from chain.chaindb import BlockStatus as StoredStatus
 from chain.errors import Reason, ValidationError
@@ -30,9 +31,6 @@ from p2p.backend import (
 )
 from p2p.service import P2PService
 from p2p.sync import locator_heights
-
-if TYPE_CHECKING:
-    from node.daemon import Node
 
 INVALID_TX_REASONS = frozenset({
     Reason.BAD_SIGNATURE, Reason.HIGH_S, Reason.BAD_PUBLIC_KEY, Reason.WRONG_CHAIN_ID, Reason.MALFORMED,
@@ -183,12 +181,13 @@ def peer_views(service: P2PService) -> list[dict[str, Any]]:
     return [dataclasses.asdict(info) for info in service.peers()]
 
 
-async def start_p2p(node: Node) -> P2PService:
-    config = node.config
+async def start_p2p(
+    chain: ChainService, datadir: Path, *, host: str, port: int, connect: Sequence[tuple[str, int]], listen: bool
+) -> P2PService:
+    """Start the p2p service over ``chain`` and make it the chain's announcer."""
     service = P2PService(
-        NodeBackend(node.chain), config.datadir, listen_host=config.p2p_host, listen_port=config.p2p_port,
-        connect=list(config.connect), listen=config.listen,
+        NodeBackend(chain), datadir, listen_host=host, listen_port=port, connect=list(connect), listen=listen,
     )
     await service.start()
-    node.chain.announcer = service
+    chain.announcer = service
     return service

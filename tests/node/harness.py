@@ -8,6 +8,7 @@ each validation rule with an otherwise valid block.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 from chain.state import get_job
@@ -28,7 +29,7 @@ CPU = get_backend("cpu")
 async def start_service(datadir: Path, preset: Preset = REGTEST_PRESET, clock: float | None = None,
                         verify_workers: int = 0) -> ChainService:
     service = ChainService(preset, datadir, verify_workers=verify_workers,
-                           clock=(lambda: clock) if clock is not None else __import__("time").time)
+                           clock=(lambda: clock) if clock is not None else time.time)
     await service.start()
     return service
 
