@@ -154,7 +154,8 @@ class Api:
                 "tip_timestamp": header.timestamp, "target": f"{header.target:064x}",
                 "next_target": f"{chain.next_target(head.hash):064x}", "work": str(head.work),
                 "mempool": len(chain.mempool), "mempool_bytes": chain.mempool.size_bytes,
-                "block_time": chain.preset.block_time,
+                "block_time": chain.preset.block_time, "min_fee": chain.preset.min_fee,
+                "fee_per_byte": chain.preset.fee_per_byte,
             }
 
         body = await chain.read(read)

@@ -225,6 +225,10 @@ class Devnet:
                 process.wait()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make devnet", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--dir", type=Path, default=Path("devnet"), help="where nodes, wallets and logs live")
@@ -235,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(args.dir)
     devnet = Devnet(args.dir.resolve(), args.blocks)
     # Ctrl-C reaches the whole foreground process group; the children get their own sessions, so
-    # only this process sees it and stops them in order.
+    # only this process sees it and stops them in order. SIGTERM does the same; and SIGINT is
+    # re-armed in case this process was started with it ignored (as a shell's background job is).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         devnet.run()
         return 0

@@ -65,8 +65,10 @@ class Reporter:
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
               help="CPU threads for torch (small matmuls run fastest on one).")
 @click.option("--blocks", "max_blocks", type=click.IntRange(1), default=None, help="Stop after N blocks found.")
+@click.option("--retry-for", type=click.FloatRange(0), default=60.0, show_default=True,
+              help="Seconds to keep retrying when the node stops answering.")
 def main(node_url: str, address: str, gpu: int | None, use_cpu: bool, job: str | None, threads: int,
-         max_blocks: int | None) -> None:
+         max_blocks: int | None, retry_for: float) -> None:
     """Train clients' models for a pouw-chain node and earn blocks."""
     if gpu is not None and use_cpu:
         raise click.UsageError("choose --cpu or --gpu N, not both")
@@ -95,19 +97,20 @@ def main(node_url: str, address: str, gpu: int | None, use_cpu: bool, job: str |
     click.echo(f"[miner] mining {status['preset']} at height {status['height']} on {backend.name} "
                f"for {address} via {node_url}", err=True)
     loop = MiningLoop(client, address, backend, job, Reporter(sys.stderr.isatty()))
-    failures = 0
+    failing_since: float | None = None
     while max_blocks is None or loop.stats.blocks_found < max_blocks:
         try:
             loop.run(max_blocks)
-            failures = 0
+            failing_since = None
         except KeyboardInterrupt:
             break
         except MinerError as exc:
-            failures += 1
-            if failures > 30:
-                raise click.ClickException(str(exc)) from None
+            now = time.monotonic()
+            failing_since = failing_since or now
+            if now - failing_since > retry_for:
+                raise click.ClickException(f"{exc} (for {retry_for:.0f}s; giving up)") from None
             click.echo(f"[miner] {exc}; retrying", err=True)
-            time.sleep(min(2.0 * failures, 10.0))
+            time.sleep(2.0)
         except PouwError as exc:
             raise click.ClickException(str(exc)) from None
     stats = loop.stats

@@ -43,3 +43,21 @@ def test_make_devnet_entry_point(tmp_path: Path) -> None:
     # No stray processes: nothing still runs from this devnet's directory.
     leftover = subprocess.run(["pgrep", "-f", str(root)], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", leftover.stdout
+
+
+def test_make_devnet_stops_cleanly_on_interrupt(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    root = tmp_path / "devnet"
+    process = subprocess.Popen([sys.executable, "-m", "node.devnet", "--dir", str(root)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300 * TIMEOUT_FACTOR
+    while not (root / "logs" / "miner.log").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert "all devnet processes stopped" in output, output[-2000:]
+    leftover = subprocess.run(["pgrep", "-f", str(root)], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", leftover.stdout

@@ -73,3 +73,26 @@ def test_second_node_on_same_datadir_is_refused(network: Network) -> None:
     assert "another pouw-node" in result.stderr
     assert "Traceback" not in result.stderr
     assert node.is_up()
+
+
+def test_miner_gives_up_clearly_when_its_node_dies(network: Network) -> None:
+    import subprocess
+    import sys
+
+    from tests.functional.framework import REPO
+
+    node = network.add_node()
+    miner = subprocess.Popen(
+        [sys.executable, "-m", "node.miner_cli", "--cpu", "--node", node.url, "--address", MINER, "--retry-for", "3"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_until(lambda: node.height() >= 2, 120, "the miner to find blocks")
+        node.kill()
+        output, _ = miner.communicate(timeout=60)
+    finally:
+        if miner.poll() is None:
+            miner.kill()
+    assert miner.returncode != 0
+    assert "cannot reach the node" in output and "giving up" in output
+    assert "Traceback" not in output
