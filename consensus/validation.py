@@ -16,7 +16,6 @@ nothing here reads the wall clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from chain.encoding import MAX_MESSAGE_BYTES
@@ -84,19 +83,12 @@ def check_header(preset: Preset, header: Header, ctx: HeaderContext, genesis_tar
         raise InvalidBlock(Reason.BAD_TARGET, f"target {header.target:#x} != {want:#x}")
 
 
-SignatureCheck = Callable[[Block], None]
-
-
-def connect_block(
-    preset: Preset, verifier: SealVerifier, pre: StateReader, block: Block,
-    check_signatures: SignatureCheck | None = None,
-) -> StateDiff:
-    """Stage 5: everything that needs the pre-state. ``check_signatures`` verifies the block's
-    signatures elsewhere (a process pool); without it the transition checks them inline."""
+def connect_block(preset: Preset, verifier: SealVerifier, pre: StateReader, block: Block) -> StateDiff:
+    """Stage 5, everything that needs the pre-state, in order: tx root, signatures and the state
+    transition (with the post-state root), then the trajectory replay. (The node runs the signature
+    and replay parts in a process pool; see node/chain_service.py.)"""
     if tx_root(block.txs) != block.header.tx_root:
         raise InvalidBlock(Reason.BAD_TX_ROOT, "tx root does not match the transactions")
-    if check_signatures is not None:
-        check_signatures(block)
-    diff = apply_block(pre, block, preset.chain_rules, check_signatures=check_signatures is None)
+    diff = apply_block(pre, block, preset.chain_rules)
     verifier.check_work(pre, block)
     return diff

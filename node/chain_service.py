@@ -43,7 +43,14 @@ from consensus.mempool import Mempool
 from consensus.pouw_seal import PouwSealVerifier, WorkContext, builtin_datasets, verify_work
 from consensus.presets import Preset, model_config
 from consensus.seal import NoProofSealVerifier
-from consensus.validation import FutureBlock, HeaderContext, check_header, decode_block, expected_target
+from consensus.validation import (
+    FutureBlock,
+    HeaderContext,
+    check_header,
+    connect_block,
+    decode_block,
+    expected_target,
+)
 
 log = logging.getLogger("pouw.node.chain")
 
@@ -264,28 +271,29 @@ class ChainService:
     # -- the ChainDB's connect: stage 5 ---------------------------------------------------------
 
     def _connect(self, pre: StateReader, block: Block) -> StateDiff:
+        """Stage 5 (consensus.validation.connect_block); with a process pool, its signatures and
+        trajectory replay run there while this thread runs the transition, and failures are still
+        reported in the pipeline's order."""
+        if self._pool is None:
+            return connect_block(self.preset, self.verifier, pre, block)
         if tx_root(block.txs) != block.header.tx_root:
             raise InvalidBlock(Reason.BAD_TX_ROOT, "tx root does not match the transactions")
         ctx = self.verifier.work_context(pre, block) if isinstance(self.verifier, PouwSealVerifier) else None
-        if self._pool is not None:
-            future = self._pool.submit(_verify_in_worker, ctx, block.encode(), self.backend)
-            try:
-                diff: StateDiff | None = apply_block(pre, block, self.rules, check_signatures=False)
-                transition_error: InvalidBlock | None = None
-            except InvalidBlock as exc:
-                diff, transition_error = None, exc
-            sig_error, work_error = future.result()
-            if sig_error is not None:
-                _raise_encoded(sig_error)
-            if transition_error is not None:
-                raise transition_error
-            if work_error is not None:
-                _raise_encoded(work_error)
-            if diff is None:  # pragma: no cover - either a diff or an error
-                raise InvalidBlock(Reason.MALFORMED, "no state diff")
-            return diff
-        diff = apply_block(pre, block, self.rules)
-        self.verifier.check_work(pre, block)
+        future = self._pool.submit(_verify_in_worker, ctx, block.encode(), self.backend)
+        try:
+            diff: StateDiff | None = apply_block(pre, block, self.rules, check_signatures=False)
+            transition_error: InvalidBlock | None = None
+        except InvalidBlock as exc:
+            diff, transition_error = None, exc
+        sig_error, work_error = future.result()
+        if sig_error is not None:
+            _raise_encoded(sig_error)
+        if transition_error is not None:
+            raise transition_error
+        if work_error is not None:
+            _raise_encoded(work_error)
+        if diff is None:  # pragma: no cover - either a diff or an error
+            raise InvalidBlock(Reason.MALFORMED, "no state diff")
         return diff
 
     # -- header context ---------------------------------------------------------------------------

@@ -11,12 +11,11 @@ import base64
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.functional.framework import REPO, TIMEOUT_FACTOR
+from tests.functional.framework import REPO, TIMEOUT_FACTOR, wait_until
 
 SCREENSHOTS = REPO / "benchmarks" / "results" / "dashboard"
 CHROMIUM_FLAGS = (
@@ -69,18 +68,9 @@ class Browser:
         return self.driver.execute_script(script, *args)
 
     def wait(self, predicate: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-        """Poll ``predicate`` until it is truthy (errors count as not yet); fail after the timeout."""
-        deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            try:
-                value = predicate()
-                if value:
-                    return value
-            except Exception as exc:  # the element may be between two renders
-                last = exc
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last})" if last else ""))
+        """Poll ``predicate`` until it is truthy (errors, e.g. an element between two renders, count as
+        not yet); fail after the timeout."""
+        return wait_until(predicate, timeout, what, interval=0.1)
 
     def text(self, selector: str) -> str:
         """The text of the first element matching ``selector`` ('' when there is none)."""
