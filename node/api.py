@@ -80,7 +80,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return error(409, str(exc), "unavailable")
     except INPUT_ERRORS:
         log.exception("unexpected input error on %s %s", request.method, request.path)
-        return error(400, "the request could not be processed", "bad-request")
+        return error(400, "the request could not be processed", "unexpected-input")
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
         return error(503, "the node could not answer this request", "internal")

@@ -23,8 +23,8 @@ from benchmarks.localnet import MINER_ADDRESS, MINER_KEY, FirstSeen, LocalNet, c
 from chain.types import Transfer
 from consensus.presets import REGTEST_PRESET
 from node.miner import MiningLoop, NodeClient
-from wallet.client import RpcCredentials
 from pouw.backends import get_backend
+from wallet.client import RpcCredentials
 from wallet.txbuild import sign_tx
 
 if TYPE_CHECKING:
