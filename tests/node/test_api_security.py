@@ -325,3 +325,29 @@ async def test_connection_guard_slowloris_and_caps(tmp_path: Path, monkeypatch: 
             w.close()
         await runner.cleanup()
         await service.stop()
+
+
+def test_client_credentials_order_and_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    home_cookie = tmp_path / ".pouw" / "devnet" / COOKIE_FILE
+    home_cookie.parent.mkdir(parents=True)
+    home_cookie.write_text("__cookie__:" + "a" * 64)
+    asked: list[str] = []
+
+    def preset() -> str:
+        asked.append("status")
+        return "devnet"
+
+    default = RpcCredentials(environ={})
+    assert default.header(preset) == "Basic " + base64.b64encode(home_cookie.read_bytes()).decode()
+    assert asked == ["status"] and default.cookie == home_cookie
+    home_cookie.write_text("__cookie__:" + "b" * 64)  # the node restarted
+    assert default.header(preset) != default.header(preset, reload=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / COOKIE_FILE).write_text("__cookie__:" + "c" * 64)
+    by_env = RpcCredentials(environ={"POUW_DATADIR": str(other)})
+    assert by_env.cookie == other / COOKIE_FILE and "Basic" in (by_env.header() or "")
+    assert RpcCredentials(environ={"POUW_RPC_PASSWORD": "pw" * 8}).header() == "Bearer " + "pw" * 8
+    assert RpcCredentials(cookie=tmp_path / "none", environ={}).header(preset) is None
+    assert read_cookie(other) is None  # a directory, not a cookie
