@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from chain.errors import InvalidBlock, PouwError, ValidationError
+from chain.errors import InvalidBlock, PouwError, StoreError, ValidationError
 from chain.state import JobRecord, StateReader, get_account
 from chain.types import Block, Header, SealedHeader, SignedTx
 from consensus.difficulty import block_work
@@ -105,6 +105,9 @@ class ChainService:
     def _open(self) -> None:
         self.datadir.mkdir(parents=True, exist_ok=True)
         self._store = self._store_arg or LevelDBStore(self.datadir / "chain")
+        started = time.monotonic()
+        entries = self._store.verify()  # every checksum: a corrupt store is refused here, in one line
+        log.info("store verified: %d entries in %.1f s", entries, time.monotonic() - started)
         if self._proof:
             self.verifier = PouwSealVerifier(self.preset, self.models.model_bytes, self.models.dataset_bytes,
                                              self.backend)
@@ -149,7 +152,10 @@ class ChainService:
                 return fn(*args, **kwargs)
             finally:
                 if self._db is not None:
-                    self._publish()
+                    try:
+                        self._publish()
+                    except StoreError as exc:  # readers keep the last view until the store is back
+                        log.warning("chain view not refreshed: %s", exc)
         return await self._call(run)
 
     @property
@@ -281,8 +287,18 @@ class ChainService:
         log.info("new tip %d %s (%d txs)", tip.height, tip.hash.hex()[:16], len(tip.txs))
         await self._notify(self._tip_listeners, tip)
 
+    @property
+    def import_paused(self) -> str | None:
+        """Why block import is paused (the store refused a write: disk full), or None."""
+        return self.importer.paused
+
     async def retry_held(self) -> list[BlockOutcome]:
-        """Retry blocks held for a future timestamp (the daemon calls this periodically)."""
+        """Retry blocks held for a future timestamp or a paused import, after trying to end a
+        pause (the daemon calls this periodically)."""
+        if self.importer.paused is not None and self._store is not None:
+            store = self._store
+            if not await self._write(self.importer.resume, store):
+                return []
         held = await self._call(self.importer.take_held)
         return [await self.submit_block(block) for block in held]
 

@@ -27,7 +27,7 @@ from chain.errors import InvalidBlock, InvalidEncoding, Reason, StoreError, Vali
 from chain.rules import ChainRules
 from chain.state import StateDiff, StateReader, merge_sorted, state_root_of
 from chain.transition import apply_block
-from chain.types import HASH32, ZERO_HASH, Block, Header, SealedHeader, SignedTx, Transfer
+from chain.types import HASH32, ZERO_HASH, Block, Header, SealedHeader, SignedTx, Transfer, block_hash_of
 from store import schema
 from store.kv import KeyValueReader, KeyValueStore
 
@@ -212,7 +212,11 @@ class ChainReader:
         return StoredState(self._store)
 
     def get_block(self, block_hash: bytes) -> Block | None:
-        return _load(self._store, schema.block_key(block_hash), Block)
+        block = _load(self._store, schema.block_key(block_hash), Block)
+        if block is not None and block.hash != block_hash:
+            raise StoreError(f"store is corrupt: the block stored under {_short(block_hash)} hashes to "
+                             f"{_short(block.hash)}")
+        return block
 
     def get_header(self, block_hash: bytes) -> Header | None:
         sealed = self.get_sealed_header(block_hash)
@@ -220,7 +224,10 @@ class ChainReader:
 
     def get_sealed_header(self, block_hash: bytes) -> SealedHeader | None:
         """Header and seal without the block body (what headers-first sync sends)."""
-        return _load(self._store, schema.header_key(block_hash), SealedHeader)
+        sealed = _load(self._store, schema.header_key(block_hash), SealedHeader)
+        if sealed is not None and block_hash_of(sealed.header, sealed.seal) != block_hash:
+            raise StoreError(f"store is corrupt: the header stored under {_short(block_hash)} does not hash to it")
+        return sealed
 
     def get_index(self, block_hash: bytes) -> BlockIndex | None:
         return _load(self._store, schema.index_key(block_hash), BlockIndex)

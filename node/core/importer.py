@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from chain.errors import InvalidBlock, Reason, ValidationError
+from chain.errors import InvalidBlock, Reason, StoreError, ValidationError
 from chain.state import StateDiff, StateReader, get_job
 from chain.types import Block
 from consensus.mempool import Mempool
@@ -26,11 +26,15 @@ from node.core.models import ModelIndex
 from node.core.types import BlockOutcome, BlockStatusText
 from node.core.verdicts import Verdicts
 from node.core.verify_pool import VerifyPool
+from store import schema
 from store.chaindb import BlockStatus, ChainDB, ImportResult
+from store.kv import KeyValueStore, StoreWriteError
 
 log = logging.getLogger("pouw.node.chain")
 
 MAX_HELD_FUTURE = 64
+STORE_PAUSED = "store-paused"
+"""The reason of a block held because block import is paused (the store refused a write)."""
 
 
 class BlockImporter:
@@ -46,6 +50,8 @@ class BlockImporter:
         self.pool = pool
         self.clock = clock
         self.held: OrderedDict[bytes, Block] = OrderedDict()
+        self.paused: str | None = None
+        """Why block import is paused (a write to the store failed: disk full), or None."""
         self.blocks_imported = 0
         self.blocks_rejected = 0
         self._db: ChainDB | None = None
@@ -81,6 +87,8 @@ class BlockImporter:
         parent_index = self.db.get_index(block.header.prev_hash)
         if parent_index is None:
             return BlockOutcome(BlockStatusText.ORPHAN, block_hash, height, Reason.UNKNOWN_PARENT.value), None
+        if self.paused is not None:
+            return self._hold(block, STORE_PAUSED, self.paused), None
         try:
             if parent_index.status == BlockStatus.INVALID:
                 raise InvalidBlock(Reason.KNOWN_INVALID, "parent is invalid")
@@ -90,10 +98,10 @@ class BlockImporter:
             self.models.store_model(block)
             result = self.db.import_block(block)
         except FutureBlock as exc:
-            self.held[block_hash] = block
-            while len(self.held) > MAX_HELD_FUTURE:
-                self.held.popitem(last=False)
-            return BlockOutcome(BlockStatusText.HELD, block_hash, height, exc.reason.value, exc.detail), None
+            return self._hold(block, exc.reason.value, exc.detail), None
+        except StoreWriteError as exc:
+            self.pause(exc)
+            return self._hold(block, STORE_PAUSED, str(exc)), None
         except ValidationError as exc:
             self.verdicts.remember_invalid(block_hash, f"{exc.reason.value}: {exc.detail}")
             self.blocks_rejected += 1
@@ -102,8 +110,43 @@ class BlockImporter:
         self.blocks_imported += 1
         self.headers.block_stored(block)
         became_tip = self.db.head.hash == block_hash or any(b.hash == block_hash for b in result.new_canonical)
-        self.models.record_evaluations(result)
+        try:
+            self.models.record_evaluations(result)
+        except StoreError as exc:  # a node index, not the chain: report and carry on
+            log.warning("evaluation history not written: %s", exc)
         return BlockOutcome(BlockStatusText.ACCEPTED, block_hash, height, became_tip=became_tip), result
+
+    def _hold(self, block: Block, reason: str, detail: str) -> BlockOutcome:
+        """Keep ``block`` to retry later (bounded; the oldest is dropped), unpunished and unjudged."""
+        self.held[block.hash] = block
+        while len(self.held) > MAX_HELD_FUTURE:
+            self.held.popitem(last=False)
+        return BlockOutcome(BlockStatusText.HELD, block.hash, block.height, reason, detail)
+
+    def pause(self, exc: StoreWriteError) -> None:
+        """A store write failed: stop importing blocks (the store is unchanged) until :meth:`resume`."""
+        if self.paused is None:
+            cause = "the disk is full" if exc.no_space else "a write to the store failed"
+            log.error("block import paused: %s (%s); the node keeps serving and retries the held blocks "
+                      "periodically once the store accepts writes again", cause, exc)
+        self.paused = str(exc)
+
+    def resume(self, store: KeyValueStore) -> bool:
+        """Try to end a pause: reopen the store and write a probe. True when imports may go on."""
+        if self.paused is None:
+            return True
+        try:
+            store.reopen()
+            store.put(schema.PROBE_KEY, b"\x01")
+        except StoreWriteError as exc:
+            self.paused = str(exc)
+            return False
+        except StoreError as exc:
+            log.warning("store still unavailable: %s", exc)
+            return False
+        log.warning("block import resumed: the store accepts writes again")
+        self.paused = None
+        return True
 
     def take_held(self) -> list[Block]:
         """The blocks held for a future timestamp, forgotten here (the caller resubmits them)."""

@@ -4,12 +4,16 @@ worker processes while the writer thread runs the state transition.
 :meth:`VerifyPool.offload` gives :func:`consensus.validation.connect_block` the ``offload`` it
 takes, so the inline and pool paths are one stage-5 implementation. Errors come back from the
 workers as the typed exceptions themselves (``ValidationError`` pickles by reason and detail).
+Workers start with the pool and exit when the node's process goes, however it goes.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
+import threading
+import time
 
 from chain.crypto import verify_signature
 from chain.errors import InvalidBlock, InvalidTransaction, ValidationError
@@ -41,8 +45,23 @@ def verify_in_worker(ctx: WorkContext | None, raw_block: bytes, backend: str) ->
     return sig_error, work_error
 
 
-def _worker_init() -> None:
-    """Verification workers replay small matmuls, which run fastest single-threaded."""
+PARENT_POLL_SECONDS = 0.5
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Poll the parent's pid: once the node is gone (even SIGKILLed, when nothing runs its cleanup)
+    this process is re-parented, and it exits instead of living on as an orphan."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(0)
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Verification workers replay small matmuls, which run fastest single-threaded; and they die
+    with the node."""
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(0)
     import torch
 
     torch.set_num_threads(1)
@@ -77,7 +96,10 @@ class VerifyPool:
         if self.workers > 0 and self._pool is None:
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                initargs=(os.getpid(),),
             )
+            for _ in range(self.workers):  # start the workers now, not on the first block
+                self._pool.submit(os.getpid)
 
     def stop(self) -> None:
         if self._pool is not None:
