@@ -37,7 +37,7 @@ from consensus.pouw_seal import PouwSealVerifier
 from consensus.presets import Preset
 from consensus.seal import NoProofSealVerifier
 from consensus.validation import FutureBlock, HeaderContext, decode_block
-from node.core.header_tree import MAX_HEADER_TREE, HeaderTree
+from node.core.header_tree import MAX_HEADER_TREE, HeaderDeferred, HeaderTree
 from node.core.importer import MAX_HELD_FUTURE, BlockImporter
 from node.core.models import ModelIndex
 from node.core.templates import MAX_TEMPLATES, TemplateBuilder
@@ -114,6 +114,7 @@ class ChainService:
         self._db = ChainDB(
             self._store, self.genesis, self._genesis_state, self.importer.connect,
             lambda header: block_work(header.target), max_reorg_depth=self.preset.max_reorg_depth,
+            reconnect=self.importer.reconnect,
         )
         self.models.attach(self._store, self._db, self.verifier)
         self.headers.attach(self._db, self.verifier)
@@ -233,20 +234,39 @@ class ChainService:
 
     async def accept_headers(self, headers: Sequence[SealedHeader]) -> tuple[int, ValidationError | None, int]:
         """Check and remember headers in order, stopping at the first that fails:
-        (new headers, the error or None, position of the failing header). A header from the future
-        stops the batch without an error (held back, not punished)."""
+        (new headers, the error or None, position of the failing header). A header from the future,
+        or one whose tile cannot be checked yet, stops the batch without an error (not punished).
+
+        The winning tiles — the costly part — are checked in the verification pool (or its thread),
+        between two short turns on the writer thread, so reads are not queued behind them."""
+        jobs = await self._call(self._tile_jobs, headers)
+        items: list[tuple[bytes, bytes, bytes]] = []
+        for sealed, job in zip(headers, jobs, strict=True):
+            if job is None:
+                break
+            items.append((sealed.header.encode(), sealed.seal.encode(), job.encode()))
+        tile_errors = await self.pool.check_tiles(self.preset.name, items)
+
         def accept() -> tuple[int, ValidationError | None, int]:
             new = 0
             for position, sealed in enumerate(headers):
+                checked = position < len(tile_errors)
                 try:
-                    new += self.headers.accept(sealed)
-                except FutureBlock:
+                    new += self.headers.accept(sealed, tile_checked=checked,
+                                               tile_error=tile_errors[position] if checked else None)
+                except (FutureBlock, HeaderDeferred):
                     return new, None, position
                 except ValidationError as exc:
                     return new, exc, position
             return new, None, len(headers)
 
         return await self._write(accept)
+
+    def _tile_jobs(self, headers: Sequence[SealedHeader]) -> list[JobRecord | None]:
+        """Writer thread: the job each header's tile check needs (None: unknown at the head)."""
+        if not isinstance(self.verifier, PouwSealVerifier):
+            return [None] * len(headers)
+        return [self.headers.tile_job(sealed.header) for sealed in headers]
 
     # -- blocks -----------------------------------------------------------------------------------
 

@@ -13,9 +13,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from chain.errors import InvalidBlock, Reason, StoreError, ValidationError
+from chain.errors import InvalidBlock, Reason, StoreError, ValidationError, is_mutation
 from chain.state import StateDiff, StateReader, get_job
-from chain.types import Block
+from chain.transition import apply_block
+from chain.types import Block, tx_root
 from consensus.mempool import Mempool
 from consensus.pouw_seal import PouwSealVerifier
 from consensus.presets import Preset
@@ -33,8 +34,17 @@ from store.kv import KeyValueStore, StoreWriteError
 log = logging.getLogger("pouw.node.chain")
 
 MAX_HELD_FUTURE = 64
+UNVERIFIABLE = "unverifiable-tile"
+"""The reason of a side block dropped because its job is unknown at the head (no work shown)."""
 STORE_PAUSED = "store-paused"
 """The reason of a block held because block import is paused (the store refused a write)."""
+
+
+def check_commitments(block: Block) -> None:
+    """Context-free: the body matches what the header commits to, checked before anything of the
+    block is stored (a mismatch is a mutation, see :func:`chain.errors.is_mutation`)."""
+    if tx_root(block.txs) != block.header.tx_root:
+        raise InvalidBlock(Reason.BAD_TX_ROOT, "tx root does not match the transactions")
 
 
 class BlockImporter:
@@ -71,6 +81,13 @@ class BlockImporter:
         """The ChainDB's ``connect``: stage 5, in the verification pool when there is one."""
         return connect_block(self.preset, self.verifier, pre, block, self.pool.offload(self.verifier))
 
+    def reconnect(self, pre: StateReader, block: Block) -> StateDiff:
+        """The ChainDB's ``reconnect``, for a stored block that connected before from the same bytes:
+        its signatures and replay passed then and cannot fail now, so only the transition runs
+        (a valid side branch is not re-verified for every tip that extends it)."""
+        check_commitments(block)
+        return apply_block(pre, block, self.preset.chain_rules, check_signatures=False)
+
     def import_block(self, block: Block) -> tuple[BlockOutcome, ImportResult | None]:
         """Stages 2–5 for one decoded block."""
         block_hash = block.hash
@@ -94,7 +111,13 @@ class BlockImporter:
                 raise InvalidBlock(Reason.KNOWN_INVALID, "parent is invalid")
             self.headers.check(block.header)
             if isinstance(self.verifier, PouwSealVerifier):
-                self.verifier.check_tile(block.header, block.seal, self.db.state)
+                state = self.db.state
+                if get_job(state, block.header.job_id) is None and block.header.prev_hash != self.db.head.hash:
+                    # a side block whose tile cannot be checked shows no work: not stored, not judged
+                    return BlockOutcome(BlockStatusText.HELD, block_hash, height, UNVERIFIABLE,
+                                        "job unknown at the head: the winning tile cannot be checked"), None
+                self.verifier.check_tile(block.header, block.seal, state)
+            check_commitments(block)
             self.models.store_model(block)
             result = self.db.import_block(block)
         except FutureBlock as exc:
@@ -103,9 +126,13 @@ class BlockImporter:
             self.pause(exc)
             return self._hold(block, STORE_PAUSED, str(exc)), None
         except ValidationError as exc:
-            self.verdicts.remember_invalid(block_hash, f"{exc.reason.value}: {exc.detail}")
             self.blocks_rejected += 1
-            log.info("rejected block %d %s: %s", height, block_hash.hex()[:16], exc)
+            if is_mutation(exc.reason):
+                log.info("dropped mutated block %d %s: %s", height, block_hash.hex()[:16], exc)
+            else:
+                self.verdicts.remember_invalid(block_hash, f"{exc.reason.value}: {exc.detail}")
+                self.headers.invalidate(block_hash)
+                log.info("rejected block %d %s: %s", height, block_hash.hex()[:16], exc)
             return BlockOutcome(BlockStatusText.INVALID, block_hash, height, exc.reason.value, exc.detail), None
         self.blocks_imported += 1
         self.headers.block_stored(block)
