@@ -6,15 +6,19 @@ For each matmul A (m×k) · B (k×n) of training step j (normative; docs/protoco
 2. σ_m = H("pouw/sigma-m", pack([σ, j, index, m, k, n, HA, HB])); noise E, F from
    :func:`pouw.noise.draw_noise`.
 3. C' = (A+E)(B+F) with k consumed in chunks of t: after chunk c every output element holds its
-   running partial sum P_c, and its mix state is folded by :func:`fold_chunk` (a cubic map modulo
-   the prime p = 2**31 - 1, int64 arithmetic without overflow, so it runs alike on numpy, CPU and
-   CUDA tensors). A tile's digest is four lanes Σ_e (h_e · W[lane, e] mod p) mod p over its BM·BN
-   elements, with fixed weights W from ``Prng("pouw/mix-weights", BM, BN)``, written as 4-byte
-   big-endian words (16 bytes).
+   running partial sum P_c, and its 32-bit mix state is folded by :func:`fold_chunk` (xor the low
+   32 bits of P_c in, multiply by an odd constant, xor-shift the high half down, add c + 1; all
+   mod 2**32, a few ops per element per chunk). A tile's digest is four lanes
+   Σ_e (h_e · W[lane, e] mod p) mod p, p = 2**31 - 1, over its BM·BN elements, with fixed weights W
+   from ``Prng("pouw/mix-weights", BM, BN)``, written as 4-byte big-endian words (16 bytes).
 4. ticket = H("pouw/ticket", pack([σ_m, tile_index, digest])); tiles are numbered row-major over
    the (m/BM)×(n/BN) grid. The tile wins iff int(ticket, big-endian) · reference_work <
    target · tile_work, tile_work = BM·BN·k: every MAC has the same odds whatever the job.
 5. The exact product is recovered as C = C' − A·F − E·(B+F).
+
+On a CPU the miner runs the fused kernel of pouw/kernels/cpu.py (chunk GEMMs, running sums, mix
+and lanes per cache-sized row block, bit-identical to :func:`transcript` and :func:`tile_lanes`,
+which stay the reference and the path of every other device) and :func:`denoise_fast`.
 
 :class:`NoisyTranscriptProduct` is the matmul hook the training engine calls (miner side);
 :func:`tile_digest` recomputes one tile's transcript from its rows and columns (validator side).
@@ -34,6 +38,7 @@ from chain.encoding import pack
 from chain.errors import Reason, ValidationError
 from chain.hashing import merkle_leaf, merkle_proof_of_hashes, merkle_root_of_hashes, tagged_hash
 from pouw.backends import Backend
+from pouw.kernels import cpu as cpu_kernels
 from pouw.noise import NoiseFactors, draw_noise, exact_matmul
 from pouw.params import PAYLOAD_BOUND, PouwParams
 from pouw.prng import Prng
@@ -41,6 +46,9 @@ from pouw.proof import TileProof
 
 MIX_PRIME = (1 << 31) - 1
 DIGEST_LANES = 4
+MASK32 = 0xFFFFFFFF
+MIX_MULTIPLIER = 0x7FEB352D
+"""Odd and below 2**31, so ``(h ^ x) * MIX_MULTIPLIER`` of 32-bit values fits int64 without overflow."""
 
 IntMatmul = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -73,9 +81,10 @@ def matmul_seed(header_seed: bytes, step: int, index: int, shape: tuple[int, int
 
 
 def fold_chunk(state: torch.Tensor, partial: torch.Tensor, chunk_index: int) -> torch.Tensor:
-    """One transcript step per element: u = (h + P mod p) mod p; h' = (u³ mod p + c + 1) mod p."""
-    u = (state + partial % MIX_PRIME) % MIX_PRIME
-    return ((u * u) % MIX_PRIME * u + (chunk_index + 1)) % MIX_PRIME
+    """One transcript step per element, all mod 2**32 on int64 tensors holding 32-bit values:
+    x = P mod 2**32; u = (h XOR x) · M; h' = (u XOR (u >> 16)) + c + 1, M = ``MIX_MULTIPLIER``."""
+    u = ((state ^ (partial & MASK32)) * MIX_MULTIPLIER) & MASK32
+    return ((u ^ (u >> 16)) + (chunk_index + 1)) & MASK32
 
 
 @functools.cache
@@ -161,6 +170,44 @@ def denoise(c_noisy: torch.Tensor, a: torch.Tensor, b_noisy: torch.Tensor, noise
     return (c_noisy - a_f - e_bf).to(torch.int32)
 
 
+FLOAT32_EXACT = 1 << 24
+
+
+def denoise_fast(
+    c_noisy: torch.Tensor, a: torch.Tensor, b_noisy: torch.Tensor, noise: NoiseFactors
+) -> torch.Tensor:
+    """:func:`denoise` on the CPU in as few float32 GEMMs as exactness allows, bit-identical.
+
+    ``C = C' − [A·F_L | E_L] · [F_R ; E_R·(B+F)]``: one GEMM of inner width 2r after two thin ones.
+    ``A·F_L`` (|.| <= 63·k) and ``E_R·(B+F)`` (|.| <= 127·k) are exact in float32 for k < 2**17; the
+    last product is exact in float32 when ``max_i ‖(A·F_L)_i‖₁ + max_j ‖(E_R·(B+F))_j‖₁ <= 2**24``
+    (E_L and F_R are ±1, so that bounds every partial sum), else it runs in float64.
+    """
+    k = a.shape[1]
+    if k >= 1 << 17:
+        return denoise(c_noisy, a, b_noisy, noise)
+    bf = b_noisy if b_noisy.dtype == torch.float32 else b_noisy.to(torch.float32)
+    af = a.to(torch.float32) @ noise.f_left.to(torch.float32)
+    y = noise.e_right.to(torch.float32) @ bf
+    bound = float(af.abs().sum(1, dtype=torch.float64).max()) + float(y.abs().sum(0, dtype=torch.float64).max())
+    dtype = torch.float32 if bound <= FLOAT32_EXACT else torch.float64
+    left = torch.cat([af.to(dtype), noise.e_left.to(dtype)], dim=1)
+    right = torch.cat([noise.f_right.to(dtype), y.to(dtype)], dim=0)
+    return c_noisy.to(torch.int32) - (left @ right).to(torch.int32)
+
+
+def fused_eligible(backend: Backend | None, params: PouwParams, k: int, device: torch.device) -> bool:
+    """Whether the fused CPU kernel applies: CPU tensors, chunks the backend's GEMM keeps exact,
+    and running sums within int32 (k · 127² < 2**31)."""
+    return (
+        backend is not None
+        and backend.fusable
+        and device.type == "cpu"
+        and params.chunk <= backend.max_chunk
+        and k * 127 * 127 < 1 << 31
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class NoisyProduct:
     """Everything one noisy-transcript product yields: commitments, seed, noise, C', tickets."""
@@ -176,8 +223,9 @@ class NoisyProduct:
     sigma_m: bytes
     noise: NoiseFactors  # on the operands' device
     b_noisy: torch.Tensor
-    c_noisy: torch.Tensor  # (A+E)(B+F), int64
+    c_noisy: torch.Tensor  # (A+E)(B+F), int64 (int32 from the fused CPU kernel)
     tickets: list[bytes]  # per tile, row-major over the grid
+    fused: bool = False  # computed by the fused CPU kernel: denoise with denoise_fast
 
     @property
     def ha(self) -> bytes:
@@ -212,6 +260,8 @@ class NoisyProduct:
 
     def exact(self, a: torch.Tensor) -> torch.Tensor:
         """The useful product A·B, denoised from C'."""
+        if self.fused:
+            return denoise_fast(self.c_noisy, a, self.b_noisy, self.noise)
         return denoise(self.c_noisy, a, self.b_noisy, self.noise)
 
 
@@ -223,9 +273,11 @@ def noisy_product(
     a: torch.Tensor,
     b: torch.Tensor,
     int_mm: IntMatmul,
+    backend: Backend | None = None,
 ) -> NoisyProduct:
     """Steps 1-4 of the module docstring for A·B (int8, on any device): commit, seed, noise, transcript,
-    tickets. ``int_mm`` multiplies the noisy int8 chunks exactly (the backend's tensor-core path)."""
+    tickets. ``int_mm`` multiplies the noisy int8 chunks exactly (the backend's tensor-core path);
+    given the ``backend`` of CPU tensors, the fused CPU kernel runs instead (same bits)."""
     m, k = a.shape
     n = b.shape[1]
     if m % params.tile_m or n % params.tile_n:
@@ -238,10 +290,18 @@ def noisy_product(
     ha, hb = merkle_root_of_hashes(a_blocks), merkle_root_of_hashes(b_blocks)
     sigma_m = matmul_seed(header_seed, step, index, (m, k, n), ha, hb)
     noise = draw_noise(sigma_m, m, k, n, params.rank).to(a.device)
-    a_noisy = a + noise.e().to(torch.int8)
-    b_noisy = b + noise.f().to(torch.int8)
-    c_noisy, state = transcript(a_noisy, b_noisy, params.chunk, int_mm)
-    lanes = tile_lanes(state, params.tile_m, params.tile_n)
+    fused = backend is not None and fused_eligible(backend, params, k, a.device)
+    if fused and backend is not None:
+        e, f = noise.dense()
+        a_noisy = backend.prepare(a + e)
+        b_noisy = backend.prepare(b + f)
+        weights = _mix_weights(params.tile_m, params.tile_n).numpy()
+        c_noisy, lanes = cpu_kernels.fused_transcript(a_noisy, b_noisy, params.chunk, backend.chunk_mm, weights)
+    else:
+        a_noisy = a + noise.e().to(torch.int8)
+        b_noisy = b + noise.f().to(torch.int8)
+        c_noisy, state = transcript(a_noisy, b_noisy, params.chunk, int_mm)
+        lanes = tile_lanes(state, params.tile_m, params.tile_n)
     tickets = [tile_ticket(sigma_m, i, digest_bytes(tile)) for i, tile in enumerate(lanes)]
     return NoisyProduct(
         params,
@@ -257,6 +317,7 @@ def noisy_product(
         b_noisy,
         c_noisy,
         tickets,
+        fused,
     )
 
 
@@ -278,7 +339,9 @@ class NoisyTranscriptProduct:
         self.winning_ticket: bytes | None = None
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor, index: int) -> torch.Tensor:
-        product = noisy_product(self.params, self.header_seed, self.step, index, a, b, self.backend.int_mm)
+        product = noisy_product(
+            self.params, self.header_seed, self.step, index, a, b, self.backend.int_mm, self.backend
+        )
         for tile_index, ticket in enumerate(product.tickets):
             if self.best_ticket is None or ticket < self.best_ticket:
                 self.best_ticket = ticket
