@@ -55,15 +55,18 @@ def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _accumulate_mix_py(chunk: Any, partial: Any, state: Any, chunk_index: int) -> None:
-    """numba body: ``partial += chunk``; fold every element's state (see ``fold_chunk``)."""
-    rows, cols = partial.shape
-    add = chunk_index + 1
-    for i in range(rows):
-        for j in range(cols):
-            p = np.int64(partial[i, j]) + np.int64(chunk[i, j])
-            partial[i, j] = p
-            u = ((np.int64(state[i, j]) ^ (p & 0xFFFFFFFF)) * 0x7FEB352D) & 0xFFFFFFFF
-            state[i, j] = ((u ^ (u >> 16)) + add) & 0xFFFFFFFF
+    """numba body over flat arrays: ``partial += chunk``; fold every state (see ``fold_chunk``).
+
+    In uint32 arithmetic, which wraps mod 2**32 exactly as the reference's masked int64 does:
+    x = P mod 2**32, u = (h ^ x)·M, h' = (u ^ (u >> 16)) + c + 1."""
+    add = np.uint32(chunk_index + 1)
+    mul = np.uint32(MIX_MULTIPLIER)
+    shift = np.uint32(16)
+    for j in range(partial.size):
+        p = partial[j] + np.int32(chunk[j])
+        partial[j] = p
+        u = np.uint32(np.uint32(state[j] ^ np.uint32(p)) * mul)
+        state[j] = np.uint32(np.uint32(u ^ (u >> shift)) + add)
 
 
 def _tile_lanes_py(state: Any, weights: Any, tile_m: int, tile_n: int, out: Any) -> None:
@@ -180,10 +183,11 @@ def fused_transcript(
         if HAVE_NUMBA:
             state = state_np[: r1 - r0]
             state[:] = 0
-            partial_np = partial.numpy()
+            partial_flat = partial.numpy().reshape(-1)  # a row block of a contiguous tensor: a view
+            state_flat = state.reshape(-1)
             for c in range(len(starts)):
                 product = chunk_mm(a_chunks[c][r0:r1], b_chunks[c])
-                _accumulate_mix(product.numpy(), partial_np, state, c)
+                _accumulate_mix(product.numpy().reshape(-1), partial_flat, state_flat, c)
             block_lanes = lanes[(r0 // tile_m) * tiles_per_row : (r1 // tile_m) * tiles_per_row]
             _tile_lanes_jit(state, weights, tile_m, tile_n, block_lanes)
         else:
