@@ -196,6 +196,51 @@ def denoise_fast(
     return c_noisy.to(torch.int32) - (left @ right).to(torch.int32)
 
 
+LIMB_BITS = 7
+
+
+def int8_limbs(x: torch.Tensor, count: int) -> list[torch.Tensor]:
+    """Balanced base-128 limbs of int64 ``x``: ``x = Σ_j 128**j · limb_j``, every limb int8, the low
+    ones in [−64, 63]; exact when ``|x| < 64 · 128**(count − 1)`` (the top limb then fits int8)."""
+    limbs = []
+    rest = x
+    for _ in range(count - 1):
+        low = ((rest + 64) & 127) - 64
+        limbs.append(low.to(torch.int8))
+        rest = (rest - low) >> LIMB_BITS
+    limbs.append(rest.to(torch.int8))
+    return limbs
+
+
+def limb_count(bound: int) -> int:
+    """Limbs that :func:`int8_limbs` needs for values of magnitude below ``bound``."""
+    count = 1
+    while 64 * 128 ** (count - 1) <= bound:
+        count += 1
+    return count
+
+
+def denoise_limbs(
+    c_noisy: torch.Tensor, a: torch.Tensor, b_noisy: torch.Tensor, noise: NoiseFactors, int_mm: IntMatmul
+) -> torch.Tensor:
+    """:func:`denoise` with int8 products only (the GPU path: ``_int_mm`` on tensor cores).
+
+    ``A·F_L`` and ``E_R·(B+F)`` are int8 products (|.| <= 127·k, int32 exact); the last product's
+    wide operands are split into int8 limbs (3 limbs for every width up to 8192), each limb product
+    ``limb · (±1 matrix)`` accumulates at most ``64 · r`` in int32, and the limb products are
+    shifted and summed in int64. No float anywhere, so it is exact on any device."""
+    k = a.shape[1]
+    af = int_mm(a.contiguous(), noise.f_left.contiguous()).to(torch.int64)  # m × r
+    y = int_mm(noise.e_right.contiguous(), b_noisy.contiguous()).to(torch.int64)  # r × n
+    count = limb_count(127 * k + 1)
+    correction = torch.zeros_like(c_noisy, dtype=torch.int64)
+    f_right, e_left = noise.f_right.contiguous(), noise.e_left.contiguous()
+    for j, (af_j, y_j) in enumerate(zip(int8_limbs(af, count), int8_limbs(y, count), strict=True)):
+        part = int_mm(af_j.contiguous(), f_right).to(torch.int64) + int_mm(e_left, y_j.contiguous()).to(torch.int64)
+        correction += part << (LIMB_BITS * j)
+    return (c_noisy.to(torch.int64) - correction).to(torch.int32)
+
+
 def fused_eligible(backend: Backend | None, params: PouwParams, k: int, device: torch.device) -> bool:
     """Whether the fused CPU kernel applies: CPU tensors, chunks the backend's GEMM keeps exact,
     and running sums within int32 (k · 127² < 2**31)."""
@@ -262,6 +307,8 @@ class NoisyProduct:
         """The useful product A·B, denoised from C'."""
         if self.fused:
             return denoise_fast(self.c_noisy, a, self.b_noisy, self.noise)
+        if self.c_noisy.device.type == "cuda" and self.params.rank % 8 == 0 and self.params.rank > 16:
+            return denoise_limbs(self.c_noisy, a, self.b_noisy, self.noise, torch._int_mm)
         return denoise(self.c_noisy, a, self.b_noisy, self.noise)
 
 

@@ -118,3 +118,20 @@ def test_the_pure_fallback_gives_the_same_bits() -> None:
     b = torch.from_numpy(rng.integers(-63, 64, (320, 64), dtype=np.int8))
     reference = noisy_product(TESTNET, SEED, 1, 0, a, b, REFERENCE.int_mm)
     assert out.stdout.strip() == b"".join(reference.tickets).hex()
+
+
+@pytest.mark.parametrize("k", [64, 512, 8192])
+def test_int8_limb_denoise_is_exact(k: int) -> None:
+    """The GPU path's denoise (int8 products only), run here with an exact int8 product."""
+    from pouw.transcript import denoise_limbs, int8_limbs, limb_count
+
+    x = torch.tensor([0, 1, -1, 63, -64, 64, -65, 127 * k, -127 * k, 97 * k + 5, -101 * k - 3], dtype=torch.int64)
+    limbs = int8_limbs(x, limb_count(127 * k + 1))
+    assert sum(limb.to(torch.int64) << (7 * j) for j, limb in enumerate(limbs)).tolist() == x.tolist()
+    a, b = operands(k + 1, 64, k, 64)
+    noise = draw_noise(b"\x02" * 32, 64, k, 64, 64)
+    e, f = noise.dense()
+    c_noisy = (a + e).to(torch.int64) @ (b + f).to(torch.int64)
+    want = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)
+    counted = get_backend("cpu:float32").int_mm
+    assert torch.equal(denoise_limbs(c_noisy, a, b + f, noise, counted), want)
