@@ -27,6 +27,7 @@ which stay the reference and the path of every other device) and :func:`denoise_
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,7 +37,7 @@ import torch
 
 from chain.encoding import pack
 from chain.errors import Reason, ValidationError
-from chain.hashing import merkle_leaf, merkle_proof_of_hashes, merkle_root_of_hashes, tagged_hash
+from chain.hashing import HASH_SIZE, merkle_proof_of_hashes, merkle_root_of_hashes, tagged_hash
 from pouw.backends import Backend
 from pouw.kernels import cpu as cpu_kernels
 from pouw.noise import NoiseFactors, draw_noise, exact_matmul
@@ -56,10 +57,41 @@ IntMatmul = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # --- commitments and seeds -------------------------------------------------------------------------
 
 
+_LEAF_HASHER = hashlib.blake2b(digest_size=HASH_SIZE, person=b"pouw/mk-leaf")
+_NODE_HASHER = hashlib.blake2b(digest_size=HASH_SIZE, person=b"pouw/mk-node")
+
+
+def _leaf_hashes(rows: npt.NDArray[np.int8]) -> list[bytes]:
+    """``merkle_leaf`` of every row, from copies of one keyed hasher (half the cost of new ones)."""
+    out = []
+    for row in rows:
+        hasher = _LEAF_HASHER.copy()
+        hasher.update(row.tobytes())
+        out.append(hasher.digest())
+    return out
+
+
+def _root_of_hashes(level: list[bytes]) -> bytes:
+    """``merkle_root_of_hashes`` (odd last node promoted), from copies of the node hasher."""
+    if not level:
+        return merkle_root_of_hashes(level)
+    nodes = level
+    while len(nodes) > 1:
+        nxt = []
+        for i in range(0, len(nodes) - 1, 2):
+            hasher = _NODE_HASHER.copy()
+            hasher.update(nodes[i] + nodes[i + 1])
+            nxt.append(hasher.digest())
+        if len(nodes) % 2:
+            nxt.append(nodes[-1])
+        nodes = nxt
+    return nodes[0]
+
+
 def block_roots(rows: npt.NDArray[np.int8], block: int) -> list[bytes]:
     """Merkle roots of consecutive blocks of ``block`` rows; leaf i is ``merkle_leaf(row_i bytes)``."""
-    leaves = [merkle_leaf(row.tobytes()) for row in np.ascontiguousarray(rows, dtype=np.int8)]
-    return [merkle_root_of_hashes(leaves[i : i + block]) for i in range(0, len(leaves), block)]
+    leaves = _leaf_hashes(np.ascontiguousarray(rows, dtype=np.int8))
+    return [_root_of_hashes(leaves[i : i + block]) for i in range(0, len(leaves), block)]
 
 
 def commit_rows(rows: npt.NDArray[np.int8], block: int) -> bytes:
@@ -68,7 +100,7 @@ def commit_rows(rows: npt.NDArray[np.int8], block: int) -> bytes:
     With ``block`` a power of two dividing the row count, aligned blocks of rows are whole
     subtrees, so this equals ``merkle_root`` over the rows and a tile's block opens with one path.
     """
-    return merkle_root_of_hashes(block_roots(rows, block))
+    return _root_of_hashes(block_roots(rows, block))
 
 
 def matmul_seed(header_seed: bytes, step: int, index: int, shape: tuple[int, int, int], ha: bytes, hb: bytes) -> bytes:
@@ -334,7 +366,7 @@ def noisy_product(
     a_host = a.cpu().numpy()
     bt_host = np.ascontiguousarray(b.cpu().numpy().T)
     a_blocks, b_blocks = block_roots(a_host, params.tile_m), block_roots(bt_host, params.tile_n)
-    ha, hb = merkle_root_of_hashes(a_blocks), merkle_root_of_hashes(b_blocks)
+    ha, hb = _root_of_hashes(a_blocks), _root_of_hashes(b_blocks)
     sigma_m = matmul_seed(header_seed, step, index, (m, k, n), ha, hb)
     noise = draw_noise(sigma_m, m, k, n, params.rank).to(a.device)
     fused = backend is not None and fused_eligible(backend, params, k, a.device)

@@ -135,3 +135,14 @@ def test_int8_limb_denoise_is_exact(k: int) -> None:
     want = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)
     counted = get_backend("cpu:float32").int_mm
     assert torch.equal(denoise_limbs(c_noisy, a, b + f, noise, counted), want)
+
+
+@pytest.mark.parametrize(("rows", "block"), [(1, 1), (64, 64), (192, 64), (320, 16), (7, 4)])
+def test_fast_commitments_equal_the_merkle_definition(rows: int, block: int) -> None:
+    from chain.hashing import merkle_root, merkle_root_of_hashes
+    from pouw.transcript import block_roots, commit_rows
+
+    data = np.random.default_rng(rows).integers(-63, 64, size=(rows, 96), dtype=np.int8)
+    want = [merkle_root([r.tobytes() for r in data[i : i + block]]) for i in range(0, rows, block)]
+    assert block_roots(data, block) == want
+    assert commit_rows(data, block) == merkle_root_of_hashes(want)
