@@ -47,12 +47,11 @@ def draw_windows(prng: Prng, rank: int, cols: int, nonzeros: int) -> I8:
     """A rank×cols ternary matrix: each column ±1 on a cyclic window of ``nonzeros`` rows."""
     if not 1 <= nonzeros <= min(rank, NOISE_BOUND):
         raise ValueError(f"window of {nonzeros} rows does not fit rank {rank} and bound {NOISE_BOUND}")
+    from pouw.kernels.cpu import scatter_windows
+
     offsets = prng.randbelow_array(rank, cols)
     signs = draw_signs(prng, cols, nonzeros)
-    rows = (offsets[:, None] + np.arange(nonzeros)[None, :]) % rank  # (cols, nonzeros)
-    out = np.zeros((rank, cols), dtype=np.int8)
-    out[rows, np.arange(cols)[:, None]] = signs
-    return out
+    return scatter_windows(offsets, signs, rank)  # column j: signs[j, i] at row (offsets[j] + i) mod r
 
 
 def exact_matmul(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

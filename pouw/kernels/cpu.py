@@ -120,9 +120,30 @@ def _sparse_rows_py(w: Any, d: Any, out: Any) -> None:
             out[c, x] = acc[x]
 
 
+def _scatter_windows_py(offsets: Any, signs: Any, out: Any) -> None:
+    """numba body: column c of ``out`` (r×cols, zeroed) gets ``signs[c, i]`` at row (o_c + i) mod r."""
+    rank = out.shape[0]
+    for c in range(signs.shape[0]):
+        for i in range(signs.shape[1]):
+            out[(offsets[c] + i) % rank, c] = signs[c, i]
+
+
 _accumulate_mix = _jit(_accumulate_mix_py)
+_scatter_windows_jit = _jit(_scatter_windows_py)
 _tile_lanes_jit = _jit(_tile_lanes_py)
 _sparse_rows_jit = _jit(_sparse_rows_py)
+
+
+def scatter_windows(offsets: npt.NDArray[np.int64], signs: npt.NDArray[np.int8], rank: int) -> npt.NDArray[np.int8]:
+    """The r×cols windowed ternary matrix of ``pouw.noise.draw_windows`` from its offsets and signs."""
+    cols, nonzeros = signs.shape
+    out = np.zeros((rank, cols), dtype=np.int8)
+    if HAVE_NUMBA:
+        _scatter_windows_jit(offsets, np.ascontiguousarray(signs), out)
+    else:
+        rows = (offsets[:, None] + np.arange(nonzeros)[None, :]) % rank
+        out[rows, np.arange(cols)[:, None]] = signs
+    return out
 
 
 def sparse_rows(w: npt.NDArray[np.int8], d: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
