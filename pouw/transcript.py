@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ from chain.errors import Reason, ValidationError
 from chain.hashing import HASH_SIZE, merkle_proof_of_hashes, merkle_root_of_hashes, tagged_hash
 from pouw.backends import Backend
 from pouw.kernels import cpu as cpu_kernels
+from pouw.kernels import triton_gpu
 from pouw.noise import NoiseFactors, draw_noise, exact_matmul
 from pouw.params import PAYLOAD_BOUND, PouwParams
 from pouw.prng import Prng
@@ -285,6 +287,20 @@ def fused_eligible(backend: Backend | None, params: PouwParams, k: int, device: 
     )
 
 
+TRITON_ON_CPU_ENV = "POUW_TRITON_ON_CPU"
+
+
+def triton_eligible(params: PouwParams, k: int, device: torch.device) -> bool:
+    """Whether the Triton kernel computes the transcript: CUDA tensors with triton installed (or
+    CPU tensors under ``TRITON_INTERPRET=1`` with ``POUW_TRITON_ON_CPU=1``, for the tests), tiles
+    of at least 16 × 16 (``tl.dot``), running sums within int32."""
+    if not triton_gpu.HAVE_TRITON or params.tile_m < 16 or params.tile_n < 16 or k * 127 * 127 >= 1 << 31:
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and triton_gpu.interpreting() and os.environ.get(TRITON_ON_CPU_ENV) == "1"
+
+
 @dataclass(frozen=True, slots=True)
 class NoisyProduct:
     """Everything one noisy-transcript product yields: commitments, seed, noise, C', tickets."""
@@ -370,12 +386,19 @@ def noisy_product(
     sigma_m = matmul_seed(header_seed, step, index, (m, k, n), ha, hb)
     noise = draw_noise(sigma_m, m, k, n, params.rank).to(a.device)
     fused = backend is not None and fused_eligible(backend, params, k, a.device)
-    if fused and backend is not None:
+    if triton_eligible(params, k, a.device):
+        a_noisy = a + noise.e().to(torch.int8)
+        b_noisy = b + noise.f().to(torch.int8)
+        c_noisy, lanes = triton_gpu.triton_transcript(
+            a_noisy, b_noisy, params.chunk, mix_weights(params.tile_m, params.tile_n, a.device)
+        )
+    elif fused and backend is not None:
         e, f = noise.dense()
         a_noisy = backend.prepare(a + e)
         b_noisy = backend.prepare(b + f)
-        weights = _mix_weights(params.tile_m, params.tile_n).numpy()
-        c_noisy, lanes = cpu_kernels.fused_transcript(a_noisy, b_noisy, params.chunk, backend.chunk_mm, weights)
+        c_noisy, lanes = cpu_kernels.fused_transcript(
+            a_noisy, b_noisy, params.chunk, backend.chunk_mm, _mix_weights(params.tile_m, params.tile_n).numpy()
+        )
     else:
         a_noisy = a + noise.e().to(torch.int8)
         b_noisy = b + noise.f().to(torch.int8)
