@@ -2,7 +2,8 @@
 
 For each matmul A (m×k) · B (k×n) of training step j (normative; docs/protocol.md Part IV):
 
-1. HA = :func:`commit_rows` of A's rows, HB = :func:`commit_rows` of B's columns.
+1. HA = :func:`commit_rows` of A's row blocks (BM rows a leaf), HB = the same of B's column
+   blocks (BN columns a leaf).
 2. σ_m = H("pouw/sigma-m", pack([σ, j, index, m, k, n, HA, HB])); noise E, F from
    :func:`pouw.noise.draw_noise`.
 3. C' = (A+E)(B+F) with k consumed in chunks of t: after chunk c every output element holds its
@@ -63,16 +64,6 @@ _LEAF_HASHER = hashlib.blake2b(digest_size=HASH_SIZE, person=b"pouw/mk-leaf")
 _NODE_HASHER = hashlib.blake2b(digest_size=HASH_SIZE, person=b"pouw/mk-node")
 
 
-def _leaf_hashes(rows: npt.NDArray[np.int8]) -> list[bytes]:
-    """``merkle_leaf`` of every row, from copies of one keyed hasher (half the cost of new ones)."""
-    out = []
-    for row in rows:
-        hasher = _LEAF_HASHER.copy()
-        hasher.update(row.tobytes())
-        out.append(hasher.digest())
-    return out
-
-
 def _root_of_hashes(level: list[bytes]) -> bytes:
     """``merkle_root_of_hashes`` (odd last node promoted), from copies of the node hasher."""
     if not level:
@@ -91,17 +82,21 @@ def _root_of_hashes(level: list[bytes]) -> bytes:
 
 
 def block_roots(rows: npt.NDArray[np.int8], block: int) -> list[bytes]:
-    """Merkle roots of consecutive blocks of ``block`` rows; leaf i is ``merkle_leaf(row_i bytes)``."""
-    leaves = _leaf_hashes(np.ascontiguousarray(rows, dtype=np.int8))
-    return [_root_of_hashes(leaves[i : i + block]) for i in range(0, len(leaves), block)]
+    """The Merkle leaves of a commitment: ``merkle_leaf`` of each consecutive block of ``block`` rows'
+    raw int8 bytes (row-major; the last block may be shorter)."""
+    data = np.ascontiguousarray(rows, dtype=np.int8)
+    leaves = []
+    for start in range(0, len(data), block):
+        hasher = _LEAF_HASHER.copy()
+        hasher.update(data[start : start + block].tobytes())
+        leaves.append(hasher.digest())
+    return leaves
 
 
 def commit_rows(rows: npt.NDArray[np.int8], block: int) -> bytes:
-    """HA (rows of A) or HB (rows of Bᵀ): the Merkle root over the rows' raw int8 bytes.
-
-    With ``block`` a power of two dividing the row count, aligned blocks of rows are whole
-    subtrees, so this equals ``merkle_root`` over the rows and a tile's block opens with one path.
-    """
+    """HA (rows of A, ``block`` = BM) or HB (rows of Bᵀ, ``block`` = BN): the Merkle root over the
+    row blocks, one leaf per block of ``block`` rows (a tile's operand block: it opens with one
+    path of ``log2(rows/block)`` hashes, and costs one hash per block, not one per row)."""
     return _root_of_hashes(block_roots(rows, block))
 
 

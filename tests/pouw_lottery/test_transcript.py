@@ -81,11 +81,12 @@ def test_denoised_product_is_exactly_a_times_b(
     assert hook.macs == m * k * n
 
 
-def test_row_commitment_is_the_merkle_root_over_rows() -> None:
+def test_row_commitment_is_the_merkle_root_over_row_blocks() -> None:
     a, _ = operands(1, 256, 64, 64)
     rows = a.numpy()
     for block in (1, 4, 64, 256):
-        assert commit_rows(rows, block) == merkle_root([r.tobytes() for r in rows])
+        assert commit_rows(rows, block) == merkle_root([rows[i : i + block].tobytes() for i in range(0, 256, block)])
+    assert commit_rows(rows, 1) != commit_rows(rows, 64)  # the block size is part of the definition
     flipped = rows.copy()
     flipped[200, 3] ^= 1
     assert commit_rows(flipped, 64) != commit_rows(rows, 64)
@@ -126,8 +127,8 @@ def _reference_tile_ticket(
     m, k = a.shape
     n = b.shape[1]
     bm, bn, p = params.tile_m, params.tile_n, MIX_PRIME
-    ha = merkle_root([row.tobytes() for row in a])
-    hb = merkle_root([col.tobytes() for col in np.ascontiguousarray(b.T)])
+    ha = merkle_root([a[i : i + bm].tobytes() for i in range(0, m, bm)])
+    hb = merkle_root([np.ascontiguousarray(b.T)[j : j + bn].tobytes() for j in range(0, n, bn)])
     sigma_m = tagged_hash("pouw/sigma-m", pack([seed, step, index, m, k, n, ha, hb]))
     noise = draw_noise(sigma_m, m, k, n, params.rank)
     e, f = noise.e().tolist(), noise.f().tolist()
