@@ -129,6 +129,10 @@ class Peer:
         self.messages_in = 0
         self.messages_out = 0
         self.connected_at = self._clock()
+        self.last_block_at: float | None = None
+        """When it last sent us a block we accepted (protects it from eviction)."""
+        self.last_tx_at: float | None = None
+        """When it last sent us a transaction we accepted (likewise)."""
         self.close_reason = ""
         self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         """Resolves True when the handshake completes, False if the link goes before that."""

@@ -136,6 +136,7 @@ class Relay:
             return
         outcome = await self._backend.submit_tx(tx, peer.address)
         if outcome.status is TxStatus.ACCEPTED:
+            peer.last_tx_at = self._clock()
             self.announce(InvKind.TX, txid, peer)
         elif outcome.status in (TxStatus.INVALID, TxStatus.REJECTED):
             self._recent_rejects.add(txid)

@@ -202,12 +202,15 @@ class RawPeer:
 
 
 async def refused(local_host: str, port: int) -> bool:
-    """True when the node refuses a WebSocket upgrade from ``local_host`` (banned or full)."""
+    """True when the node refuses a link from ``local_host`` (banned or full): HTTP 403 at the
+    upgrade, or the TCP connection closed as soon as it was accepted."""
     peer = RawPeer(local_host)
     try:
         await peer.open(port)
     except aiohttp.WSServerHandshakeError as exc:
         return exc.status == 403
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+        return True
     finally:
         await peer.close()
     return False
