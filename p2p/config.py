@@ -151,7 +151,7 @@ class P2PConfig:
     """Block bytes served to one peer per second, on average."""
     upload_burst_bytes: float = 64 * MIB
     """Block bytes one peer may take at once before the rate applies."""
-    served_memory: int = 4_096
+    served_memory: int = 1_024
     """Per peer: blocks recently served to it; asking for one again gets NotFound and scores."""
 
     ban_file: str = "banlist.json"

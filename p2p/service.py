@@ -293,6 +293,11 @@ class P2PService:
         if handler is not None:
             await handler(peer, message)
 
+    def on_arrival(self, peer: Peer, message: Message) -> None:
+        """The reader took a block off ``peer``'s socket: it delivered, whenever we process it."""
+        if isinstance(message, BlockMessage):
+            self._sync.on_block_arrived(peer, message.block.hash)
+
     def on_closed(self, peer: Peer) -> None:
         was_ready = peer in self._ready
         self._peers.pop(peer, None)
