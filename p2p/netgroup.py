@@ -59,12 +59,14 @@ class Scope(IntEnum):
 def scope_of(host: str) -> Scope | None:
     """The scope of an IP literal; None for anything that is not one, or never dialable."""
     address = _ip(host)
-    if address is None or address.is_unspecified or address.is_multicast or address.is_reserved:
+    if address is None or address.is_unspecified or address.is_multicast:
         return None
     if address.is_loopback:
         return Scope.LOOPBACK
     if address.is_link_local:
         return Scope.LINK_LOCAL
+    if address.is_reserved:
+        return None
     if address.is_global:
         return Scope.PUBLIC
     return Scope.PRIVATE
@@ -144,12 +146,14 @@ def select_eviction(
     protected = {id(min(by_group[g], key=lambda c: c.connected_at)) for g in chosen}
     left = [c for c in left if id(c) not in protected]
     # Lowest latency (unknown counts as worst): protected.
+    # Ties go to the longer connected peer (a newcomer never wins a tie), as in Core.
     left = _protect(left, PROTECT_BY_LATENCY,
-                    lambda c: (-(c.latency if c.latency is not None else float("inf")),))
+                    lambda c: (-(c.latency if c.latency is not None else float("inf")), -c.connected_at))
     # Most recent useful transactions and blocks: protected.
-    left = _protect(left, PROTECT_BY_TX, lambda c: (c.last_tx_at is not None, c.last_tx_at or 0.0))
+    left = _protect(left, PROTECT_BY_TX,
+                    lambda c: (c.last_tx_at is not None, c.last_tx_at or 0.0, -c.connected_at))
     left = _protect(left, PROTECT_BY_BLOCK,
-                    lambda c: (c.last_block_at is not None, c.last_block_at or 0.0))
+                    lambda c: (c.last_block_at is not None, c.last_block_at or 0.0, -c.connected_at))
     # Longest connected: half of the rest.
     left = _protect(left, len(left) // PROTECT_LONGEST_FRACTION, lambda c: (-c.connected_at,))
     if not left:

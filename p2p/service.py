@@ -396,10 +396,30 @@ class P2PService:
             return False
         handshaking = [p for p in self._inbound_links() if p not in self._ready]
         config = self.config
-        if listener.upgrading + len(handshaking) >= config.max_pending_inbound:
-            return False
         from_host = sum(1 for p in handshaking if p.link.host == host)
-        return listener.upgrading_from(host) + from_host < config.max_pending_per_host
+        if listener.upgrading_from(host) + from_host >= config.max_pending_per_host:
+            return False
+        if listener.upgrading + len(handshaking) < config.max_pending_inbound:
+            return True
+        return self._drop_pending_for(host)
+
+    def _drop_pending_for(self, host: str) -> bool:
+        """Pending slots are full: a newcomer from a less represented group displaces the oldest
+        upgrading connection of the most represented one (so a slowloris from a few groups cannot
+        keep everyone else out); otherwise it is refused."""
+        listener = self._listener
+        if listener is None:
+            return False
+        hosts = listener.upgrading_hosts()
+        groups: dict[str, list[str]] = {}
+        for pending in hosts:
+            groups.setdefault(address_group(pending), []).append(pending)
+        if not groups:
+            return False
+        crowded = max(groups.values(), key=len)
+        if len(crowded) <= len(groups.get(address_group(host), ())):
+            return False
+        return listener.drop_upgrading(crowded[0])
 
     def _admit(self, host: str) -> bool:
         """A WebSocket upgrade from ``host`` is complete: take it, evicting a peer if full?"""

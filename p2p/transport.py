@@ -179,6 +179,8 @@ class Listener:
         """Connections closed at accept (counts, for tests and metrics)."""
         self.upgrade_timeouts = 0
         """Connections closed for not completing the upgrade in time."""
+        self.displaced = 0
+        """Connections closed while upgrading to make room for a newcomer."""
 
     @property
     def open_connections(self) -> int:
@@ -190,6 +192,20 @@ class Listener:
 
     def upgrading_from(self, host: str) -> int:
         return self._upgrading_by_host.get(host, 0)
+
+    def upgrading_hosts(self) -> list[str]:
+        """Hosts of the connections not upgraded yet, oldest first."""
+        return [guard.host for guard in self._upgrading.values()]
+
+    def drop_upgrading(self, host: str) -> bool:
+        """Abort the oldest not-yet-upgraded connection from ``host`` (to make room)."""
+        for transport, guard in self._upgrading.items():
+            if guard.host == host:
+                self.displaced += 1
+                self._upgraded(transport)
+                transport.abort()  # type: ignore[attr-defined]
+                return True
+        return False
 
     def _opened(self, guard: _GuardedProtocol) -> bool:
         transport = guard.transport
