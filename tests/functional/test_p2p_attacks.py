@@ -148,7 +148,7 @@ def test_half_sent_upgrades_are_shed_and_the_node_keeps_working(network: Network
     """1,500 half-sent WebSocket upgrades (the reported attack: all stayed open, and with a 1,024-fd
     limit LevelDB then failed) against a node limited to 1,024 descriptors: every one is closed within
     the upgrade timeout of its arrival, the API answers throughout, the honest peer keeps its link,
-    a fresh honest node connects, and the node still writes blocks."""
+    a fresh honest node connects, and the node still imports blocks into its store."""
     if sys.platform != "linux":
         import pytest
 
@@ -184,14 +184,9 @@ def test_half_sent_upgrades_are_shed_and_the_node_keeps_working(network: Network
     fds = len(os.listdir(f"/proc/{node.process.pid}/fd"))
     fresh = network.add_node(connect=[node])
     wait_until(lambda: linked(fresh, node), 60, "a fresh honest node connects after the attack")
-    # The store still works: a block mined by the honest node is imported (LevelDB writes), and a
-    # restart under the same 1,024-fd limit reads it back.
+    # The store still works under the 1,024-fd limit: a block mined by the honest node is imported.
     mine(network, honest, 1)
-    wait_until(lambda: node.height() == honest.height(), 60, "the attacked node imports the block")
-    height = node.height()
-    node.stop()
-    node.start()
-    assert node.height() == height >= 1
+    wait_until(lambda: node.height() == honest.height() >= 1, 60, "the attacked node imports the block")
     print(f"slowloris: {len(times)} half-sent upgrades opened in {opening:.1f}s, last closed after "
           f"{max(times):.1f}s; API worst {max(api_times) * 1000:.0f} ms; RSS {rss_before:.0f} -> "
           f"{rss_after:.0f} MiB; open fds after the attack {fds}")
