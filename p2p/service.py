@@ -272,11 +272,10 @@ class P2PService:
     async def on_handshake(self, peer: Peer) -> None:
         self._ready[peer] = None
         address = peer.listen_address
-        if address is not None and may_learn(
-            address[0], address[0], self.config.allow_private_addresses
-        ):
-            self.addresses.add(*address, int(self._wall()))
-            self.addresses.succeeded(address, self._now(), int(self._wall()))
+        if address is not None:
+            if may_learn(address[0], address[0], self.config.allow_private_addresses):
+                self.addresses.add(*address, int(self._wall()))
+                self.addresses.succeeded(address, self._now(), int(self._wall()))
             fixed = self._fixed.get(address)
             if fixed is not None:
                 fixed.succeeded(self._now(), int(self._wall()))
