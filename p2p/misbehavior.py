@@ -63,6 +63,7 @@ class Offence(StrEnum):
     IDLE_TIMEOUT = "idle-timeout"
     SLOW_READER = "slow-reader"
     REPEATED_GETDATA = "repeated-getdata"
+    UNREQUESTED_HEADERS = "unrequested-headers"
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ PENALTIES: dict[Offence, Penalty] = {
     Offence.INVALID_HEADER: Penalty(100, Action.BAN, DAY),
     Offence.NON_CONTINUOUS_HEADERS: Penalty(100, Action.BAN, DAY),
     Offence.UNCONNECTING_HEADERS: Penalty(20, Action.IGNORE),
+    # More than 8 headers we did not ask for: dropped unstored (a late answer is harmless).
+    Offence.UNREQUESTED_HEADERS: Penalty(10, Action.IGNORE),
     Offence.INVALID_BLOCK: Penalty(100, Action.BAN, DAY),
     Offence.INVALID_TX: Penalty(10, Action.IGNORE),
     # Harmless: a policy difference (fee, nonce gap, full mempool), not an offence.

@@ -53,6 +53,9 @@ Punish = Callable[[Peer, Offence, str], None]
 OnAccepted = Callable[[Block, Peer | None], None]
 
 _REQUEST_MEMORY = 4_096
+MAX_UNSOLICITED_HEADERS = 8
+"""A Headers message we did not ask for may announce at most this many (Core's
+MAX_BLOCKS_TO_ANNOUNCE): header intake from a peer runs at the pace of our own requests."""
 
 
 def locator_heights(height: int) -> list[int]:
@@ -145,6 +148,8 @@ class _PeerSync:
     slow: LruSet[bytes] = field(default_factory=lambda: LruSet(_REQUEST_MEMORY))
     stalls: int = 0
     headers_asked_at: float | None = None
+    headers_unanswered: int = 0
+    """GetHeaders sent and not answered yet (a late answer to a re-sent request is still ours)."""
     unconnecting: int = 0
 
 
@@ -223,6 +228,7 @@ class BlockSync:
         if after is not None:
             locator = [after, *locator]
         state.headers_asked_at = now
+        state.headers_unanswered = min(state.headers_unanswered + 1, 8)
         return GetHeaders(locator=tuple(locator[:MAX_LOCATOR_HASHES]), stop=ZERO_HASH)
 
     async def on_getheaders(self, peer: Peer, request: GetHeaders) -> None:
@@ -242,8 +248,12 @@ class BlockSync:
         state = self._peers.get(peer)
         if state is None:
             return
-        state.headers_asked_at = None
         items = message.headers
+        if state.headers_unanswered == 0 and len(items) > MAX_UNSOLICITED_HEADERS:
+            self._punish(peer, Offence.UNREQUESTED_HEADERS, f"{len(items)} headers")
+            return
+        state.headers_unanswered = max(state.headers_unanswered - 1, 0)
+        state.headers_asked_at = None
         if not items:
             return
         for prev, nxt in pairwise(items):

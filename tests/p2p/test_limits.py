@@ -15,7 +15,7 @@ from typing import Any
 from chain.types import Block
 from p2p.backend import BlockOutcome
 from p2p.config import P2PConfig
-from p2p.messages import Addr, GetData, InvKind, PeerAddress
+from p2p.messages import Addr, GetData, Headers, InvKind, PeerAddress, sealed_headers
 from p2p.misbehavior import Offence
 from p2p.netgroup import (
     EvictionCandidate,
@@ -29,7 +29,7 @@ from p2p.peer import Direction
 from p2p.service import plan_file_descriptors
 from p2p.sync import BlockSync, _PeerSync, _Request
 from p2p.testing import MemoryBackend
-from tests.factories import RULES, build_chain, genesis
+from tests.factories import GENESIS_BLOCK, RULES, build_chain, genesis
 from tests.p2p.helpers import FAST, RawPeer, TestNode, idle_peer, run, sync_blocks, wait_until
 
 BLOCKS, _ = build_chain(40)
@@ -384,3 +384,28 @@ def test_stall_clock_pauses_while_the_backend_is_busy_or_the_loop_was_held() -> 
     assert block_hash in sync._in_flight and state.stalls == 0
     tick(1.5)  # now it really is the peer
     assert block_hash not in sync._in_flight and state.stalls == 1
+
+
+def test_unsolicited_header_floods_are_not_stored(tmp_path: Path) -> None:
+    """Headers enter the store only at the pace of our requests: 30 headers nobody asked for are
+    dropped and scored; an announcement of up to 8 is still taken."""
+
+    async def scenario() -> None:
+        node = await TestNode(tmp_path / "node").start()
+        raw = await idle_peer("127.0.0.51", node.port)
+        assert raw is not None
+        try:
+            await wait_until(lambda: len(node.service.peers()) == 1, "handshake done on the node's side")
+            flood = Headers(headers=tuple(sealed_headers([(b.header, b.seal) for b in BLOCKS[:30]])))
+            await raw.send(flood)
+            await wait_until(lambda: bool(node.service.offences), "scored")
+            assert [r.offence for r in node.service.offences] == [Offence.UNREQUESTED_HEADERS]
+            assert node.backend.block_locator() == [GENESIS_BLOCK.hash]  # nothing stored
+            announce = Headers(headers=flood.headers[:8])
+            await raw.send(announce)
+            await wait_until(lambda: node.backend.block_locator()[0] == BLOCKS[7].hash, "announced")
+        finally:
+            await raw.close()
+            await node.stop()
+
+    run(scenario())
