@@ -146,13 +146,13 @@ class P2PConfig:
     a narrower one (a loopback peer may name loopback addresses, a LAN peer LAN addresses; a
     public peer only public ones). The ``connect`` list and manual connects are always dialled."""
 
-    # upload (serving GetData for blocks)
+    # upload (serving GetData)
     upload_bytes_per_s: float = 8 * MIB
-    """Block bytes served to one peer per second, on average."""
+    """Block and transaction bytes served to one peer per second, on average."""
     upload_burst_bytes: float = 64 * MIB
-    """Block bytes one peer may take at once before the rate applies."""
+    """Bytes one peer may take at once before the rate applies (at least the largest block)."""
     served_memory: int = 1_024
-    """Per peer: blocks recently served to it; asking for one again gets NotFound and scores."""
+    """Per peer: objects recently served to it; asking for one again gets NotFound and scores."""
 
     ban_file: str = "banlist.json"
     rate_limits: Mapping[MessageClass, RateLimit] = field(default_factory=lambda: DEFAULT_RATE_LIMITS)

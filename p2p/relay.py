@@ -7,11 +7,11 @@ Rules (docs/protocol.md Part VII, "Gossip"):
   was sent it; each peer's known set is a bounded LRU.
 * Announcements are queued per peer and flushed every ``inv_interval`` as one Inv per kind, so a
   burst of transactions costs a few messages, not one each.
-* Serving GetData for blocks is capped per peer: a token bucket of ``upload_bytes_per_s`` with a
-  burst of ``upload_burst_bytes``; a request beyond it is deferred (the peer's own processor waits,
-  so only that peer slows down), and a block already served to that peer (the last
-  ``served_memory``) is answered NotFound and scored, so a small GetData cannot buy the same large
-  block twice.
+* Serving GetData (blocks and transactions) is capped per peer: a token bucket of
+  ``upload_bytes_per_s`` with a burst of ``upload_burst_bytes``; a request beyond it is deferred (the
+  peer's own processor waits, so only that peer slows down), and an object already served to that
+  peer (the last ``served_memory``) is answered NotFound and scored, so a small GetData cannot buy
+  the same large block or transaction twice.
 * A transaction is fetched from the first peer that announces it; a second announcement is not
   acted on until ``tx_request_timeout`` has passed. Rejected and invalid txids are remembered (bounded)
   until the next accepted block, so a flood of the same bad transaction costs one validation.
@@ -170,7 +170,7 @@ class Relay:
         missing = []
         repeated = 0
         for item in request.hashes:
-            if kind is InvKind.BLOCK and item in state.served:
+            if item in state.served:  # blocks and transactions alike: each once per link
                 repeated += 1
                 missing.append(item)
                 continue
@@ -181,18 +181,16 @@ class Relay:
             self.mark_known(peer, (item,))
             if isinstance(reply, BlockMessage):  # it will have this block: a floor on its height
                 peer.best_height = max(peer.best_height, reply.block.height)
-                frame = encode_message(reply)
-                await self._pay_upload(state, len(frame))
-                if peer.gone:
-                    return
-                state.served.add(item)
-                await peer.send_encoded(frame)
-                continue
-            await peer.send(reply)
+            frame = encode_message(reply)
+            await self._pay_upload(state, len(frame))
+            if peer.gone:
+                return
+            state.served.add(item)
+            await peer.send_encoded(frame)
         if missing:
             await peer.send(NotFound(kind=kind, hashes=tuple(missing)))
         if repeated:
-            self._punish(peer, Offence.REPEATED_GETDATA, f"{repeated} blocks served before")
+            self._punish(peer, Offence.REPEATED_GETDATA, f"{repeated} objects served before")
 
     async def _pay_upload(self, state: _PeerRelay, size: int) -> None:
         """Wait until the peer's upload bucket can pay for ``size`` bytes, then pay."""
