@@ -15,7 +15,7 @@ from typing import Any
 from chain.types import Block
 from p2p.backend import BlockOutcome
 from p2p.config import P2PConfig
-from p2p.messages import Addr, GetData, Headers, InvKind, PeerAddress, sealed_headers
+from p2p.messages import Addr, GetData, Headers, InvKind, PeerAddress, TxMessage, sealed_headers
 from p2p.misbehavior import Offence
 from p2p.netgroup import (
     EvictionCandidate,
@@ -29,7 +29,7 @@ from p2p.peer import Direction
 from p2p.service import plan_file_descriptors
 from p2p.sync import BlockSync, _PeerSync, _Request
 from p2p.testing import MemoryBackend
-from tests.factories import GENESIS_BLOCK, RULES, build_chain, genesis
+from tests.factories import GENESIS_BLOCK, KEYS, RULES, build_chain, genesis, transfer
 from tests.p2p.helpers import FAST, RawPeer, TestNode, idle_peer, run, sync_blocks, wait_until
 
 BLOCKS, _ = build_chain(40)
@@ -404,6 +404,27 @@ def test_unsolicited_header_floods_are_not_stored(tmp_path: Path) -> None:
             announce = Headers(headers=flood.headers[:8])
             await raw.send(announce)
             await wait_until(lambda: node.backend.block_locator()[0] == BLOCKS[7].hash, "announced")
+        finally:
+            await raw.close()
+            await node.stop()
+
+    run(scenario())
+
+
+def test_a_transaction_is_served_once_per_link(tmp_path: Path) -> None:
+    """GetData naming one mempool transaction 5,000 times gets it once (the rest NotFound, scored)."""
+
+    async def scenario() -> None:
+        node = await TestNode(tmp_path / "node").start()
+        tx = transfer(KEYS[0], KEYS[5].address, 10, nonce=0)
+        node.submit_tx(tx)
+        raw = RawPeer("127.0.0.52")
+        try:
+            await raw.handshake(node.port)
+            await raw.send(GetData(kind=InvKind.TX, hashes=(tx.txid,) * 5_000))
+            heard = await raw.drain(0.5)
+            assert sum(isinstance(m, TxMessage) for m in heard) == 1
+            assert [r.offence for r in node.service.offences] == [Offence.REPEATED_GETDATA]
         finally:
             await raw.close()
             await node.stop()
