@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from chain.errors import InvalidBlock, Reason, StoreError, ValidationError, is_mutation
+from chain.errors import InvalidBlock, PouwError, Reason, StoreError, ValidationError, is_mutation
 from chain.state import StateDiff, StateReader, get_job
 from chain.transition import apply_block
 from chain.types import Block, tx_root
@@ -75,7 +75,7 @@ class BlockImporter:
     @property
     def db(self) -> ChainDB:
         if self._db is None:
-            raise InvalidBlock(Reason.MALFORMED, "importer has no chain database")
+            raise PouwError("importer has no chain database")
         return self._db
 
     def connect(self, pre: StateReader, block: Block) -> StateDiff:
@@ -101,8 +101,11 @@ class BlockImporter:
             return None
         try:
             self.headers.check(block.header)
+            state = self.db.state
+            if isinstance(self.verifier, PouwSealVerifier):
+                self.verifier.check_tile(block.header, block.seal, state)  # cheap checks before a replay
             check_commitments(block)
-            checks = offload(self.db.state, block)
+            checks = offload(state, block)
         except ValidationError:
             return None  # import_block reports it, in the pipeline's order
         if not isinstance(checks, PoolChecks):
