@@ -284,7 +284,13 @@ class ChainService:
 
     async def submit_block(self, block: Block, *, local: bool = True) -> BlockOutcome:
         """Validate and store ``block``. ``local`` blocks (API, miner, retried held blocks) are
-        announced to peers when accepted; blocks from p2p are relayed by the p2p layer itself."""
+        announced to peers when accepted; blocks from p2p are relayed by the p2p layer itself.
+
+        A block that extends the head has its signatures and replay started in the pool first and
+        awaited here, off the writer thread; the import then reads their verdict."""
+        checks = await self._call(self.importer.prestart, block)
+        if checks is not None:
+            await checks.wait()
         outcome, result = await self._write(self.importer.import_block, block)
         if result is not None:
             await self._after_head_change(result)

@@ -6,6 +6,8 @@
   ``Overlay`` over the genesis state, with and without the signature check;
 * blocks imported per second into a LevelDB ``ChainDB`` (chains from tests/factories.py
   ``build_chain``: no-proof seals, signed transfers; each import is validated and one write batch);
+* the node core: real regtest blocks through a ChainService with one verification worker:
+  headers/s, blocks/s, and the longest a reader of the writer thread waited meanwhile;
 * sync: node A mines N regtest blocks, node B starts with ``--connect`` A; the time from B's API
   answering until its tip equals A's. Without a working p2p layer this part records
   ``"status": "unavailable"`` and the reason.
@@ -34,7 +36,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 NAME = "chain"
-DESCRIPTION = "signature checks/s, transactions validated/s, LevelDB block imports/s, two-node sync time"
+DESCRIPTION = ("signature checks/s, transactions validated/s, LevelDB block imports/s, node-core headers/s and "
+               "blocks/s, two-node sync time")
 SENDERS = 4  # the funded keys of tests/factories.py
 
 
@@ -126,6 +129,66 @@ def block_import(ctx: RunContext) -> dict[str, Any]:
     }
 
 
+def node_import(ctx: RunContext) -> dict[str, Any]:
+    """Headers-first through the node core: N real regtest blocks (mined in-process) given to a
+    fresh ChainService with one verification worker: headers accepted/s (tiles checked in the
+    pool), then blocks/s (the whole pipeline, replay in the pool), and the slowest answer a reader
+    got from the writer thread meanwhile (what the HTTP API waits at most)."""
+    import asyncio
+
+    harness = repo_module("tests.node.harness")
+    presets = repo_module("consensus.presets")
+    keys = repo_module("wallet.keys")
+    sealed_header = repo_module("chain.types").SealedHeader
+    count = ctx.pick(200, 50, 8)
+    miner = keys.PrivateKey(b"\x01" * 32)
+
+    async def measure_import() -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="pouw-bench-node-") as tmp:
+            source = await harness.start_service(Path(tmp) / "source", presets.REGTEST_PRESET)
+            try:
+                blocks = [await harness.mine_block(source, miner)
+                          for _ in ctx.progress(range(count), "mining regtest blocks")]
+            finally:
+                await source.stop()
+            node = await harness.start_service(Path(tmp) / "node", presets.REGTEST_PRESET, verify_workers=1)
+            waits: list[float] = []
+            done = asyncio.Event()
+
+            async def reader() -> None:
+                while not done.is_set():
+                    start = time.perf_counter()
+                    await node.read(lambda: node.db.head)
+                    waits.append(time.perf_counter() - start)
+                    await asyncio.sleep(0.02)
+
+            try:
+                await node.pool.ready()
+                probe = asyncio.create_task(reader())
+                began = time.perf_counter()
+                new, error, _ = await node.accept_headers([sealed_header(b.header, b.seal) for b in blocks])
+                headers_s = time.perf_counter() - began
+                if error is not None or new != count:
+                    raise RuntimeError(f"headers: {new} of {count} accepted ({error})")
+                began = time.perf_counter()
+                for block in blocks:
+                    outcome = await node.submit_block(block, local=False)
+                    if outcome.status.value != "accepted":
+                        raise RuntimeError(f"block {block.height}: {outcome}")
+                blocks_s = time.perf_counter() - began
+                done.set()
+                await probe
+            finally:
+                await node.stop()
+        return {
+            "blocks": count, "headers_s": rounded(headers_s), "headers_per_s": rounded(count / headers_s),
+            "import_s": rounded(blocks_s), "blocks_per_s": rounded(count / blocks_s),
+            "reader_wait_max_s": rounded(max(waits)), "reader_wait_median_s": rounded(sorted(waits)[len(waits) // 2]),
+        }
+
+    return asyncio.run(measure_import())
+
+
 def sync(ctx: RunContext) -> dict[str, Any]:
     """Mine N blocks into node A, start node B connected to A, time until B has A's tip."""
     target = ctx.pick(1000, 100, 10)
@@ -157,10 +220,11 @@ def sync(ctx: RunContext) -> dict[str, Any]:
 
 def run(ctx: RunContext) -> SuiteReport:
     parts: dict[str, Callable[[RunContext], dict[str, Any]]] = {
-        "signatures": signatures, "transactions": transactions, "block_import": block_import, "sync": sync,
+        "signatures": signatures, "transactions": transactions, "block_import": block_import,
+        "node_import": node_import, "sync": sync,
     }
     results = {name: part(ctx) for name, part in ctx.progress(parts.items(), "chain parts", len(parts))}
-    sig, txs, imports, synced = (results[name] for name in parts)
+    sig, txs, imports, node, synced = (results[name] for name in parts)
     sync_line = (f"sync {synced['blocks']} blocks in {synced['sync_s']:.3g} s ({synced['blocks_per_s']:.4g} blocks/s)"
                  if synced.get("status") == "ok" else f"sync unavailable: {synced['reason']}")
     return SuiteReport(
@@ -174,6 +238,8 @@ def run(ctx: RunContext) -> SuiteReport:
             f"{txs['without_signature']['transactions_per_s']:.4g} tx/s without",
             f"LevelDB import: {imports['blocks_per_s']:.4g} blocks/s of {imports['transactions_per_block']} txs "
             f"({imports['transactions_per_s']:.4g} tx/s)",
+            f"node core (regtest, 1 worker): {node['headers_per_s']:.4g} headers/s, {node['blocks_per_s']:.4g} "
+            f"blocks/s; a reader waited at most {node['reader_wait_max_s']:.3g} s",
             sync_line,
         ],
         figures={NAME: plot(results)},

@@ -65,7 +65,7 @@ class HeaderTree:
     @property
     def db(self) -> ChainDB:
         if self._db is None:
-            raise InvalidBlock(Reason.MALFORMED, "header tree has no chain database")
+            raise PouwError("header tree has no chain database")
         return self._db
 
     # -- lookups ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from chain.errors import InvalidBlock, Reason, StoreError, ValidationError, is_mutation
+from chain.errors import InvalidBlock, PouwError, Reason, StoreError, ValidationError, is_mutation
 from chain.state import StateDiff, StateReader, get_job
 from chain.transition import apply_block
 from chain.types import Block, tx_root
@@ -26,7 +26,7 @@ from node.core.header_tree import HeaderTree
 from node.core.models import ModelIndex
 from node.core.types import BlockOutcome, BlockStatusText
 from node.core.verdicts import Verdicts
-from node.core.verify_pool import VerifyPool
+from node.core.verify_pool import PoolChecks, VerifyPool
 from store import schema
 from store.chaindb import BlockStatus, ChainDB, ImportResult
 from store.kv import KeyValueStore, StoreWriteError
@@ -61,6 +61,7 @@ class BlockImporter:
         self.clock = clock
         self.held: OrderedDict[bytes, Block] = OrderedDict()
         self.paused: str | None = None
+        self._prestarted: OrderedDict[bytes, tuple[bytes, PoolChecks]] = OrderedDict()
         """Why block import is paused (a write to the store failed: disk full), or None."""
         self.blocks_imported = 0
         self.blocks_rejected = 0
@@ -74,12 +75,45 @@ class BlockImporter:
     @property
     def db(self) -> ChainDB:
         if self._db is None:
-            raise InvalidBlock(Reason.MALFORMED, "importer has no chain database")
+            raise PouwError("importer has no chain database")
         return self._db
 
     def connect(self, pre: StateReader, block: Block) -> StateDiff:
-        """The ChainDB's ``connect``: stage 5, in the verification pool when there is one."""
-        return connect_block(self.preset, self.verifier, pre, block, self.pool.offload(self.verifier))
+        """The ChainDB's ``connect``: stage 5, in the verification pool when there is one (checks
+        :meth:`prestart` began for this block on this parent are used, not started again)."""
+        offload = self.pool.offload(self.verifier)
+        if offload is None:
+            return connect_block(self.preset, self.verifier, pre, block)
+        started = self._prestarted.pop(block.hash, None)
+        if started is not None and started[0] == block.header.prev_hash == self.db.head.hash:
+            checks = started[1]
+            return connect_block(self.preset, self.verifier, pre, block, lambda _pre, _block: checks)
+        return connect_block(self.preset, self.verifier, pre, block, offload)
+
+    def prestart(self, block: Block) -> PoolChecks | None:
+        """For a block that extends the head: start its signature and replay checks in the pool now,
+        so the writer thread need not wait for them (the caller awaits them, then imports). None
+        when the block does not extend the head, is known, or cannot be checked yet."""
+        offload = self.pool.offload(self.verifier)
+        if offload is None or self.paused is not None or block.header.prev_hash != self.db.head.hash:
+            return None
+        if block.hash in self.verdicts or self.db.get_index(block.hash) is not None:
+            return None
+        try:
+            self.headers.check(block.header)
+            state = self.db.state
+            if isinstance(self.verifier, PouwSealVerifier):
+                self.verifier.check_tile(block.header, block.seal, state)  # cheap checks before a replay
+            check_commitments(block)
+            checks = offload(state, block)
+        except ValidationError:
+            return None  # import_block reports it, in the pipeline's order
+        if not isinstance(checks, PoolChecks):
+            return None
+        self._prestarted[block.hash] = (block.header.prev_hash, checks)
+        while len(self._prestarted) > MAX_HELD_FUTURE:
+            self._prestarted.popitem(last=False)
+        return checks
 
     def reconnect(self, pre: StateReader, block: Block) -> StateDiff:
         """The ChainDB's ``reconnect``, for a stored block that connected before from the same bytes:

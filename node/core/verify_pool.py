@@ -93,11 +93,15 @@ def _worker_init(parent_pid: int) -> None:
     torch.set_num_threads(1)
 
 
-class _PoolChecks:
+class PoolChecks:
     """One block's checks running in the pool (an :class:`OffloadedChecks`)."""
 
     def __init__(self, future: concurrent.futures.Future[CheckErrors]) -> None:
         self._future = future
+
+    async def wait(self) -> None:
+        """Wait for the checks without holding any thread (their verdict is read later)."""
+        await asyncio.wait([asyncio.wrap_future(self._future)])
 
     def signature_error(self) -> ValidationError | None:
         return self._future.result()[0]
@@ -114,6 +118,7 @@ class VerifyPool:
         self.backend = backend
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self._warmup: list[concurrent.futures.Future[int]] = []
 
     @property
     def running(self) -> bool:
@@ -125,8 +130,13 @@ class VerifyPool:
                 self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
                 initargs=(os.getpid(),),
             )
-            for _ in range(self.workers):  # start the workers now, not on the first block
-                self._pool.submit(os.getpid)
+            # start the workers now, not on the first block
+            self._warmup = [self._pool.submit(os.getpid) for _ in range(self.workers)]
+
+    async def ready(self) -> None:
+        """Wait until every worker has started (spawning one imports torch: seconds)."""
+        if self._warmup:
+            await asyncio.wait([asyncio.wrap_future(f) for f in self._warmup])
 
     def stop(self) -> None:
         if self._pool is not None:
@@ -162,6 +172,6 @@ class VerifyPool:
 
         def start(pre: StateReader, block: Block) -> OffloadedChecks:
             ctx = verifier.work_context(pre, block) if isinstance(verifier, PouwSealVerifier) else None
-            return _PoolChecks(pool.submit(verify_in_worker, ctx, block.encode(), self.backend))
+            return PoolChecks(pool.submit(verify_in_worker, ctx, block.encode(), self.backend))
 
         return start

@@ -50,6 +50,9 @@ def test_chain_and_verify_suites_write_their_reports(tmp_path: Path) -> None:
         assert_samples(chain["transactions"][mode])
     imports = chain["block_import"]
     assert len(imports["import"]["samples"]) == imports["blocks"] > 0
+    node = chain["node_import"]
+    assert node["blocks"] > 0 and node["headers_per_s"] > 0 and node["blocks_per_s"] > 0
+    assert node["reader_wait_max_s"] >= node["reader_wait_median_s"] > 0
     sync = chain["sync"]
     assert sync["blocks"] >= 10
     if sync["status"] == "ok":
