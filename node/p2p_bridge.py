@@ -42,6 +42,9 @@ INVALID_TX_REASONS = frozenset({
     Reason.OUT_OF_RANGE, Reason.TOO_LONG,
 })
 
+BUSY_BLOCKS = 2
+"""Blocks being submitted at once from which we count as busy: one is working, more are waiting."""
+
 
 class NodeBackend:
     """ChainBackend over a ChainService (see p2p/backend.py for each method's contract).
@@ -53,6 +56,12 @@ class NodeBackend:
 
     def __init__(self, chain: ChainService) -> None:
         self.chain = chain
+        self._blocks_in_progress = 0
+
+    def is_busy(self) -> bool:
+        """Our block pipeline is the slow side (p2p pauses its stall timers): blocks from peers are
+        queued behind one another on the writer thread, or import is paused (full disk)."""
+        return self._blocks_in_progress >= BUSY_BLOCKS or self.chain.import_paused is not None
 
     @property
     def chain_id(self) -> int:
@@ -136,7 +145,11 @@ class NodeBackend:
         return HeadersOutcome(HeadersStatus.INVALID, new, error.reason)
 
     async def submit_block(self, block: Block, peer: str) -> BlockOutcome:
-        outcome = await self.chain.submit_block(block, local=False)
+        self._blocks_in_progress += 1
+        try:
+            outcome = await self.chain.submit_block(block, local=False)
+        finally:
+            self._blocks_in_progress -= 1
         status = {
             BlockStatusText.ACCEPTED: BlockStatus.ACCEPTED, BlockStatusText.KNOWN: BlockStatus.ALREADY_KNOWN,
             BlockStatusText.ORPHAN: BlockStatus.ORPHAN, BlockStatusText.HELD: BlockStatus.HELD,

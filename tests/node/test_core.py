@@ -97,3 +97,37 @@ async def test_p2p_backend_reads_the_published_view(tmp_path: Path) -> None:
     finally:
         await service.stop()
     await service.stop()  # stopping twice is harmless
+
+
+async def test_p2p_backend_is_busy_while_blocks_queue_up(tmp_path: Path) -> None:
+    """p2p pauses its stall timers while the node is the slow side: with two blocks from peers in the
+    writer thread's queue at once the backend reports busy, and not once they are done."""
+    import asyncio
+
+    from p2p.backend import backend_busy
+
+    service = await start_service(tmp_path / "node")
+    backend = NodeBackend(service)
+    try:
+        assert not backend_busy(backend)
+        block = await service.read(forge, service, MINER, ())
+        seen: list[bool] = []
+        release = asyncio.Event()
+        original = service.submit_block
+
+        async def slow_submit(b: object, *, local: bool = True) -> object:
+            seen.append(backend_busy(backend))
+            await release.wait()
+            return await original(b, local=local)  # type: ignore[arg-type]
+
+        service.submit_block = slow_submit  # type: ignore[method-assign]
+        first = asyncio.create_task(backend.submit_block(block, "peer-a"))
+        second = asyncio.create_task(backend.submit_block(block, "peer-b"))
+        await asyncio.sleep(0.05)
+        assert backend_busy(backend)
+        release.set()
+        await asyncio.gather(first, second)
+        assert seen == [False, True]
+        assert not backend_busy(backend)
+    finally:
+        await service.stop()
