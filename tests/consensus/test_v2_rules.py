@@ -118,7 +118,7 @@ def test_the_caps_add_up(preset: Preset) -> None:
     for hidden in (128, 512):
         for batch in range(64, params.max_width + 1, 64):
             spec = dataclasses.replace(preset.builtin_job().spec, dims=(64, hidden, 64), batch_size=batch)
-            replay = params.max_replay_steps() * ModelConfig((64, hidden, 64), batch, 8).macs_per_step()
+            replay = params.max_replay_steps() * params.step_replay_cost(ModelConfig((64, hidden, 64), batch, 8))
             if replay <= params.max_replay_macs:
                 preset.validate_job_spec(spec)
             else:
