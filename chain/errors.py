@@ -62,7 +62,8 @@ class Reason(StrEnum):
     BAD_VERSION = "bad-version"
     MUTATED = "mutated-block"
     """The body does not match the commitments of its header and seal (tx root, work hash): the
-    block hash does not fix what failed, so the verdict must never be remembered by hash."""
+    bytes were changed on the way, the block (its hash) may still be valid. Never remembered as
+    invalid."""
     BAD_JOB_CONFIG = "bad-job-config"
     """The header's model config (dims, batch size, lr shift) is not its job's."""
     # block store
@@ -70,6 +71,16 @@ class Reason(StrEnum):
     # training engine (pouw/)
     BAD_DATASET = "bad-dataset"
     BACKEND_UNAVAILABLE = "backend-unavailable"
+
+
+MUTATION_REASONS = frozenset({Reason.BAD_TX_ROOT, Reason.MUTATED})
+
+
+def is_mutation(reason: Reason) -> bool:
+    """Whether a failure for ``reason`` may come from a body that the block's hash does not fix
+    (Bitcoin's "mutated" blocks): such a block is dropped, and its hash is never remembered as
+    invalid — the genuine block may still arrive under the same hash."""
+    return reason in MUTATION_REASONS
 
 
 class PouwError(Exception):

@@ -60,11 +60,16 @@ def run(ctx: RunContext) -> SuiteReport:
         config, shard, note = choose(preset, ctx)
         measured = verify_tile.run(preset, ctx.device, runs, shard, config)
         rows.append(with_fractions(preset, config, measured, note))
+    devnet_tile_s = next((r["verify_winning_tile_ms_median"] / 1000 for r in rows if r["preset"] == "devnet"), 0.0)
+    worst = devnet_worst_case(ctx, devnet_tile_s) if not ctx.tiny else None
     return SuiteReport(
         parameters={"presets": presets, "runs": runs,
                     "shards": {p: choose(p, ctx)[1] for p in presets}},
-        results={"presets": rows},
-        headline=[
+        results={"presets": rows, "devnet_worst_case": worst},
+        headline=([f"devnet worst case ({worst['dims']}, batch {worst['batch_size']}): seal ≈ "
+                   f"{worst['estimated_seal_s']:.3g} s ({worst['replayed_steps']} plain steps on "
+                   f"{worst['backend']} + the tile); by backend: {worst['estimated_seal_s_by_backend']}"]
+                  if worst else []) + [
             f"{r['preset']}: tile {r['verify_winning_tile_ms_median']:.3g} ms, "
             f"seal {r['verify_seal_ms_median']:.3g} ms ({r['replayed_steps']} steps replayed); "
             f"seal check = {r['seal_fraction_of_block_time']:.2e} "
@@ -73,6 +78,46 @@ def run(ctx: RunContext) -> SuiteReport:
         ],
         figures={NAME: plot(rows)},
     )
+
+
+WORST_DEVNET = ModelConfig((512, 256, 512), 512, 12)
+"""The widest devnet job: width and batch at max_width (512), 2**18 parameters (the cap)."""
+
+
+def devnet_worst_case(ctx: RunContext, tile_s: float) -> dict[str, Any]:
+    """The replay bound of a devnet seal at the caps: (q + 2)·k plain steps of the largest model,
+    timed on every exact backend (a validator replays with the calibrated one) plus one tile."""
+    from benchmarks.framework import measure
+    from pouw.backends import CPU_KINDS, get_backend
+    from pouw.datasets import load_dataset
+    from pouw.engine import Trainer
+    from pouw.model import init_state
+    from pouw.params import DEVNET
+
+    DEVNET.check_model(WORST_DEVNET)
+    dataset = load_dataset("synthetic:n=1024,d=512,classes=10,hidden=64")
+    state = init_state(WORST_DEVNET, b"pouw-bench/verify/worst")
+    replayed = DEVNET.replayed_segments() * DEVNET.checkpoint_interval
+    candidates = {"calibrated": ctx.backend()}
+    if not ctx.is_cuda:
+        candidates |= {kind: get_backend(f"cpu:{kind}") for kind in CPU_KINDS}
+    step_s = {}
+    for label, backend in candidates.items():
+        trainer = Trainer(WORST_DEVNET, state, dataset, b"\x01" * 32, backend)
+        trainer.step()  # warm-up
+        step_s[label] = measure(trainer.step, 3, ctx.sync, 0.0).median
+    return {
+        "dims": list(WORST_DEVNET.dims),
+        "batch_size": WORST_DEVNET.batch_size,
+        "param_count": WORST_DEVNET.param_count(),
+        "replayed_steps": replayed,
+        "backend": ctx.backend().label,
+        "plain_step_s_by_backend": {k: rounded(v) for k, v in step_s.items()},
+        "estimated_seal_s_by_backend": {k: rounded(v * replayed + tile_s) for k, v in step_s.items()},
+        "estimated_seal_s": rounded(step_s["calibrated"] * replayed + tile_s),
+        "note": "replay-bound estimate: (q+2)·k plain steps of the largest devnet model + the devnet tile "
+                "time measured above (the tile of this model is 64×512×64, the same order)",
+    }
 
 
 def with_fractions(preset: str, config: ModelConfig, measured: dict[str, Any], note: str) -> dict[str, Any]:
