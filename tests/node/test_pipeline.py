@@ -131,3 +131,5 @@ async def test_replay_detects_a_tampered_checkpoint(chain: ChainService) -> None
     await expect(chain, dataclasses.replace(good, work=tampered), "mutated-block")  # work hash mismatch
     resealed = dataclasses.replace(good.seal, work_hash=work_hash_of(tampered))
     await expect(chain, dataclasses.replace(good, seal=resealed, work=tampered), "bad-seal")
+    # the mutated copy poisoned nothing: the genuine block under the same hash is accepted
+    assert (await chain.submit_block(good)).status is BlockStatusText.ACCEPTED
