@@ -61,8 +61,11 @@ class Reason(StrEnum):
     TOO_MANY_TXS = "too-many-txs"
     BAD_VERSION = "bad-version"
     MUTATED = "mutated-block"
-    """The body does not match what the block's hash commits to: the bytes were changed on the way,
-    the block (its hash) may still be valid. Never remembered as invalid."""
+    """The body does not match the commitments of its header and seal (tx root, work hash): the
+    bytes were changed on the way, the block (its hash) may still be valid. Never remembered as
+    invalid."""
+    BAD_JOB_CONFIG = "bad-job-config"
+    """The header's model config (dims, batch size, lr shift) is not its job's."""
     # block store
     REORG_TOO_DEEP = "reorg-too-deep"
     # training engine (pouw/)

@@ -239,12 +239,9 @@ class ChainService:
 
         The winning tiles — the costly part — are checked in the verification pool (or its thread),
         between two short turns on the writer thread, so reads are not queued behind them."""
-        jobs = await self._call(self._tile_jobs, headers)
         items: list[tuple[bytes, bytes, bytes]] = []
-        for sealed, job in zip(headers, jobs, strict=True):
-            if job is None:
-                break
-            items.append((sealed.header.encode(), sealed.seal.encode(), job.encode()))
+        if isinstance(self.verifier, PouwSealVerifier):  # v2: each tile needs only its header and seal
+            items = [(sealed.header.encode(), sealed.seal.encode(), b"") for sealed in headers]
         tile_errors = await self.pool.check_tiles(self.preset.name, items)
 
         def accept() -> tuple[int, ValidationError | None, int]:
@@ -261,12 +258,6 @@ class ChainService:
             return new, None, len(headers)
 
         return await self._write(accept)
-
-    def _tile_jobs(self, headers: Sequence[SealedHeader]) -> list[JobRecord | None]:
-        """Writer thread: the job each header's tile check needs (None: unknown at the head)."""
-        if not isinstance(self.verifier, PouwSealVerifier):
-            return [None] * len(headers)
-        return [self.headers.tile_job(sealed.header) for sealed in headers]
 
     # -- blocks -----------------------------------------------------------------------------------
 

@@ -186,8 +186,8 @@ class MiningLoop:
             template = self.template()
             preset = get_preset(template["preset"])
             header = Header.decode(bytes.fromhex(template["header"]))
-            sigma = header.mining_hash
-            if sigma.hex() != template["template_id"]:
+            sigma = header.lottery_seed
+            if header.hash.hex() != template["template_id"]:
                 raise MinerError("template id does not match its header")
             session = self._session_for(template, preset)
             self.stats.height = template["height"]

@@ -175,9 +175,7 @@ class HeaderTree:
             if tile_error is not None:
                 raise tile_error
             if isinstance(self._verifier, PouwSealVerifier) and not tile_checked:
-                if self.tile_job(header) is None:
-                    raise HeaderDeferred(f"job {header.job_id.hex()[:16]} unknown at the head")
-                self._verifier.check_tile(header, sealed.seal, self.db.state)
+                self._verifier.check_tile(header, sealed.seal)  # v2: needs nothing but header and seal
         except FutureBlock:
             raise
         except ValidationError as exc:

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from chain.errors import InvalidBlock, PouwError, Reason, StoreError, ValidationError, is_mutation
 from chain.state import StateDiff, StateReader, get_job
 from chain.transition import apply_block
-from chain.types import Block, tx_root
+from chain.types import Block
 from consensus.mempool import Mempool
 from consensus.pouw_seal import PouwSealVerifier
 from consensus.presets import Preset
 from consensus.seal import NoProofSealVerifier
-from consensus.validation import FutureBlock, connect_block
+from consensus.validation import FutureBlock, check_body_commitments, connect_block
 from node.core.header_tree import HeaderTree
 from node.core.models import ModelIndex
 from node.core.types import BlockOutcome, BlockStatusText
@@ -41,10 +41,10 @@ STORE_PAUSED = "store-paused"
 
 
 def check_commitments(block: Block) -> None:
-    """Context-free: the body matches what the header commits to, checked before anything of the
-    block is stored (a mismatch is a mutation, see :func:`chain.errors.is_mutation`)."""
-    if tx_root(block.txs) != block.header.tx_root:
-        raise InvalidBlock(Reason.BAD_TX_ROOT, "tx root does not match the transactions")
+    """Context-free: the body matches what the header and seal commit to (tx root and work hash),
+    checked before anything of the block is stored (a mismatch is a mutation, see
+    :func:`chain.errors.is_mutation`): :func:`consensus.validation.check_body_commitments`."""
+    check_body_commitments(block)
 
 
 class BlockImporter:
@@ -145,12 +145,8 @@ class BlockImporter:
                 raise InvalidBlock(Reason.KNOWN_INVALID, "parent is invalid")
             self.headers.check(block.header)
             if isinstance(self.verifier, PouwSealVerifier):
-                state = self.db.state
-                if get_job(state, block.header.job_id) is None and block.header.prev_hash != self.db.head.hash:
-                    # a side block whose tile cannot be checked shows no work: not stored, not judged
-                    return BlockOutcome(BlockStatusText.HELD, block_hash, height, UNVERIFIABLE,
-                                        "job unknown at the head: the winning tile cannot be checked"), None
-                self.verifier.check_tile(block.header, block.seal, state)
+                # v2: a pure function of the header and seal, whatever branch created the job
+                self.verifier.check_tile(block.header, block.seal)
             check_commitments(block)
             self.models.store_model(block)
             result = self.db.import_block(block)

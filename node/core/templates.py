@@ -15,7 +15,7 @@ from chain.errors import InvalidBlock, PouwError, Reason
 from chain.state import JobRecord, StateReader, get_job, iter_jobs
 from chain.types import Block, JobCancel
 from consensus.mempool import Mempool
-from consensus.pouw_seal import PouwSealVerifier
+from consensus.pouw_seal import PouwSealVerifier, prefix_root_of_work
 from consensus.presets import Preset, model_config
 from consensus.seal import NoProofSealVerifier
 from consensus.validation import expected_target
@@ -94,7 +94,7 @@ class TemplateBuilder:
         header = make_header(
             parent=parent, parent_hash=head.hash, timestamp=max(now, ctx.median_time_past + 1),
             target=expected_target(self.preset, ctx, self.headers.genesis.header.target), miner=miner,
-            job_id=job_id, start_state_hash=job.state_hash, txs=txs,
+            job_id=job_id, start_state_hash=job.state_hash, txs=txs, spec=job.spec,
         )
         template = Template(header=header, txs=txs, job=job, parent_hash=head.hash, created=time.monotonic())
         self._templates[template.template_id] = template
@@ -119,7 +119,15 @@ class TemplateBuilder:
             raise InvalidBlock(Reason.MALFORMED, "unknown or expired template")
         if self.db.head.hash != template.parent_hash:
             return None
+        if isinstance(self._verifier, PouwSealVerifier):
+            prefix = prefix_root_of_work(work)  # fixed by the work's leaves: the miner need not send it
+        else:
+            try:
+                prefix = prefix_root_of_work(work)
+            except InvalidBlock:
+                prefix = bytes(32)
         return seal_block(
             self.db.state, template.header, template.txs, self.rules, steps=steps,
             final_state_hash=final_state_hash, trajectory_root=trajectory_root, proof=proof, work=work,
+            prefix_root=prefix,
         )

@@ -71,7 +71,9 @@ class Template:
 
     @property
     def template_id(self) -> bytes:
-        return self.header.mining_hash
+        """The header's hash: templates sharing a lottery seed σ (same parent, job and miner, other
+        time or transactions) are still told apart."""
+        return self.header.hash
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,7 @@ import time
 
 from chain.crypto import verify_signature
 from chain.errors import InvalidBlock, InvalidTransaction, ValidationError
-from chain.schema import job_key
-from chain.state import JobRecord, State, StateReader
+from chain.state import StateReader
 from chain.types import Block, Header, Seal
 from consensus.pouw_seal import PouwSealVerifier, WorkContext, verify_work
 from consensus.presets import get_preset
@@ -60,18 +59,18 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 
 TileItem = tuple[bytes, bytes, bytes]
-"""(encoded header, encoded seal, encoded job record) of one header's winning-tile check."""
+"""(encoded header, encoded seal, unused) of one header's winning-tile check (v2 needs no job)."""
 
 
 def check_tiles(preset_name: str, items: list[TileItem]) -> list[ValidationError | None]:
-    """The winning-tile checks (stage 4) of headers, each against its job; runs in a worker or a
-    thread. The same :meth:`PouwSealVerifier.check_tile` the writer thread would run."""
+    """The winning-tile checks (stage 4) of headers, from each header and seal alone; runs in a
+    worker or a thread. The same :meth:`PouwSealVerifier.check_tile` the writer thread would run."""
     verifier = PouwSealVerifier(get_preset(preset_name), _nothing, _nothing)
     errors: list[ValidationError | None] = []
-    for raw_header, raw_seal, raw_job in items:
-        header, seal, job = Header.decode(raw_header), Seal.decode(raw_seal), JobRecord.decode(raw_job)
+    for raw_header, raw_seal, _unused in items:
         try:
-            verifier.check_tile(header, seal, State({job_key(header.job_id): job.encode()}))
+            header, seal = Header.decode(raw_header), Seal.decode(raw_seal)
+            verifier.check_tile(header, seal)
             errors.append(None)
         except ValidationError as exc:
             errors.append(exc)
