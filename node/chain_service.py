@@ -51,6 +51,7 @@ from consensus.validation import (
     decode_block,
     expected_target,
 )
+from node.rejections import SubmissionCounter
 
 log = logging.getLogger("pouw.node.chain")
 
@@ -116,10 +117,21 @@ class Template:
     job: JobRecord
     parent_hash: bytes
     created: float = field(compare=False)
+    max_steps_per_block: int = 0
 
     @property
     def template_id(self) -> bytes:
         return self.header.mining_hash
+
+    @property
+    def steps_left(self) -> int:
+        """Steps the job has left: a seal claiming more is rejected (``bad-job-progress``)."""
+        return self.job.steps_left
+
+    @property
+    def max_steps(self) -> int:
+        """The most steps a seal on this template may claim: the job's steps left, capped per block."""
+        return min(self.job.steps_left, self.max_steps_per_block)
 
 
 def _verify_in_worker(ctx: WorkContext | None, raw_block: bytes, backend: str) -> tuple[str | None, str | None]:
@@ -193,6 +205,7 @@ class ChainService:
         self.started = time.monotonic()
         self.blocks_imported = 0
         self.blocks_rejected = 0
+        self.submissions = SubmissionCounter()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -597,16 +610,17 @@ class ChainService:
 
     # -- mining -----------------------------------------------------------------------------------
 
-    def best_job(self, state: StateReader) -> tuple[bytes, JobRecord]:
+    def best_job(self, state: StateReader, exclude: frozenset[bytes] = frozenset()) -> tuple[bytes, JobRecord]:
         """The active job that pays best per MAC (the built-in job when none pays), skipping jobs whose
-        owner has a cancel pending: those are left to finish, so the cancel can be mined."""
+        owner has a cancel pending: those are left to finish, so the cancel can be mined; and skipping
+        ``exclude``, the jobs a miner has no draw left on under this tip (docs/protocol.md Part IV §6)."""
         cancelling = {
             tx.body.job_id for txid in self.mempool.txids()
             if (tx := self.mempool.get(txid)) is not None and isinstance(tx.body, JobCancel)
         }
         best: tuple[int, int, bytes, JobRecord] | None = None
         for job_id, job in iter_jobs(state):
-            if not job.active or job_id in cancelling:
+            if not job.active or job_id in cancelling or job_id in exclude:
                 continue
             macs = model_config(job.spec).macs_per_step()
             # compare fee_per_step / macs exactly: a/b > c/d  <=>  a*d > c*b
@@ -614,17 +628,17 @@ class ChainService:
             if best is None or key[0] * best[1] > best[0] * key[1]:
                 best = (key[0], key[1], job_id, job)
         if best is None:
-            raise PouwError("no active job to mine")
+            raise PouwError("no active job to mine" + (" outside the excluded ones" if exclude else ""))
         return best[2], best[3]
 
-    def _template(self, miner: bytes, job_id: bytes | None) -> Template:
+    def _template(self, miner: bytes, job_id: bytes | None, exclude: frozenset[bytes] = frozenset()) -> Template:
         head = self.db.head
         parent = self.db.get_header(head.hash)
         if parent is None:
             raise PouwError("head header missing")
         state = self.db.state
         if job_id is None:
-            job_id, job = self.best_job(state)
+            job_id, job = self.best_job(state, exclude)
         else:
             found = get_job(state, job_id)
             if found is None or not found.active:
@@ -642,14 +656,16 @@ class ChainService:
             target=expected_target(self.preset, ctx, self.genesis.header.target), miner=miner,
             job_id=job_id, start_state_hash=job.state_hash, txs=txs,
         )
-        template = Template(header=header, txs=txs, job=job, parent_hash=head.hash, created=time.monotonic())
+        template = Template(header=header, txs=txs, job=job, parent_hash=head.hash, created=time.monotonic(),
+                            max_steps_per_block=self.preset.pouw.max_steps_per_block)
         self._templates[template.template_id] = template
         while len(self._templates) > MAX_TEMPLATES:
             self._templates.popitem(last=False)
         return template
 
-    async def template(self, miner: bytes, job_id: bytes | None = None) -> Template:
-        return await self._call(self._template, miner, job_id)
+    async def template(self, miner: bytes, job_id: bytes | None = None,
+                       exclude: frozenset[bytes] = frozenset()) -> Template:
+        return await self._call(self._template, miner, job_id, exclude)
 
     def job_start_model(self, job_id: bytes) -> bytes:
         job = get_job(self.db.state, job_id)
@@ -673,6 +689,19 @@ class ChainService:
 
     async def submit_work(self, template_id: bytes, steps: int, final_state_hash: bytes,
                           trajectory_root: bytes, proof: bytes, work: bytes) -> BlockOutcome:
+        """Seal and import a miner's work on one of this node's templates; every answer is counted
+        (and a rejection logged) in ``self.submissions``."""
+        outcome = await self._submit_work(template_id, steps, final_state_hash, trajectory_root, proof, work)
+        if outcome.ok:
+            self.submissions.accepted()
+        elif outcome.status is BlockStatusText.STALE:
+            self.submissions.stale()
+        else:
+            self.submissions.rejected(outcome.reason, outcome.detail, outcome.height)
+        return outcome
+
+    async def _submit_work(self, template_id: bytes, steps: int, final_state_hash: bytes,
+                           trajectory_root: bytes, proof: bytes, work: bytes) -> BlockOutcome:
         try:
             block = await self._call(self._seal, template_id, steps, final_state_hash, trajectory_root, proof, work)
         except ValidationError as exc:
