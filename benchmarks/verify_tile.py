@@ -66,12 +66,13 @@ def run(preset: str, backend_name: str, runs: int, shard_steps: int, config: Mod
     claim = result.seal_claim
 
     def tile() -> object:
-        return verify_winning_tile(params, config, HEADER_SEED, target, claim.proof)
+        return verify_winning_tile(params, config, HEADER_SEED, target, claim.proof, prefix_root=claim.prefix_root)
 
     def seal() -> None:
         verify_seal(
             params, config, dataset, start, TRAJECTORY_SEED, HEADER_SEED, target, claim.steps,
             claim.final_state_hash, claim.trajectory_root, claim.proof, result.work_bytes, backend,
+            prefix_root=claim.prefix_root,
         )  # fmt: skip
 
     def plain_step() -> object:

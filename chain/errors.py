@@ -60,6 +60,11 @@ class Reason(StrEnum):
     BLOCK_TOO_LARGE = "block-too-large"
     TOO_MANY_TXS = "too-many-txs"
     BAD_VERSION = "bad-version"
+    MUTATED = "mutated-block"
+    """The body does not match the commitments of its header and seal (tx root, work hash): the
+    block hash does not fix what failed, so the verdict must never be remembered by hash."""
+    BAD_JOB_CONFIG = "bad-job-config"
+    """The header's model config (dims, batch size, lr shift) is not its job's."""
     # block store
     REORG_TOO_DEEP = "reorg-too-deep"
     # training engine (pouw/)

@@ -1,8 +1,8 @@
 """Genesis: the first state (allocations, built-in datasets and jobs) and the block that commits to it.
 
 The genesis block is the only block without work: height 0, zero parent, no transactions, an empty
-seal whose ``state_root`` commits to the genesis state. Presets (consensus/presets.py) supply a
-:class:`GenesisSpec`; this module turns it into values.
+seal whose ``state_root`` commits to the genesis state (and ``work_hash`` to the empty work).
+Presets (consensus/presets.py) supply a :class:`GenesisSpec`; this module turns it into values.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from chain import schema
 from chain.hashing import tagged_hash
 from chain.state import Account, DatasetRecord, JobRecord, JobStatus, State
 from chain.types import (
+    BLOCK_VERSION,
     ZERO_ADDRESS,
     ZERO_HASH,
     Block,
@@ -20,9 +21,10 @@ from chain.types import (
     JobSpec,
     Seal,
     tx_root,
+    work_hash_of,
 )
 
-BLOCK_VERSION = 1
+__all__ = ["BLOCK_VERSION", "BuiltinJob", "GenesisSpec", "builtin_job_id", "genesis_block", "genesis_state"]
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,10 @@ def genesis_block(spec: GenesisSpec) -> Block:
     header = Header(
         version=BLOCK_VERSION, height=0, prev_hash=ZERO_HASH, timestamp=spec.timestamp,
         tx_root=tx_root(()), target=spec.target, miner=ZERO_ADDRESS, job_id=ZERO_HASH,
-        start_state_hash=ZERO_HASH,
+        start_state_hash=ZERO_HASH, dims=(), batch_size=0, lr_shift=0,
     )
     seal = Seal(
-        steps=0, final_state_hash=ZERO_HASH, trajectory_root=ZERO_HASH,
-        state_root=genesis_state(spec).root(), proof=b"",
+        steps=0, final_state_hash=ZERO_HASH, trajectory_root=ZERO_HASH, prefix_root=ZERO_HASH,
+        state_root=genesis_state(spec).root(), work_hash=work_hash_of(b""), proof=b"",
     )
     return Block(header=header, seal=seal, txs=(), work=b"")

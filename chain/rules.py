@@ -1,7 +1,8 @@
 """The parameters the state transition needs from consensus, passed in as one immutable value.
 
-chain/ owns the state machine; consensus/ owns the numbers (fees, subsidy schedule) and the PoUW
-hooks (a job's initial model hash, job-spec limits). Passing them in keeps chain/ free of pouw/ and
+chain/ owns the state machine; consensus/ owns the numbers (fees, subsidy schedule, the reward's
+work share, the job-fee burn) and the PoUW hooks (a job's initial model hash, its MACs per step,
+job-spec limits). Passing them in keeps chain/ free of pouw/ and
 of the presets, and lets tests run the transition with simple rules.
 """
 
@@ -19,6 +20,14 @@ def _no_spec_check(spec: JobSpec) -> None:
 
 def _unknown_shape(data: bytes) -> tuple[int, int]:
     return 0, 0
+
+
+def _one_mac(spec: JobSpec) -> int:
+    return 1
+
+
+def _one_block(target: int) -> int:
+    return 1
 
 
 def _hash_seed(spec: JobSpec, seed: bytes) -> bytes:
@@ -44,6 +53,15 @@ class ChainRules:
     dataset_shape: Callable[[bytes], tuple[int, int]] = _unknown_shape
     """(features, classes) of a published dataset's bytes; raises InvalidTransaction (``BAD_DATASET``)
     for bytes that are no dataset. (0, 0) means unknown: job specs are then not checked against it."""
+    macs_per_step: Callable[[JobSpec], int] = _one_mac
+    """Multiply-accumulates one training step of a job costs (the unit of useful work)."""
+    expected_block_work: Callable[[int], int] = _one_block
+    """Expected MACs of a block at a target: the useful work that earns the full subsidy."""
+    min_subsidy_fee_per_mmac: int = 0
+    """A client job earns its miner the subsidy only if it pays at least this many base units per
+    2^20 MACs (built-in jobs always do); see docs/protocol.md §8."""
+    job_fee_burn: tuple[int, int] = (0, 1)
+    """(numerator, denominator): the share of released job pay that is burned (rounded up)."""
 
     def required_fee(self, encoded_size: int) -> int:
         return self.min_fee + self.fee_per_byte * encoded_size

@@ -3,15 +3,19 @@
 Order (normative, docs/protocol.md "State transition"):
 
 1. Block shape: at most ``rules.max_block_txs`` transactions, no duplicate txid, ``tx_root`` matches.
-2. Job progress: the header's job must exist and be active, ``start_state_hash`` must equal the job's
-   current model hash, and ``1 <= seal.steps <= steps left``. The job's record advances (steps done,
-   new model hash) and ``fee_per_step * steps`` leaves its escrow for the miner. A job whose budget is
-   spent becomes FINISHED.
+2. Job progress: the header's job must exist and be active, its model config (dims, batch size, lr
+   shift) must equal the job's spec, ``start_state_hash`` must equal the job's current model hash,
+   and ``1 <= seal.steps <= steps left``. The job's record advances (steps done, new model hash) and
+   ``fee_per_step * steps`` leaves its escrow (``job_fee_burn`` of it is burned, the rest goes to the
+   miner). A job whose budget is spent becomes FINISHED.
 3. Transactions in block order, each against the state left by the previous one: chain id, fee
    floor, signature (low-S), nonce (``== account nonce``: a smaller one is a replay, a larger a gap),
    then the kind's own rules (balance, overflow, job ownership...).
-4. The miner is credited last with ``subsidy(height) + fees + job pay`` (so it cannot spend its reward
-   inside the block that earns it).
+4. The miner is credited last with :func:`block_reward` (so it cannot spend its reward inside the
+   block that earns it): the subsidy scaled by the useful work the seal proves,
+   ``subsidy(height) * min(steps * macs_per_step, W) // W`` with ``W = expected_block_work(target)``
+   (zero for a client job paying less than ``min_subsidy_fee_per_mmac``), plus the job pay left after
+   the burn, plus the transactions' fees. The unpaid subsidy is never minted.
 5. ``apply_block`` additionally checks ``seal.state_root`` against the root of the post-state.
 
 Signature checks can be turned off by a caller that has already verified the block's signatures (the
@@ -21,6 +25,7 @@ node does them in a process pool first); nothing else can.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from chain import schema
 from chain.crypto import verify_signature
@@ -41,6 +46,7 @@ from chain.state import (
     state_root_of,
 )
 from chain.types import (
+    ZERO_ADDRESS,
     Block,
     DatasetPublish,
     Header,
@@ -157,7 +163,7 @@ def apply_tx(
         state.put_account(sender, account)
         job_id = job_id_of(tx.txid)
         # Seeded by the including header (fixed before its seal), so the client cannot pick weights.
-        init_seed = tagged_hash("pouw/job-init", job_id + header.mining_hash)
+        init_seed = tagged_hash("pouw/job-init", job_id + header.lottery_seed)
         state.put_job(
             job_id,
             JobRecord(
@@ -209,13 +215,56 @@ def _replace_job(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Reward:
+    """What a block pays its miner, and what it mints and burns (normative, docs/protocol.md §8)."""
+
+    subsidy: int
+    """The schedule's full subsidy at the block's height."""
+    subsidy_paid: int
+    """The part of it the seal's useful work earns (the rest is never minted)."""
+    job_released: int
+    """What left the job's escrow: ``min(steps * fee_per_step, escrow)``."""
+    job_burned: int
+    """The burned share of ``job_released``."""
+    fees: int
+    """The transactions' fees."""
+
+    @property
+    def total(self) -> int:
+        """What the miner is credited."""
+        return self.subsidy_paid + self.job_released - self.job_burned + self.fees
+
+    @property
+    def supply_change(self) -> int:
+        """Net change of the coin supply (balances plus escrows): minted subsidy less the burn."""
+        return self.subsidy_paid - self.job_burned
+
+
+def subsidy_share(rules: ChainRules, header: Header, job: JobRecord, steps: int) -> tuple[int, int]:
+    """(useful, expected): the block earns ``subsidy * useful // expected`` of its subsidy.
+
+    ``useful = min(steps * macs_per_step, expected)``, ``expected = expected_block_work(target)``;
+    ``useful = 0`` for a client job paying less than ``min_subsidy_fee_per_mmac`` per 2^20 MACs.
+    """
+    expected = max(1, rules.expected_block_work(header.target))
+    macs = rules.macs_per_step(job.spec)
+    eligible = job.owner == ZERO_ADDRESS or (
+        job.spec.fee_per_step << 20 >= rules.min_subsidy_fee_per_mmac * macs
+    )
+    return (min(steps * macs, expected) if eligible else 0), expected
+
+
 def apply_job_progress(state: Overlay, header: Header, seal: Seal) -> int:
-    """Advance the header's job by ``seal.steps``; returns what the miner earns from its escrow."""
+    """Advance the header's job by ``seal.steps``; returns what leaves its escrow (the job pay)."""
     job = get_job(state, header.job_id)
     if job is None:
         raise InvalidBlock(Reason.UNKNOWN_JOB, header.job_id.hex())
     if not job.active:
         raise InvalidBlock(Reason.JOB_NOT_ACTIVE, f"job status {job.status}")
+    spec = job.spec
+    if (tuple(header.dims), header.batch_size, header.lr_shift) != (tuple(spec.dims), spec.batch_size, spec.lr_shift):
+        raise InvalidBlock(Reason.BAD_JOB_CONFIG, "the header's model config is not its job's")
     if header.start_state_hash != job.state_hash:
         raise InvalidBlock(Reason.BAD_JOB_PROGRESS, "start state is not the job's current model")
     if not 1 <= seal.steps <= job.steps_left:
@@ -234,11 +283,17 @@ def apply_job_progress(state: Overlay, header: Header, seal: Seal) -> int:
     return pay
 
 
-def transition(
+def burned_share(rules: ChainRules, released: int) -> int:
+    """The burned part of released job pay: ``ceil(released * num / den)``."""
+    num, den = rules.job_fee_burn
+    return -(-released * num // den)
+
+
+def transition_with_reward(
     pre: StateReader, header: Header, seal: Seal, txs: tuple[SignedTx, ...], rules: ChainRules,
     *, check_signatures: bool = True,
-) -> StateDiff:
-    """The post-state diff of a block, without checking ``seal.state_root`` (block builders use this)."""
+) -> tuple[StateDiff, Reward]:
+    """:func:`transition`, also returning the block's :class:`Reward`."""
     if len(txs) > rules.max_block_txs:
         raise InvalidBlock(Reason.TOO_MANY_TXS, f"{len(txs)} > {rules.max_block_txs}")
     seen: set[bytes] = set()
@@ -251,19 +306,35 @@ def transition(
         raise InvalidBlock(Reason.BAD_TX_ROOT, "tx root does not match the transactions")
 
     state = Overlay(pre)
-    job_pay = apply_job_progress(state, header, seal)
+    job = get_job(pre, header.job_id)
+    released = apply_job_progress(state, header, seal)
+    if job is None:  # pragma: no cover - apply_job_progress raised
+        raise InvalidBlock(Reason.UNKNOWN_JOB, header.job_id.hex())
+    useful, expected = subsidy_share(rules, header, job, seal.steps)
+    subsidy = rules.subsidy(header.height)
     fees = 0
     for index, tx in enumerate(txs):
         try:
             fees += apply_tx(state, tx, header, rules, check_signature=check_signatures)
         except InvalidTransaction as exc:
             raise InvalidBlock(exc.reason, f"tx {index} ({tx.txid.hex()[:16]}): {exc.detail}") from exc
-    reward = rules.subsidy(header.height) + fees + job_pay
+    reward = Reward(
+        subsidy=subsidy, subsidy_paid=subsidy * useful // expected, job_released=released,
+        job_burned=burned_share(rules, released), fees=fees,
+    )
     miner = get_account(state, header.miner)
-    if miner.balance + reward > U64_MAX:
+    if miner.balance + reward.total > U64_MAX:
         raise InvalidBlock(Reason.OVERFLOW, "miner balance would exceed 2^64-1")
-    state.put_account(header.miner, Account(balance=miner.balance + reward, nonce=miner.nonce))
-    return state.diff()
+    state.put_account(header.miner, Account(balance=miner.balance + reward.total, nonce=miner.nonce))
+    return state.diff(), reward
+
+
+def transition(
+    pre: StateReader, header: Header, seal: Seal, txs: tuple[SignedTx, ...], rules: ChainRules,
+    *, check_signatures: bool = True,
+) -> StateDiff:
+    """The post-state diff of a block, without checking ``seal.state_root`` (block builders use this)."""
+    return transition_with_reward(pre, header, seal, txs, rules, check_signatures=check_signatures)[0]
 
 
 def post_state_root(pre: StateReader, diff: StateDiff) -> bytes:

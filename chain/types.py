@@ -2,8 +2,20 @@
 
 Each type is a frozen, slotted dataclass that owns its canonical bytes (``encode``/``decode``, see
 :mod:`chain.encoding`) and its hashes. The header is kept apart from the seal (py-evm's
-header-without-seal pattern): ``Header.mining_hash`` is the lottery seed σ, fixed before mining;
-everything the mining outcome decides lives in :class:`Seal`.
+header-without-seal pattern): the header is the block template, fixed before mining; everything
+the mining outcome decides lives in :class:`Seal`.
+
+Protocol v2 (docs/protocol.md Part I §6, Part IV §10):
+
+* ``Header.lottery_seed`` is σ, the lottery seed. It covers only what fixes the work: version,
+  height, parent, target, miner, job, start state and the job's model config. The timestamp and the
+  transaction root are in the header but outside σ, so re-stamping a block or changing its
+  transactions draws no new ticket.
+* ``Header.hash`` covers every header field; ``Seal.work_hash`` commits to the body's ``work``
+  bytes and ``Header.tx_root`` to its transactions, so the block hash
+  ``H("pouw/block", Header.hash || H("pouw/seal", seal))`` fixes the whole block.
+* The header carries the job's model config (``dims``, ``batch_size``, ``lr_shift``), so the
+  winning tile of any header is checkable from the header and its seal alone.
 """
 
 from __future__ import annotations
@@ -24,6 +36,9 @@ from chain.encoding import (
     wire,
 )
 from chain.hashing import address_hash, hash_bytes, merkle_root_of_hashes, tagged_hash
+
+BLOCK_VERSION = 2
+"""Version of the block format and rules described here (v1 had σ over the whole header)."""
 
 HASH32 = Bytes(32)
 ADDRESS = Bytes(20)
@@ -153,7 +168,7 @@ def job_id_of(submit_txid: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Header(Container):
-    """Everything fixed before mining. Its hash (``mining_hash``) is the lottery seed σ."""
+    """Everything fixed before mining (the block template). σ is ``lottery_seed``; see the module doc."""
 
     version: int = wire(UInt(16))
     height: int = wire(UInt(64))
@@ -164,25 +179,54 @@ class Header(Container):
     miner: bytes = wire(ADDRESS)
     job_id: bytes = wire(HASH32)
     start_state_hash: bytes = wire(HASH32)
+    dims: tuple[int, ...] = wire(ListOf(UInt(16), MAX_LAYERS + 1))
+    """The job's model widths (must equal its spec's): the shapes of every matmul a step runs."""
+    batch_size: int = wire(UInt(16))
+    lr_shift: int = wire(UInt(8))
 
     @property
-    def mining_hash(self) -> bytes:
+    def lottery_seed(self) -> bytes:
+        """σ = H("pouw/sigma", pack([version, height, prev_hash, target, miner, job_id,
+        start_state_hash, dims, batch_size, lr_shift])): the timestamp and tx root are left out."""
+        return tagged_hash(
+            "pouw/sigma",
+            pack([
+                self.version, self.height, self.prev_hash, self.target.to_bytes(32, "big"), self.miner,
+                self.job_id, self.start_state_hash, list(self.dims), self.batch_size, self.lr_shift,
+            ]),
+        )
+
+    @property
+    def hash(self) -> bytes:
+        """Hash of every header field (the template id; half of the block hash)."""
         return tagged_hash("pouw/header", self.encode())
+
+
+def work_hash_of(work: bytes) -> bytes:
+    """The commitment a seal makes to its block's ``work`` bytes."""
+    return tagged_hash("pouw/work", work)
 
 
 @dataclass(frozen=True, slots=True)
 class Seal(Container):
-    """What mining decided: the job progress, its commitments, the post-state root and the work proof."""
+    """What mining decided: the job progress, its commitments, the post-state root and the work proof.
+
+    ``prefix_root`` is the running trajectory root the winning step was drawn under: the Merkle
+    root of every checkpoint leaf but the last (see :mod:`pouw.proof`). ``work_hash`` commits to the
+    block's ``work`` bytes.
+    """
 
     steps: int = wire(UInt(32))
     final_state_hash: bytes = wire(HASH32)
     trajectory_root: bytes = wire(HASH32)
+    prefix_root: bytes = wire(HASH32)
     state_root: bytes = wire(HASH32)
+    work_hash: bytes = wire(HASH32)
     proof: bytes = wire(Bytes(max_len=MAX_PROOF_BYTES))
 
 
 def block_hash_of(header: Header, seal: Seal) -> bytes:
-    return tagged_hash("pouw/block", header.mining_hash + tagged_hash("pouw/seal", seal.encode()))
+    return tagged_hash("pouw/block", header.hash + tagged_hash("pouw/seal", seal.encode()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,9 @@ The result is clamped to ``[1, max_target]``. A larger target is easier.
 Because the target depends only on the parent's height and timestamp against a fixed schedule,
 timestamp games cannot compound (no time warp): a block stamped ``d`` seconds early or late moves
 its child's target by exactly ``2**(d/H)``, and timestamps are bounded by the median-time-past rule
-below and by the local clock (+2 h) at acceptance.
+below and by the local clock (plus the preset's ``max_future_seconds``, v2: 15 s on devnet) at
+acceptance. v2 also clamps each block's target to within a factor 2^s of its parent's
+(:func:`clamp_target`, s = ``max_target_shift``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ RADIX_BITS = 16
 RADIX = 1 << RADIX_BITS
 MEDIAN_TIME_SPAN = 11
 MAX_FUTURE_SECONDS = 2 * 60 * 60
+"""The largest future-time limit of any preset (mainnet's); presets state their own."""
 
 
 def asert_target(
@@ -48,6 +51,13 @@ def asert_target(
     target = target << shifts if shifts >= 0 else target >> -shifts
     target >>= RADIX_BITS
     return max(1, min(target, max_target))
+
+
+def clamp_target(target: int, parent_target: int, shift: int, max_target: int = MAX_TARGET) -> int:
+    """``target`` bounded to ``[parent_target >> shift, parent_target << shift]`` (and ``[1, max]``)."""
+    low = max(1, parent_target >> shift)
+    high = min(max_target, parent_target << shift)
+    return max(low, min(target, high))
 
 
 def block_work(target: int) -> int:

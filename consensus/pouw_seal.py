@@ -1,10 +1,12 @@
 """The proof-of-useful-work seal check: the glue between chain values and :mod:`pouw.verify`.
 
-Given a block and the state before it, this module finds the job the header names, its model
-config, its dataset (built in, or published on chain) and its start model, derives the trajectory
-seed τ, and asks :func:`pouw.verify.verify_seal` to check the winning tile and replay the sampled
-segments. The heavy part is a plain function over picklable values (:func:`verify_work`) so the node
-can run it in a process pool, off its event loop.
+The winning tile (stage 4) is checked from the header and seal alone: the header carries the
+job's model config and the seal the running root its winning step was drawn under. For the
+replay (stage 5) this module finds the job the header names, its dataset (built in, or published
+on chain) and its start model, derives the trajectory seed τ, and asks
+:func:`pouw.verify.verify_seal` to check the tile again and replay the sampled segments. The heavy
+part is a plain function over picklable values (:func:`verify_work`) so the node can run it in a
+process pool, off its event loop.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chain.errors import InvalidBlock, Reason
+from chain.errors import InvalidBlock, Reason, ValidationError
 from chain.state import JobRecord, StateReader, get_job
 from chain.types import Block, Header, Seal
-from consensus.presets import Preset, get_preset, model_config
+from consensus.presets import Preset, get_preset, header_config, model_config
 from consensus.seal import trajectory_seed
 from pouw.backends import get_backend
 from pouw.datasets import Dataset, digits
@@ -69,15 +71,8 @@ class PouwSealVerifier:
         self.backend = backend
 
     def check_tile(self, header: Header, seal: Seal, pre: StateReader | None = None) -> None:
-        """Stage 4. Needs the job's model shape: taken from ``pre`` (the head state when the node
-        checks a new block early). A job unknown there is checked in full at connect time."""
-        job = get_job(pre, header.job_id) if pre is not None else None
-        if job is None:
-            return
-        try:
-            verify_winning_tile(self.preset.pouw, model_config(job.spec), header.mining_hash, header.target, seal.proof)
-        except SealError as exc:
-            raise _seal_error(exc) from exc
+        """Stage 4: needs nothing but the header and seal (``pre`` is accepted and ignored)."""
+        check_tile(self.preset, header, seal)
 
     def start_state(self, job_id: bytes, job: JobRecord) -> bytes:
         """The encoded model a job's next shard starts from."""
@@ -108,6 +103,23 @@ class PouwSealVerifier:
         verify_work(self.work_context(pre, block), block, self.backend)
 
 
+def check_tile(preset: Preset, header: Header, seal: Seal) -> None:
+    """Stage 4, a pure function of the header and seal: the header's model config within the
+    preset's caps, and the seal's winning tile beating the header's target under σ and the seal's
+    ``prefix_root``. Raises InvalidBlock (``BAD_SEAL``)."""
+    try:
+        config = header_config(header)
+        preset.pouw.check_model(config)
+    except ValidationError as exc:
+        raise InvalidBlock(Reason.BAD_SEAL, f"config: {exc.detail}") from exc
+    try:
+        verify_winning_tile(
+            preset.pouw, config, header.lottery_seed, header.target, seal.proof, prefix_root=seal.prefix_root
+        )
+    except SealError as exc:
+        raise _seal_error(exc) from exc
+
+
 def verify_work(ctx: WorkContext, block: Block, backend: str = "cpu") -> None:
     """Stage 5's replay: the full seal check of ``block`` in context ``ctx``. Raises InvalidBlock."""
     preset = get_preset(ctx.preset)
@@ -122,9 +134,9 @@ def verify_work(ctx: WorkContext, block: Block, backend: str = "cpu") -> None:
     try:
         start = ModelState.decode(ctx.start_state, config)
         verify_seal(
-            preset.pouw, config, dataset, start, ctx.trajectory_seed, header.mining_hash, header.target,
+            preset.pouw, config, dataset, start, ctx.trajectory_seed, header.lottery_seed, header.target,
             seal.steps, seal.final_state_hash, seal.trajectory_root, seal.proof, block.work,
-            get_backend(backend),
+            get_backend(backend), prefix_root=seal.prefix_root,
         )
     except SealError as exc:
         raise _seal_error(exc) from exc

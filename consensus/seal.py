@@ -35,5 +35,6 @@ class NoProofSealVerifier:
 
 def trajectory_seed(job_id: bytes, start_state_hash: bytes, miner: bytes) -> bytes:
     """τ: picks the batches of a miner's trajectory; independent of the block template, so a miner
-    keeps its training progress when it refreshes its template."""
+    keeps its training progress when it refreshes its template. It includes the miner, so a new
+    miner address (a new σ) means a new trajectory: re-rolling σ that way costs real training."""
     return tagged_hash("pouw/trajectory", job_id + start_state_hash + miner)

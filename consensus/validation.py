@@ -2,11 +2,14 @@
 
 1. size and encoding                      :func:`decode_block`
 2. known parent, not already invalid      (the node, against its ChainDB)
-3. header: version, height, timestamp (> median of the last 11, <= local clock + 2 h; a block from
-   the future is *held*, not punished), target == ASERT value            :func:`check_header`
-4. winning tile                           ``SealVerifier.check_tile``
-5. tx root, signatures (process pool), state transition, post-state root, trajectory replay
-                                          :func:`connect_block`
+   body commitments (tx root, work hash): a body that does not match its header and seal is
+   MUTATED, dropped and never remembered as invalid      :func:`check_body_commitments`
+3. header: version, height, timestamp (> median of the last 11, <= local clock + the preset's
+   ``max_future_seconds``; a block from the future is *held*, not punished), target == the ASERT
+   value clamped to a factor 2^max_target_shift of the parent's       :func:`check_header`
+4. winning tile, from the header and seal alone           ``SealVerifier.check_tile``
+5. signatures (process pool), state transition (the header's model config == its job's),
+   post-state root, trajectory replay       :func:`connect_block`
 
 Each stage raises :class:`chain.errors.InvalidBlock` (or a subclass) with the rule's reason. Stage 3
 needs the parent's ancestry, given as a :class:`HeaderContext`; stage 5 runs inside the ChainDB's
@@ -20,17 +23,16 @@ from dataclasses import dataclass
 
 from chain.encoding import MAX_MESSAGE_BYTES
 from chain.errors import InvalidBlock, InvalidEncoding, Reason
-from chain.genesis import BLOCK_VERSION
 from chain.state import StateDiff, StateReader
 from chain.transition import apply_block
-from chain.types import Block, Header, tx_root
-from consensus.difficulty import MAX_FUTURE_SECONDS, asert_target
+from chain.types import BLOCK_VERSION, Block, Header, tx_root, work_hash_of
+from consensus.difficulty import asert_target, clamp_target
 from consensus.presets import Preset
 from consensus.seal import SealVerifier
 
 
 class FutureBlock(InvalidBlock):
-    """A block stamped more than 2 h ahead of the local clock: held and retried, not punished."""
+    """A block stamped past the local clock's future limit: held and retried, not punished."""
 
 
 @dataclass(frozen=True)
@@ -53,16 +55,31 @@ def decode_block(raw: bytes, preset: Preset) -> Block:
         raise InvalidBlock(exc.reason, f"block encoding: {exc.detail}") from exc
 
 
+def check_body_commitments(block: Block) -> None:
+    """Raise ``InvalidBlock(MUTATED)`` unless the body is the one the block hash commits to: the
+    transactions' root equals ``header.tx_root`` and the work bytes hash to ``seal.work_hash``.
+
+    Pure and cheap. The node calls it before anything that could mark the block invalid: a block
+    failing here is a corrupted copy of a block whose hash may be valid, so the verdict is dropped,
+    never remembered by hash (Bitcoin's "mutated" rule)."""
+    if tx_root(block.txs) != block.header.tx_root:
+        raise InvalidBlock(Reason.MUTATED, "transactions do not match the header's tx root")
+    if work_hash_of(block.work) != block.seal.work_hash:
+        raise InvalidBlock(Reason.MUTATED, "work bytes do not match the seal's work hash")
+
+
 def expected_target(preset: Preset, ctx: HeaderContext, genesis_target: int) -> int:
-    """Block 1 keeps the genesis target; later blocks follow ASERT anchored at block 1."""
+    """Block 1 keeps the genesis target; later blocks follow ASERT anchored at block 1, each clamped
+    to within a factor ``2^max_target_shift`` of its parent's target."""
     if ctx.anchor is None:
         return genesis_target
-    return asert_target(
+    target = asert_target(
         anchor_target=ctx.anchor.target, anchor_height=ctx.anchor.height,
         anchor_timestamp=ctx.anchor.timestamp, parent_height=ctx.parent.height,
         parent_timestamp=ctx.parent.timestamp, block_time=preset.block_time,
         half_life=preset.half_life,
     )
+    return clamp_target(target, ctx.parent.target, preset.max_target_shift)
 
 
 def check_header(preset: Preset, header: Header, ctx: HeaderContext, genesis_target: int, now: int) -> None:
@@ -76,19 +93,21 @@ def check_header(preset: Preset, header: Header, ctx: HeaderContext, genesis_tar
         raise InvalidBlock(
             Reason.BAD_TIMESTAMP, f"timestamp {header.timestamp} <= median time past {ctx.median_time_past}"
         )
-    if header.timestamp > now + MAX_FUTURE_SECONDS:
-        raise FutureBlock(Reason.FUTURE_TIMESTAMP, f"timestamp {header.timestamp} is > 2 h ahead of {now}")
+    if header.timestamp > now + preset.max_future_seconds:
+        raise FutureBlock(
+            Reason.FUTURE_TIMESTAMP,
+            f"timestamp {header.timestamp} is > {preset.max_future_seconds} s ahead of {now}",
+        )
     want = expected_target(preset, ctx, genesis_target)
     if header.target != want:
         raise InvalidBlock(Reason.BAD_TARGET, f"target {header.target:#x} != {want:#x}")
 
 
 def connect_block(preset: Preset, verifier: SealVerifier, pre: StateReader, block: Block) -> StateDiff:
-    """Stage 5, everything that needs the pre-state, in order: tx root, signatures and the state
-    transition (with the post-state root), then the trajectory replay. (The node runs the signature
-    and replay parts in a process pool; see node/chain_service.py.)"""
-    if tx_root(block.txs) != block.header.tx_root:
-        raise InvalidBlock(Reason.BAD_TX_ROOT, "tx root does not match the transactions")
+    """Stage 5, everything that needs the pre-state, in order: body commitments (again: MUTATED),
+    signatures and the state transition (with the post-state root), then the trajectory replay.
+    (The node runs the signature and replay parts in a process pool.)"""
+    check_body_commitments(block)
     diff = apply_block(pre, block, preset.chain_rules)
     verifier.check_work(pre, block)
     return diff

@@ -2,9 +2,12 @@
 
 A :class:`Miner` holds one shard's training progress: the job's start state, the trajectory seed
 τ, the current weights (on the backend's device) and the checkpoints taken every k steps. Each
-:meth:`Miner.mine` call runs steps under one lottery seed σ (one block template). A later call
+:meth:`Miner.mine` call runs steps under one lottery seed σ (``Header.lottery_seed``). A later call
 with a new σ continues the same trajectory, with the same states and checkpoints as an
 uninterrupted run; only the tickets change, and tickets of steps run under an older σ are spent.
+
+Each step j draws under its own step seed σ_j = H(σ, j, R) (:func:`pouw.proof.step_seed`), R the
+running root of the checkpoint leaves committed so far: the trajectory is fixed before each draw.
 
 A win ends the shard at the winning step: the result claims the steps up to and including it, the
 trajectory root over the checkpoints, and the evidence (:class:`~pouw.proof.WorkData`) for the
@@ -24,7 +27,15 @@ from pouw.datasets import Dataset
 from pouw.engine import Trainer
 from pouw.model import ModelConfig, ModelState
 from pouw.params import PouwParams
-from pouw.proof import SealClaim, TileProof, WorkData, replay_plan, trajectory_root
+from pouw.proof import (
+    SealClaim,
+    TileProof,
+    WorkData,
+    prefix_root,
+    replay_plan,
+    step_seed,
+    trajectory_root,
+)
 from pouw.transcript import NoisyTranscriptProduct
 
 
@@ -50,6 +61,7 @@ class MineResult:
     ticket: bytes
     steps: int
     trajectory_root: bytes
+    prefix_root: bytes
     final_state: ModelState
     work: WorkData
 
@@ -59,6 +71,7 @@ class MineResult:
             steps=self.steps,
             final_state_hash=self.final_state.hash(),
             trajectory_root=self.trajectory_root,
+            prefix_root=self.prefix_root,
             proof=self.proof.encode(),
         )
 
@@ -90,6 +103,7 @@ class Miner:
         # encoded states and hashes at positions 0, k, 2k, ... (steps since the start)
         self._checkpoints = [start_state.encode()]
         self._checkpoint_hashes = [start_state.hash()]
+        self._running_root = trajectory_root(self._checkpoint_hashes)
         self.steps = 0
         self.macs = 0
         self.tiles = 0
@@ -108,6 +122,10 @@ class Miner:
         """The model after the steps run so far."""
         return self._trainer.state()
 
+    def draw_root(self) -> bytes:
+        """R: the running root of the leaves committed so far, which the next step draws under."""
+        return self._running_root
+
     def mine(
         self,
         header_seed: bytes,
@@ -115,7 +133,8 @@ class Miner:
         max_steps: int,
         progress: ProgressCallback | None = None,
     ) -> MineResult | None:
-        """Run up to ``max_steps`` steps under lottery seed σ = ``header_seed``.
+        """Run up to ``max_steps`` steps under lottery seed σ = ``header_seed`` (each step j under
+        its step seed σ_j, see the module doc).
 
         Returns the result of the first winning step, or None when the budget (this call's, or
         the block's ``max_steps_per_block``) runs out or ``progress`` asks to stop.
@@ -126,7 +145,9 @@ class Miner:
         interval = self.params.checkpoint_interval
         budget = min(max_steps, self.params.max_steps_per_block - self.steps)
         for _ in range(budget):
-            product = NoisyTranscriptProduct(self.params, header_seed, self._trainer.step_index, target, self.backend)
+            step = self._trainer.step_index
+            seed = step_seed(header_seed, step, self.draw_root())
+            product = NoisyTranscriptProduct(self.params, seed, step, target, self.backend)
             self._step_product = product
             try:
                 self._trainer.step()
@@ -141,6 +162,7 @@ class Miner:
                 state = self._trainer.state()
                 self._checkpoints.append(state.encode())
                 self._checkpoint_hashes.append(state.hash())
+                self._running_root = trajectory_root(self._checkpoint_hashes)
             if product.winner is not None and product.winning_ticket is not None:
                 return self._result(product.winner, product.winning_ticket)
             if progress is not None and progress(MiningProgress(self.steps, self.macs, self.tiles, best)):
@@ -163,6 +185,7 @@ class Miner:
             ticket=ticket,
             steps=steps,
             trajectory_root=trajectory_root(leaves),
+            prefix_root=prefix_root(leaves),
             final_state=final,
             work=work,
         )

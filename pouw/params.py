@@ -24,6 +24,7 @@ NOISE_BOUND = 64
 # Every model dimension and batch size is a multiple of this (the engine's contract).
 DIM_QUANTUM = 64
 HASH_SIZE = 32
+MAX_LAYERS = 8  # chain.types.MAX_LAYERS: a spec has at most this many layers
 
 
 def _power_of_two(x: int) -> bool:
@@ -45,6 +46,7 @@ class PouwParams:
     max_model_params: int  # cap on ModelConfig.param_count()
     max_width: int  # cap on every layer width and on the batch size
     max_steps_per_block: int  # cap on the steps one seal may claim
+    max_replay_macs: int = 1 << 62  # cap on a validator's replay: replayed_segments · k · macs_per_step
 
     def validate(self) -> None:
         """Raise ``ValidationError(BAD_JOB_SPEC)`` unless the parameters are self-consistent."""
@@ -80,12 +82,30 @@ class PouwParams:
         widest = max(*config.dims, config.batch_size)
         if widest > self.max_width:
             raise ValidationError(Reason.BAD_JOB_SPEC, f"width {widest} > {self.max_width}")
+        replay = self.max_replay_steps() * config.macs_per_step()
+        if replay > self.max_replay_macs:
+            raise ValidationError(
+                Reason.BAD_JOB_SPEC, f"worst-case replay of {replay} MACs > {self.max_replay_macs}"
+            )
+
+    def max_replay_steps(self) -> int:
+        """Most steps a validator replays for one seal: ``replayed_segments() · k``."""
+        return self.replayed_segments() * self.checkpoint_interval
 
     def max_proof_bytes(self) -> int:
         """Upper bound on an encoded winning-tile proof: the tile's operand rows and columns at the
         widest inner dimension, two Merkle paths, and the small fields."""
         depth = max(self.max_width.bit_length(), 1)
         return (self.tile_m + self.tile_n) * self.max_width + 2 * depth * (HASH_SIZE + 2) + 256
+
+    def max_state_bytes(self) -> int:
+        """Upper bound on an encoded model state within the caps (4 bytes a parameter)."""
+        return 64 + 16 * (MAX_LAYERS + 1) + 4 * self.max_model_params
+
+    def max_work_bytes_bound(self) -> int:
+        """Upper bound on a block's ``work`` bytes within the caps (see ``pouw.verify.max_work_bytes``)."""
+        leaves = self.max_segments() + 1
+        return (self.replayed_segments() + 1) * (self.max_state_bytes() + 8) + leaves * (HASH_SIZE + 2) + 64
 
     def max_segments(self) -> int:
         return -(-self.max_steps_per_block // self.checkpoint_interval)
@@ -95,6 +115,12 @@ class PouwParams:
         return self.sampled_segments + 3
 
 
+# Caps (v2, docs/protocol.md §11): the largest job they allow must (a) give a seal that fits half a
+# block (``max_work_bytes_bound() + max_proof_bytes() <= max_block_bytes // 2``: the carried states
+# are 4 bytes a parameter, q + 4 of them at most), and (b) replay within the preset's verification
+# budget on one core of the reference machine (a 2-core AVX2 CPU, CPU backend): max_replay_macs is
+# the budget times a conservative 2 GMAC/s (measured 1.9 GMAC/s for the smallest models, which are
+# per-step-overhead bound, 7-21 GMAC/s for larger ones).
 DEVNET = PouwParams(
     name="devnet",
     rank=64,
@@ -104,9 +130,10 @@ DEVNET = PouwParams(
     checkpoint_interval=16,
     sampled_segments=2,
     reference_work=64 * 64 * 64,
-    max_model_params=1 << 18,
+    max_model_params=1 << 17,
     max_width=512,
     max_steps_per_block=4096,
+    max_replay_macs=1 << 30,
 )
 
 TESTNET = PouwParams(
@@ -118,9 +145,10 @@ TESTNET = PouwParams(
     checkpoint_interval=64,
     sampled_segments=8,
     reference_work=1 << 24,
-    max_model_params=1 << 24,
-    max_width=4096,
+    max_model_params=1 << 17,
+    max_width=1024,
     max_steps_per_block=1 << 16,
+    max_replay_macs=1 << 34,
 )
 
 MAINNET = PouwParams(
@@ -129,12 +157,13 @@ MAINNET = PouwParams(
     chunk=256,
     tile_m=64,
     tile_n=64,
-    checkpoint_interval=128,
+    checkpoint_interval=32,
     sampled_segments=16,
     reference_work=1 << 30,
-    max_model_params=1 << 26,
-    max_width=8192,
+    max_model_params=1 << 17,
+    max_width=1024,
     max_steps_per_block=1 << 18,
+    max_replay_macs=1 << 36,
 )
 
 PRESETS: dict[str, PouwParams] = {p.name: p for p in (DEVNET, TESTNET, MAINNET)}
@@ -145,3 +174,9 @@ def target_for_work(params: PouwParams, expected_macs: int) -> int:
     if expected_macs < 1:
         raise ValueError("expected work must be positive")
     return max(1, (params.reference_work << 256) // expected_macs)
+
+
+def expected_block_macs(params: PouwParams, target: int) -> int:
+    """MACs a block takes on average at ``target`` (each MAC wins with odds
+    ``target / (reference_work · 2^256)``): the inverse of :func:`target_for_work`."""
+    return (params.reference_work << 256) // max(target, 1)

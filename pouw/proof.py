@@ -14,6 +14,14 @@ trajectory root is ``merkle_root`` over their ``ModelState.hash()`` values in th
 runs from position s·k to min((s+1)·k, N); there are ceil(N/k) segments. A validator replays the
 first and last segment, the one holding the winning step, and q more drawn by
 ``Prng("pouw/replay", ticket).sample_without_replacement`` over the remaining segments in order.
+
+Trajectory before the draw (v2, normative): the step at offset i (absolute step j = S_0.step + i)
+of a shard mined under lottery seed σ draws its tickets under the step seed
+``σ_j = H("pouw/step-seed", pack([σ, j, R_i]))`` (:func:`step_seed`), where the running root
+``R_i = merkle_root`` over the leaves at positions 0, k, ..., ⌊i/k⌋·k (:func:`running_root`): every
+leaf up to the start of the step's own segment. The winning step is the shard's last, so its
+ticket, and the replay plan drawn from that ticket, depend on every leaf but the final one; the
+seal carries that root as ``prefix_root`` so the tile is checkable from the header and seal alone.
 """
 
 from __future__ import annotations
@@ -21,8 +29,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chain.encoding import Bytes, Container, ListOf, UInt, wire
-from chain.hashing import HASH_SIZE, merkle_root
+from chain.encoding import Bytes, Container, ListOf, UInt, pack, wire
+from chain.hashing import HASH_SIZE, merkle_root, tagged_hash
 from pouw.prng import Prng
 
 # Static encoding caps; the preset's tighter caps are checked by the verifier.
@@ -79,6 +87,7 @@ class SealClaim:
     steps: int
     final_state_hash: bytes
     trajectory_root: bytes
+    prefix_root: bytes
     proof: bytes
 
 
@@ -94,6 +103,25 @@ def checkpoint_positions(steps: int, interval: int) -> list[int]:
 def trajectory_root(state_hashes: Sequence[bytes]) -> bytes:
     """Root of the trajectory tree over the checkpoint state hashes, in position order."""
     return merkle_root(list(state_hashes))
+
+
+def running_root(state_hashes: Sequence[bytes], offset: int, interval: int) -> bytes:
+    """R_i: the root over the leaves committed before the step at ``offset`` (positions 0, k, ...,
+    ⌊offset/k⌋·k); ``state_hashes`` holds at least those leaves, in position order."""
+    count = offset // interval + 1
+    if len(state_hashes) < count:
+        raise ValueError(f"{len(state_hashes)} leaves, the step at offset {offset} needs {count}")
+    return trajectory_root(state_hashes[:count])
+
+
+def prefix_root(leaves: Sequence[bytes]) -> bytes:
+    """The running root of a shard's winning (last) step: the root over every leaf but the final one."""
+    return trajectory_root(leaves[:-1])
+
+
+def step_seed(sigma: bytes, step: int, root: bytes) -> bytes:
+    """σ_j, the seed the tickets of absolute step ``step`` are drawn under (see the module doc)."""
+    return tagged_hash("pouw/step-seed", pack([sigma, step, root]))
 
 
 def segment_of(offset: int, interval: int) -> int:

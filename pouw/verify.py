@@ -3,13 +3,16 @@
 :func:`verify_seal` runs the checks cheapest first and raises :class:`~pouw.errors.SealError`
 naming the first that fails (order of :class:`~pouw.errors.SealCheck`):
 
-1. sizes and canonical decoding of the proof; the job's model within the preset's caps; steps in
+1. sizes and canonical decoding of the proof; the job's model within the preset's caps (the replay
+   bounded in MACs: ``replayed_segments · k · macs_per_step <= max_replay_macs``); steps in
    1..max_steps_per_block and the winning step being the shard's last;
 2. the tile (:func:`verify_winning_tile`): indices and shape against the job's matmul list,
-   payload bounds, Merkle openings of the rows and columns against HA and HB, the noise
-   regenerated from σ_m, the tile transcript and ticket recomputed, and the win rule;
-3. the trajectory: checkpoint hashes (count, root, start state), the final state against the
-   claimed hash, the sampled checkpoint states against their leaves;
+   payload bounds, Merkle openings of the rows and columns against HA and HB, the step seed
+   σ_j = H(σ, j, prefix_root), the noise regenerated from σ_m, the tile transcript and ticket
+   recomputed, and the win rule;
+3. the trajectory: checkpoint hashes (count, root, start state, and ``prefix_root`` equal to the
+   root over every leaf but the last: the leaves the winning draw was made under), the final state
+   against the claimed hash, the sampled checkpoint states against their leaves;
 4. replay, bit-exact, of the first segment, the last one (which holds the winning step, whose
    real operands must commit to HA and HB: this binds the ticket to the training), then the q
    sampled segments.
@@ -17,6 +20,7 @@ naming the first that fails (order of :class:`~pouw.errors.SealCheck`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +42,10 @@ from pouw.proof import (
     replay_plan,
     segment_count,
     segment_of,
+    step_seed,
+)
+from pouw.proof import (
+    prefix_root as root_of_prefix,
 )
 from pouw.proof import (
     trajectory_root as root_of_trajectory,
@@ -69,10 +77,25 @@ def _opens(root: bytes, rows: npt.NDArray[np.int8], block_index: int, blocks: in
 
 
 def verify_winning_tile(
-    params: PouwParams, config: ModelConfig, header_seed: bytes, target: int, proof: bytes
+    params: PouwParams, config: ModelConfig, header_seed: bytes, target: int, proof: bytes,
+    *, prefix_root: bytes,
 ) -> WinningTile:
-    """The cheap part of seal verification: decode the proof, open it, recompute its ticket and
-    check that it wins. Costs one tile of the noisy product, whatever the job's size."""
+    """The cheap part of seal verification: decode the proof, open it, recompute its ticket under
+    the step seed σ_j = H(σ = ``header_seed``, j, ``prefix_root``) and check that it wins. Costs one
+    tile of the noisy product, whatever the job's size; needs nothing but the header and seal."""
+    return _verify_tile(params, config, lambda step: step_seed(header_seed, step, prefix_root), target, proof)
+
+
+def verify_tile_under_seed(
+    params: PouwParams, config: ModelConfig, seed: bytes, target: int, proof: bytes
+) -> WinningTile:
+    """:func:`verify_winning_tile` with the step seed σ_j given directly (transcript-level vectors)."""
+    return _verify_tile(params, config, lambda step: seed, target, proof)
+
+
+def _verify_tile(
+    params: PouwParams, config: ModelConfig, seed_of: Callable[[int], bytes], target: int, proof: bytes
+) -> WinningTile:
     if len(proof) > params.max_proof_bytes():
         raise SealError(SealCheck.SIZE, f"proof of {len(proof)} bytes > {params.max_proof_bytes()}")
     try:
@@ -100,7 +123,8 @@ def verify_winning_tile(
     if not _opens(tile.hb, b_cols, tile_col, tile.n // bn, tile.b_path):
         raise SealError(SealCheck.MERKLE_B, "columns do not open HB")
     shape = (tile.m, tile.k, tile.n)
-    sigma_m = matmul_seed(header_seed, tile.step, tile.matmul_index, shape, tile.ha, tile.hb)
+    seed = seed_of(tile.step)
+    sigma_m = matmul_seed(seed, tile.step, tile.matmul_index, shape, tile.ha, tile.hb)
     ticket = tile_ticket(sigma_m, tile.tile_index, tile_digest(params, sigma_m, shape, tile.tile_index, a_rows, b_cols))
     if not ticket_wins(ticket, target, bm * bn * k, params.reference_work):
         raise SealError(SealCheck.TARGET, "the tile's ticket does not meet the target")
@@ -173,6 +197,8 @@ def verify_seal(
     proof: bytes,
     work: bytes,
     backend: Backend,
+    *,
+    prefix_root: bytes,
 ) -> None:
     """Accept the seal or raise :class:`SealError` naming the first failed check."""
     try:
@@ -183,7 +209,7 @@ def verify_seal(
         raise SealError(SealCheck.STEPS, f"{steps} steps not in 1..{params.max_steps_per_block}")
     if len(work) > max_work_bytes(params, config, steps):
         raise SealError(SealCheck.SIZE, f"work of {len(work)} bytes")
-    tile = verify_winning_tile(params, config, header_seed, target, proof)
+    tile = verify_winning_tile(params, config, header_seed, target, proof, prefix_root=prefix_root)
     last_step = start_state.step + steps - 1
     if tile.proof.step != last_step:
         raise SealError(SealCheck.STEPS, f"winning step {tile.proof.step} is not the last step {last_step}")
@@ -192,6 +218,8 @@ def verify_seal(
     except InvalidEncoding as exc:
         raise SealError(SealCheck.DECODE, f"work: {exc}") from exc
     leaves = _check_trajectory(params, start_state, steps, trajectory_root, evidence)
+    if root_of_prefix(leaves) != prefix_root:
+        raise SealError(SealCheck.TRAJECTORY, "the winning step was not drawn under the committed leaves")
     final = _decode_state(evidence.final_state, config, SealCheck.DECODE, "final state")
     if final.step != start_state.step + steps or final.hash() != final_state_hash or final_state_hash != leaves[-1]:
         raise SealError(SealCheck.FINAL_STATE, "final state does not match its hash and step")

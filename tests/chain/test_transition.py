@@ -29,14 +29,21 @@ MINER = KEYS[7]
 SUBSIDY = 50 * COIN
 
 
+def bare_seal(steps: int) -> Seal:
+    return Seal(
+        steps=steps, final_state_hash=bytes(32), trajectory_root=bytes(32), prefix_root=bytes(32),
+        state_root=bytes(32), work_hash=bytes(32), proof=b"",
+    )
+
+
 def rejects(txs: list[SignedTx], reason: Reason) -> None:
     parent, state = genesis()
     header = make_header(
         parent=parent.header, parent_hash=parent.hash, timestamp=parent.header.timestamp + 5,
         target=parent.header.target, miner=MINER.address, job_id=BUILTIN.job_id,
-        start_state_hash=BUILTIN.initial_model_hash, txs=tuple(txs),
+        start_state_hash=BUILTIN.initial_model_hash, txs=tuple(txs), spec=BUILTIN.spec,
     )
-    seal = Seal(steps=1, final_state_hash=bytes(32), trajectory_root=bytes(32), state_root=bytes(32), proof=b"")
+    seal = bare_seal(1)
     with pytest.raises(InvalidBlock) as err:
         transition(state, header, seal, tuple(txs), RULES)
     assert err.value.reason is reason, err.value
@@ -94,9 +101,9 @@ def test_recipient_overflow_rejected() -> None:
     header = make_header(
         parent=parent.header, parent_hash=parent.hash, timestamp=parent.header.timestamp + 5,
         target=parent.header.target, miner=MINER.address, job_id=BUILTIN.job_id,
-        start_state_hash=BUILTIN.initial_model_hash, txs=(tx,),
+        start_state_hash=BUILTIN.initial_model_hash, txs=(tx,), spec=BUILTIN.spec,
     )
-    seal = Seal(steps=1, final_state_hash=bytes(32), trajectory_root=bytes(32), state_root=bytes(32), proof=b"")
+    seal = bare_seal(1)
     with pytest.raises(InvalidBlock) as err:
         transition(state, header, seal, (tx,), RULES)
     assert err.value.reason is Reason.OVERFLOW
@@ -138,9 +145,9 @@ def progress_reason(state: State, parent: Block, job_id: bytes, steps: int, txs:
     header = make_header(
         parent=parent.header, parent_hash=parent.hash, timestamp=parent.header.timestamp + 5,
         target=parent.header.target, miner=MINER.address, job_id=job_id,
-        start_state_hash=job.state_hash, txs=txs,
+        start_state_hash=job.state_hash, txs=txs, spec=job.spec,
     )
-    seal = Seal(steps=steps, final_state_hash=bytes(32), trajectory_root=bytes(32), state_root=bytes(32), proof=b"")
+    seal = bare_seal(steps)
     with pytest.raises(InvalidBlock) as err:
         transition(state, header, seal, txs, RULES)
     return err.value.reason

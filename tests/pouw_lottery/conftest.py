@@ -53,6 +53,7 @@ class Mined:
             "proof": claim.proof,
             "work": self.result.work_bytes,
             "backend": self.backend,
+            "prefix_root": claim.prefix_root,
         }
 
 

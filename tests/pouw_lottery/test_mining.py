@@ -12,6 +12,7 @@ from pouw.engine import step_matmul_count, train
 from pouw.errors import SealCheck, SealError
 from pouw.mining import Miner, MiningProgress
 from pouw.model import ModelState, make_state
+from pouw.params import target_for_work
 from pouw.proof import WorkData, checkpoint_positions, replay_plan, trajectory_root
 from pouw.verify import verify_seal, verify_winning_tile
 from tests.pouw_lottery.conftest import (
@@ -27,7 +28,8 @@ from tests.pouw_lottery.conftest import (
 
 def test_an_honest_seal_verifies(mined: Mined) -> None:
     verify_seal(**mined.verify_args())  # type: ignore[arg-type]
-    tile = verify_winning_tile(PARAMS, CONFIG, HEADER_SEED, TARGET, mined.result.seal_claim.proof)
+    claim = mined.result.seal_claim
+    tile = verify_winning_tile(PARAMS, CONFIG, HEADER_SEED, TARGET, claim.proof, prefix_root=claim.prefix_root)
     assert tile.ticket == mined.result.ticket
 
 
@@ -84,6 +86,7 @@ def test_tickets_of_an_older_template_are_spent(digits: Dataset, start_state: Mo
         steps=claim.steps,
         final_state_hash=claim.final_state_hash,
         trajectory_root=claim.trajectory_root,
+        prefix_root=claim.prefix_root,
         proof=claim.proof,
         work=second.work_bytes,
         **common,  # type: ignore[arg-type]
@@ -94,6 +97,7 @@ def test_tickets_of_an_older_template_are_spent(digits: Dataset, start_state: Mo
         steps=c0.steps,
         final_state_hash=c0.final_state_hash,
         trajectory_root=c0.trajectory_root,
+        prefix_root=c0.prefix_root,
         proof=c0.proof,
         work=first.work_bytes,
         **common,  # type: ignore[arg-type]
@@ -105,6 +109,7 @@ def test_tickets_of_an_older_template_are_spent(digits: Dataset, start_state: Mo
                 steps=claim.steps,
                 final_state_hash=claim.final_state_hash,
                 trajectory_root=claim.trajectory_root,
+                prefix_root=claim.prefix_root,
                 proof=c0.proof,
                 work=second.work_bytes,
                 **common,  # type: ignore[arg-type]
@@ -139,18 +144,38 @@ def test_the_block_step_cap_ends_mining(digits: Dataset, start_state: ModelState
     assert miner.steps == 5
 
 
+LONG_TARGET = target_for_work(PARAMS, 16 * CONFIG.macs_per_step())
+"""About one win in 16 steps: shards long enough that some segment escapes the replay plan."""
+
+
+class CommittedPrefixMiner(Miner):
+    """An attacker's miner that continues a trajectory whose first leaves it made up: every draw is
+    made under the running root of ``prefix`` followed by its own leaves (v2 commits them first)."""
+
+    def __init__(self, prefix: tuple[bytes, ...], *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.prefix = prefix
+
+    def draw_root(self) -> bytes:
+        return trajectory_root([*self.prefix, *self._checkpoint_hashes])
+
+
 def test_a_skipped_segment_is_caught_exactly_when_it_is_sampled(
     digits: Dataset, start_state: ModelState, backend: Backend
 ) -> None:
-    """A cheat that skips segment 1 (jumps from S_3 to a made-up S_6) and trains honestly from there:
-    the seal passes iff the winning ticket's replay plan leaves segment 1 out (detection odds)."""
+    """A cheat that skips segment 1 (jumps from S_3 to a made-up S_6, committed before it draws) and
+    trains honestly from there: the seal passes iff the winning ticket's replay plan leaves segment
+    1 out (detection odds)."""
     interval = PARAMS.checkpoint_interval
     s3 = train(CONFIG, start_state, digits, TRAJECTORY_SEED, backend, interval)
     fake = make_state(start_state.step + 2 * interval, list(s3.weights))
     outcomes: set[bool] = set()
     for attempt in range(12):
         seed = bytes([attempt]) * 32
-        result = Miner(PARAMS, CONFIG, digits, fake, TRAJECTORY_SEED, backend).mine(seed, TARGET, 200)
+        cheat = CommittedPrefixMiner(
+            (start_state.hash(), s3.hash()), PARAMS, CONFIG, digits, fake, TRAJECTORY_SEED, backend
+        )
+        result = cheat.mine(seed, LONG_TARGET, 400)
         assert result is not None
         steps = 2 * interval + result.steps
         leaves = (start_state.hash(), s3.hash(), *result.work.checkpoint_hashes)
@@ -166,10 +191,11 @@ def test_a_skipped_segment_is_caught_exactly_when_it_is_sampled(
             "start_state": start_state,
             "trajectory_seed": TRAJECTORY_SEED,
             "header_seed": seed,
-            "target": TARGET,
+            "target": LONG_TARGET,
             "steps": steps,
             "final_state_hash": result.final_state.hash(),
             "trajectory_root": trajectory_root(leaves),
+            "prefix_root": trajectory_root(leaves[:-1]),
             "proof": result.proof.encode(),
             "work": work.encode(),
             "backend": backend,

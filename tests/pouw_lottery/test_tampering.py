@@ -53,6 +53,7 @@ def test_every_seal_value_and_context_value_is_bound(mined: Mined) -> None:
     assert rejected(mined, steps=0).check is SealCheck.STEPS
     assert rejected(mined, final_state_hash=flip_bit(claim.final_state_hash, 77)).check is SealCheck.FINAL_STATE
     assert rejected(mined, trajectory_root=flip_bit(claim.trajectory_root, 3)).check is SealCheck.TRAJECTORY
+    assert rejected(mined, prefix_root=flip_bit(claim.prefix_root, 5)).check is SealCheck.TARGET
     assert rejected(mined, header_seed=flip_bit(b"\x02" * 32, 9)).check is SealCheck.TARGET
     assert rejected(mined, trajectory_seed=flip_bit(bytes(range(32)), 200)).check is SealCheck.REPLAY
     other_start = init_state(CONFIG, b"another job")
@@ -117,7 +118,8 @@ def test_a_tile_forged_from_other_operands_is_caught_by_the_operand_commitment(m
     block = np.frombuffer(rows, dtype=np.int8).reshape(PARAMS.tile_m, proof.k)
     forged = dataclasses.replace(proof, a_rows=rows, ha=commit_rows(block, PARAMS.tile_m), a_path=())
     target = 1 << 300
-    ticket = verify_winning_tile(PARAMS, CONFIG, HEADER_SEED, target, forged.encode()).ticket
+    prefix = result.seal_claim.prefix_root
+    ticket = verify_winning_tile(PARAMS, CONFIG, HEADER_SEED, target, forged.encode(), prefix_root=prefix).ticket
     interval = PARAMS.checkpoint_interval
     plan = replay_plan(result.steps, interval, result.steps - 1, PARAMS.sampled_segments, ticket)
     states = [

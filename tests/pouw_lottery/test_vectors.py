@@ -12,7 +12,7 @@ from pouw.errors import SealCheck, SealError
 from pouw.params import DEVNET
 from pouw.proof import TileProof
 from pouw.transcript import tile_digest, tile_ticket
-from pouw.verify import verify_winning_tile
+from pouw.verify import verify_tile_under_seed
 from tests.conftest import requires_cuda
 from tests.pouw_lottery.conftest import CONFIG
 from tests.vectors.make_lottery_vectors import (
@@ -71,11 +71,11 @@ def test_the_validator_recomputes_every_tile_ticket(case: dict[str, Any]) -> Non
 def test_the_devnet_vector_proof_verifies_and_only_at_its_target() -> None:
     case = CASES[0]
     proof = bytes.fromhex(case["proof"])
-    tile = verify_winning_tile(DEVNET, CONFIG, HEADER_SEED, 1 << case["target_log2"], proof)
+    tile = verify_tile_under_seed(DEVNET, CONFIG, HEADER_SEED, 1 << case["target_log2"], proof)
     assert tile.ticket.hex() == case["tickets"][case["winning_tile"]]
     tile_work = DEVNET.tile_m * DEVNET.tile_n * case["shape"][1]
     lowest = int.from_bytes(tile.ticket, "big") * DEVNET.reference_work // tile_work + 1
-    verify_winning_tile(DEVNET, CONFIG, HEADER_SEED, lowest, proof)
+    verify_tile_under_seed(DEVNET, CONFIG, HEADER_SEED, lowest, proof)
     with pytest.raises(SealError) as err:
-        verify_winning_tile(DEVNET, CONFIG, HEADER_SEED, lowest - 1, proof)
+        verify_tile_under_seed(DEVNET, CONFIG, HEADER_SEED, lowest - 1, proof)
     assert err.value.check is SealCheck.TARGET
