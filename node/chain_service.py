@@ -121,7 +121,7 @@ class Template:
 
     @property
     def template_id(self) -> bytes:
-        return self.header.mining_hash
+        return self.header.hash
 
     @property
     def steps_left(self) -> int:
@@ -654,7 +654,7 @@ class ChainService:
         header = make_header(
             parent=parent, parent_hash=head.hash, timestamp=max(now, ctx.median_time_past + 1),
             target=expected_target(self.preset, ctx, self.genesis.header.target), miner=miner,
-            job_id=job_id, start_state_hash=job.state_hash, txs=txs,
+            job_id=job_id, start_state_hash=job.state_hash, txs=txs, spec=job.spec,
         )
         template = Template(header=header, txs=txs, job=job, parent_hash=head.hash, created=time.monotonic(),
                             max_steps_per_block=self.preset.pouw.max_steps_per_block)
@@ -676,7 +676,7 @@ class ChainService:
         raise PouwError("this node runs without proofs")
 
     def _seal(self, template_id: bytes, steps: int, final_state_hash: bytes, trajectory_root: bytes,
-              proof: bytes, work: bytes) -> Block | None:
+              proof: bytes, work: bytes, prefix_root: bytes = bytes(32)) -> Block | None:
         template = self._templates.get(template_id)
         if template is None:
             raise InvalidBlock(Reason.MALFORMED, "unknown or expired template")
@@ -685,13 +685,16 @@ class ChainService:
         return seal_block(
             self.db.state, template.header, template.txs, self.rules, steps=steps,
             final_state_hash=final_state_hash, trajectory_root=trajectory_root, proof=proof, work=work,
+            prefix_root=prefix_root,
         )
 
     async def submit_work(self, template_id: bytes, steps: int, final_state_hash: bytes,
-                          trajectory_root: bytes, proof: bytes, work: bytes) -> BlockOutcome:
+                          trajectory_root: bytes, proof: bytes, work: bytes,
+                          prefix_root: bytes = bytes(32)) -> BlockOutcome:
         """Seal and import a miner's work on one of this node's templates; every answer is counted
         (and a rejection logged) in ``self.submissions``."""
-        outcome = await self._submit_work(template_id, steps, final_state_hash, trajectory_root, proof, work)
+        outcome = await self._submit_work(template_id, steps, final_state_hash, trajectory_root, proof, work,
+                                          prefix_root)
         if outcome.ok:
             self.submissions.accepted()
         elif outcome.status is BlockStatusText.STALE:
@@ -701,9 +704,10 @@ class ChainService:
         return outcome
 
     async def _submit_work(self, template_id: bytes, steps: int, final_state_hash: bytes,
-                           trajectory_root: bytes, proof: bytes, work: bytes) -> BlockOutcome:
+                           trajectory_root: bytes, proof: bytes, work: bytes, prefix_root: bytes) -> BlockOutcome:
         try:
-            block = await self._call(self._seal, template_id, steps, final_state_hash, trajectory_root, proof, work)
+            block = await self._call(self._seal, template_id, steps, final_state_hash, trajectory_root, proof, work,
+                                     prefix_root)
         except ValidationError as exc:
             return BlockOutcome(BlockStatusText.INVALID, bytes(32), -1, exc.reason.value, exc.detail)
         if block is None:

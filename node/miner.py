@@ -200,8 +200,8 @@ class MiningLoop:
                 continue
             preset = get_preset(template["preset"])
             header = Header.decode(bytes.fromhex(template["header"]))
-            sigma = header.mining_hash
-            if sigma.hex() != template["template_id"]:
+            sigma = header.lottery_seed
+            if header.hash.hex() != template["template_id"]:
                 raise MinerError("template id does not match its header")
             max_steps = template["max_steps"]
             if not isinstance(max_steps, int) or not 1 <= max_steps <= preset.pouw.max_steps_per_block:
@@ -252,7 +252,7 @@ class MiningLoop:
         answer = self.client.post_json("/api/mining/submit", {
             "template_id": template["template_id"], "steps": claim.steps,
             "final_state_hash": claim.final_state_hash.hex(), "trajectory_root": claim.trajectory_root.hex(),
-            "proof": claim.proof.hex(), "work": result.work_bytes.hex(),
+            "proof": claim.proof.hex(), "work": result.work_bytes.hex(), "prefix_root": claim.prefix_root.hex(),
         })
         if answer.get("status") == "accepted":
             self.stats.blocks_found += 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from chain.state import get_job
 from chain.transition import post_state_root, transition
-from chain.types import Block, Header, Seal, SignedTx, tx_root
+from chain.types import Block, Header, Seal, SignedTx, tx_root, work_hash_of
 from consensus.presets import REGTEST_PRESET, Preset, model_config
 from consensus.seal import trajectory_seed
 from node.chain_service import ChainService
@@ -46,7 +46,7 @@ def mine_header(service: ChainService, header: Header) -> MineResult:
                   trajectory_seed(header.job_id, header.start_state_hash, header.miner), CPU)
     max_steps = min(job.steps_left, service.preset.pouw.max_steps_per_block)
     while miner.steps < max_steps:
-        result = miner.mine(header.mining_hash, header.target, min(64, max_steps - miner.steps))
+        result = miner.mine(header.lottery_seed, header.target, min(64, max_steps - miner.steps))
         if result is not None:
             return result
     raise RuntimeError("no winning tile found")
@@ -63,7 +63,8 @@ def forge(service: ChainService, key: PrivateKey, txs: tuple[SignedTx, ...] = ()
     result = mine_header(service, header)
     claim = result.seal_claim
     seal = Seal(steps=claim.steps, final_state_hash=claim.final_state_hash,
-                trajectory_root=claim.trajectory_root, state_root=bytes(32), proof=claim.proof)
+                trajectory_root=claim.trajectory_root, prefix_root=claim.prefix_root, state_root=bytes(32),
+                work_hash=work_hash_of(result.work_bytes), proof=claim.proof)
     try:
         diff = transition(service.db.state, header, seal, txs, service.rules, check_signatures=False)
         seal = dataclasses.replace(seal, state_root=post_state_root(service.db.state, diff))
