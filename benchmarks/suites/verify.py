@@ -10,19 +10,29 @@ segments): 2432 steps for mainnet, whose built-in 64-512-64 model at batch 512 m
 80 ms a step on one CPU core. So on a CPU the mainnet row uses the smallest built-in model (the
 devnet one, which mainnet's caps allow), and ``--quick`` shortens shards; every row says which
 model and shard it measured (``model_note``, ``shard_steps``, ``replayed_steps``).
+
+**Worst case per preset.** The slowest valid block to verify is the one whose job has the largest
+model the caps allow (``PouwParams.check_model``: width, parameters and ``max_replay_macs``, found by
+search over 1–3 layer MLPs on the 64-feature digits data) and whose seal makes a validator replay the
+most steps (``max_replay_steps`` = (q + 3)·k). Its seal is mined and verified for real; where the
+mode's shard is shorter than a full replay, the replay time per step measured on that shard is scaled
+to ``max_replay_steps`` (``extrapolated``). The result stands against the preset's
+``verify_budget_ms`` (one core of the reference 2-core AVX2 CPU; devnet 1 s).
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from benchmarks import verify_tile
 from benchmarks.framework import RunContext, SuiteReport, figure, rounded
+from chain.errors import ValidationError
 from consensus.presets import PRESETS as CHAIN_PRESETS
 from pouw.model import ModelConfig
-from pouw.params import PRESETS
+from pouw.params import DIM_QUANTUM, PRESETS, PouwParams
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -52,6 +62,70 @@ def choose(preset: str, ctx: RunContext) -> tuple[ModelConfig, int, str]:
     return config, shard, note
 
 
+def worst_config(params: PouwParams, features: int = 64, max_layers: int = 3) -> ModelConfig:
+    """The model the caps allow whose replay costs most: most MACs a step, then most parameters
+    (larger states to decode and hash). Widths and batch are multiples of 64 up to ``max_width``."""
+    widths = range(DIM_QUANTUM, params.max_width + 1, DIM_QUANTUM)
+    best: tuple[int, int, ModelConfig] | None = None
+    for layers in range(1, max_layers + 1):
+        for hidden in itertools.product(widths, repeat=layers):
+            dims = (features, *hidden)
+            params_count = sum(a * b for a, b in itertools.pairwise(dims))
+            if params_count > params.max_model_params:
+                continue
+            for batch in widths:
+                config = ModelConfig(dims, batch, 8)
+                key = (config.macs_per_step(), params_count)
+                if best is not None and key <= best[:2]:
+                    continue
+                try:
+                    params.check_model(config)
+                except ValidationError:
+                    continue
+                best = (*key, config)
+    if best is None:
+        raise ValueError(f"no model fits the {params.name} caps")
+    return best[2]
+
+
+def worst_case(preset: str, ctx: RunContext) -> dict[str, Any]:
+    """Mine and verify a seal of the caps' worst model; scale its replay to ``max_replay_steps``."""
+    params = PRESETS[preset]
+    config = worst_config(params)
+    full = params.max_replay_steps()
+    shard = full if preset == "devnet" or ctx.is_cuda else ctx.pick(full, 2 * params.checkpoint_interval,
+                                                                      2 * params.checkpoint_interval)
+    measured = verify_tile.run(preset, ctx.device, ctx.pick(20, 10, 5), shard, config)
+    tile_ms = measured["verify_winning_tile_ms_median"]
+    seal_ms = measured["verify_seal_ms_median"]
+    replayed = measured["replayed_steps"]
+    per_step_ms = (seal_ms - tile_ms) / max(replayed, 1)
+    worst_ms = seal_ms if replayed >= full else tile_ms + per_step_ms * full
+    budget_ms = CHAIN_PRESETS[preset].verify_budget_ms
+    return {
+        "preset": preset,
+        "model": {"dims": list(config.dims), "batch_size": config.batch_size,
+                  "params": config.param_count(), "macs_per_step": config.macs_per_step()},
+        "max_replay_steps": full,
+        "max_replay_macs_cap": params.max_replay_macs,
+        "replay_macs": full * config.macs_per_step(),
+        "shard_steps": measured["shard_steps"],
+        "replayed_steps_measured": replayed,
+        "extrapolated": replayed < full,
+        "work_bytes": measured["work_bytes"],
+        "verify_winning_tile_ms_median": rounded(tile_ms),
+        "verify_seal_ms_median_measured": rounded(seal_ms),
+        "verify_seal_ms_samples": [rounded(v) for v in measured["verify_seal_ms_samples"]],
+        "replay_ms_per_step": rounded(per_step_ms),
+        "replay_gmacs_per_s": rounded(config.macs_per_step() / per_step_ms / 1e6) if per_step_ms > 0 else None,
+        "worst_case_verify_ms": rounded(worst_ms),
+        "verify_budget_ms": budget_ms,
+        "within_budget": worst_ms <= budget_ms,
+        "budget_machine": "one core (torch threads 1) of this machine; the budget's reference is one core "
+                          "of a 2-core AVX2 CPU",
+    }
+
+
 def run(ctx: RunContext) -> SuiteReport:
     presets = ctx.pick(["devnet", "testnet", "mainnet"], ["devnet", "testnet", "mainnet"], ["devnet"])
     runs = ctx.pick(200, 60, 20)
@@ -60,18 +134,26 @@ def run(ctx: RunContext) -> SuiteReport:
         config, shard, note = choose(preset, ctx)
         measured = verify_tile.run(preset, ctx.device, runs, shard, config)
         rows.append(with_fractions(preset, config, measured, note))
+    worst = [worst_case(preset, ctx) for preset in ctx.progress(presets, "worst-case blocks")]
     return SuiteReport(
         parameters={"presets": presets, "runs": runs,
                     "shards": {p: choose(p, ctx)[1] for p in presets}},
-        results={"presets": rows},
+        results={"presets": rows, "worst_case": worst,
+                 "all_within_budget": all(w["within_budget"] for w in worst)},
         headline=[
             f"{r['preset']}: tile {r['verify_winning_tile_ms_median']:.3g} ms, "
             f"seal {r['verify_seal_ms_median']:.3g} ms ({r['replayed_steps']} steps replayed); "
             f"seal check = {r['seal_fraction_of_block_time']:.2e} "
             f"of a block's mining time, {r['seal_fraction_of_block_macs']:.2e} of its MACs"
             for r in rows
+        ] + [
+            f"{w['preset']} worst case ({'-'.join(map(str, w['model']['dims']))} batch {w['model']['batch_size']}, "
+            f"{w['max_replay_steps']} steps replayed): {w['worst_case_verify_ms']:.4g} ms"
+            f"{' (extrapolated)' if w['extrapolated'] else ''} vs budget {w['verify_budget_ms']} ms: "
+            f"{'within' if w['within_budget'] else 'OVER'}"
+            for w in worst
         ],
-        figures={NAME: plot(rows)},
+        figures={NAME: plot(rows, worst)},
     )
 
 
@@ -102,8 +184,8 @@ def with_fractions(preset: str, config: ModelConfig, measured: dict[str, Any], n
     }
 
 
-def plot(rows: list[dict[str, Any]]) -> Figure:
-    fig, (left, right) = figure(2)
+def plot(rows: list[dict[str, Any]], worst: list[dict[str, Any]]) -> Figure:
+    fig, (left, right, budget) = figure(3)
     x = np.arange(len(rows))
     names = [r["preset"] for r in rows]
     left.bar(x - 0.2, [r["verify_winning_tile_ms_median"] for r in rows], 0.4, label="winning tile")
@@ -113,8 +195,13 @@ def plot(rows: list[dict[str, Any]]) -> Figure:
     right.bar(x - 0.2, [r["seal_fraction_of_block_time"] for r in rows], 0.4, label="seal / block mining time")
     right.bar(x + 0.2, [r["seal_fraction_of_block_macs"] for r in rows], 0.4, label="seal MACs / block MACs")
     right.set_title("verification as a fraction of a block's work")
-    for ax in (left, right):
-        ax.set_xticks(x, names)
+    wx = np.arange(len(worst))
+    budget.bar(wx - 0.2, [w["worst_case_verify_ms"] for w in worst], 0.4, label="worst-case block")
+    budget.bar(wx + 0.2, [w["verify_budget_ms"] for w in worst], 0.4, label="budget")
+    budget.set_ylabel("ms, one core")
+    budget.set_title("worst-case verification vs budget")
+    for ax, labels in ((left, names), (right, names), (budget, [w["preset"] for w in worst])):
+        ax.set_xticks(np.arange(len(labels)), labels)
         ax.set_yscale("log")
         ax.grid(alpha=0.3, axis="y", which="both")
         ax.legend(fontsize=7)

@@ -63,6 +63,11 @@ def test_chain_and_verify_suites_write_their_reports(tmp_path: Path) -> None:
     assert 0 < devnet["replayed_steps"] <= devnet["shard_steps"]
     assert 0 < devnet["seal_fraction_of_block_macs"] < 1
     assert devnet["verify_seal_ms_median"] > devnet["verify_winning_tile_ms_median"] > 0
+    (worst,) = load(tmp_path, "verify")["results"]["worst_case"]
+    assert worst["preset"] == "devnet" and worst["verify_budget_ms"] == 1_000
+    assert worst["replay_macs"] <= worst["max_replay_macs_cap"]
+    assert worst["worst_case_verify_ms"] >= worst["verify_winning_tile_ms_median"] > 0
+    assert isinstance(worst["within_budget"], bool)
 
 
 def test_int8_peaks_match_the_longest_known_name() -> None:
