@@ -84,6 +84,10 @@ class ValidationError(PouwError):
         self.detail = detail
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
 
+    def __reduce__(self) -> tuple[type[ValidationError], tuple[Reason, str]]:
+        """Pickle by (reason, detail), so the typed error crosses a process pool intact."""
+        return type(self), (self.reason, self.detail)
+
 
 class InvalidEncoding(ValidationError):
     """Bytes that are not the canonical encoding of a value of the expected type."""

@@ -148,7 +148,7 @@ class Node:
             try:
                 await self.chain.retry_held()
                 now = int(time.time())
-                await self.chain.read(self.chain.mempool.expire, now)
+                await self.chain.expire_mempool(now)
             except Exception:
                 log.exception("periodic chores failed")
 
@@ -166,8 +166,7 @@ class Node:
             await self._runner.cleanup()
             self._runner = None
         with contextlib.suppress(PouwError):
-            if self.chain._db is not None or self.chain._pool is not None:
-                await self.chain.stop()
+            await self.chain.stop()
         self.lock.release()
 
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chain.errors import StoreError
-from chain.store import KeyValueStore, LevelDBStore, MemoryStore
+from store.kv import KeyValueStore, LevelDBStore, MemoryStore
 
 
 @pytest.fixture(params=["memory", "leveldb"])

@@ -2,8 +2,8 @@
 
 A store maps bytes to bytes, iterates a prefix in ascending key order, and applies a batch of
 puts and deletes atomically: after a crash, either the whole batch is visible or none of it.
-:mod:`chain.chaindb` builds the chain database on these operations alone; key layouts live in
-:mod:`chain.schema`.
+:mod:`store.chaindb` builds the chain database on these operations alone; key layouts live in
+:mod:`store.schema`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ class KeyValueStore(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the store; later calls raise :class:`StoreError`. Closing twice is harmless."""
+
+    def snapshot(self) -> KeyValueReader:
+        """A read-only view frozen at this moment: later writes do not show in it. Reading a
+        snapshot is safe from any thread while the owner keeps writing."""
+        raise StoreError(f"{type(self).__name__} cannot take snapshots")
 
     def put(self, key: bytes, value: bytes) -> None:
         self.write_batch({key: value})
@@ -97,6 +102,11 @@ class MemoryStore(KeyValueStore):
         data.update(puts)
         self._sorted = None
 
+    def snapshot(self) -> KeyValueReader:
+        frozen = MemoryStore()
+        frozen._data = dict(self._open())
+        return frozen
+
     def close(self) -> None:
         self._closed = True
 
@@ -141,8 +151,28 @@ class LevelDBStore(KeyValueStore):
         except plyvel.Error as exc:
             raise StoreError(f"write to LevelDB at {self.path} failed: {_message(exc)}") from exc
 
+    def snapshot(self) -> KeyValueReader:
+        return _LevelDBSnapshot(self, self._open().snapshot())
+
     def close(self) -> None:
         self._db.close()
+
+
+class _LevelDBSnapshot:
+    """A plyvel snapshot as a :class:`KeyValueReader`; reads after the store closed raise StoreError."""
+
+    def __init__(self, store: LevelDBStore, snapshot: plyvel.Snapshot) -> None:
+        self._store = store
+        self._snapshot = snapshot
+
+    def get(self, key: bytes) -> bytes | None:
+        self._store._open()
+        value: bytes | None = self._snapshot.get(key)
+        return value
+
+    def iterate(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        self._store._open()
+        return self._snapshot.iterator(prefix=prefix)
 
 
 def _message(exc: Exception) -> str:
