@@ -32,7 +32,7 @@ from benchmarks.framework import RunContext, SuiteReport, figure, rounded
 from chain.errors import ValidationError
 from consensus.presets import PRESETS as CHAIN_PRESETS
 from pouw.model import ModelConfig
-from pouw.params import DIM_QUANTUM, PRESETS, PouwParams
+from pouw.params import DIM_QUANTUM, MAX_LAYERS, PRESETS, PouwParams
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -62,36 +62,50 @@ def choose(preset: str, ctx: RunContext) -> tuple[ModelConfig, int, str]:
     return config, shard, note
 
 
-def worst_config(params: PouwParams, features: int = 64, max_layers: int = 3) -> ModelConfig:
-    """The model the caps allow whose replay costs most: most MACs a step, then most parameters
-    (larger states to decode and hash). Widths and batch are multiples of 64 up to ``max_width``."""
+def worst_configs(params: PouwParams, features: int = 64) -> list[ModelConfig]:
+    """Candidates for the slowest model to replay within the caps: the widest (1–3 layers) and the
+    deepest (uniform widths, 4..MAX_LAYERS layers) by ``step_replay_cost``; both are measured."""
+    widths = range(DIM_QUANTUM, params.max_width + 1, DIM_QUANTUM)
+    wide = [(features, *hidden) for layers in range(1, 4) for hidden in itertools.product(widths, repeat=layers)]
+    deep = [(features, *([w] * layers)) for layers in range(4, MAX_LAYERS + 1) for w in widths]
+    return [worst_config(params, wide), worst_config(params, deep)]
+
+
+def worst_config(params: PouwParams, shapes: list[tuple[int, ...]]) -> ModelConfig:
+    """Of ``shapes`` (and every batch size), the model the caps allow whose replay costs most: highest
+    ``step_replay_cost``, then most parameters (larger states to decode and hash)."""
     widths = range(DIM_QUANTUM, params.max_width + 1, DIM_QUANTUM)
     best: tuple[int, int, ModelConfig] | None = None
-    for layers in range(1, max_layers + 1):
-        for hidden in itertools.product(widths, repeat=layers):
-            dims = (features, *hidden)
-            params_count = sum(a * b for a, b in itertools.pairwise(dims))
-            if params_count > params.max_model_params:
+    for dims in shapes:
+        params_count = sum(a * b for a, b in itertools.pairwise(dims))
+        if params_count > params.max_model_params:
+            continue
+        for batch in widths:
+            config = ModelConfig(dims, batch, 8)
+            key = (params.step_replay_cost(config), params_count)
+            if best is not None and key <= best[:2]:
                 continue
-            for batch in widths:
-                config = ModelConfig(dims, batch, 8)
-                key = (config.macs_per_step(), params_count)
-                if best is not None and key <= best[:2]:
-                    continue
-                try:
-                    params.check_model(config)
-                except ValidationError:
-                    continue
-                best = (*key, config)
+            try:
+                params.check_model(config)
+            except ValidationError:
+                continue
+            best = (*key, config)
     if best is None:
         raise ValueError(f"no model fits the {params.name} caps")
     return best[2]
 
 
 def worst_case(preset: str, ctx: RunContext) -> dict[str, Any]:
-    """Mine and verify a seal of the caps' worst model; scale its replay to ``max_replay_steps``."""
+    """The slower of the worst-case candidates (:func:`worst_configs`), each measured."""
+    rows = [worst_case_of(preset, config, ctx) for config in worst_configs(PRESETS[preset])]
+    slowest = max(rows, key=lambda row: row["worst_case_verify_ms"])
+    return {**slowest, "candidates": [{"model": row["model"], "worst_case_verify_ms": row["worst_case_verify_ms"]}
+                                      for row in rows]}
+
+
+def worst_case_of(preset: str, config: ModelConfig, ctx: RunContext) -> dict[str, Any]:
+    """Mine and verify a seal of ``config``; scale its replay to ``max_replay_steps``."""
     params = PRESETS[preset]
-    config = worst_config(params)
     full = params.max_replay_steps()
     shard = full if preset == "devnet" or ctx.is_cuda else ctx.pick(full, 2 * params.checkpoint_interval,
                                                                       2 * params.checkpoint_interval)
@@ -109,6 +123,7 @@ def worst_case(preset: str, ctx: RunContext) -> dict[str, Any]:
         "max_replay_steps": full,
         "max_replay_macs_cap": params.max_replay_macs,
         "replay_macs": full * config.macs_per_step(),
+        "replay_cost": full * params.step_replay_cost(config),
         "shard_steps": measured["shard_steps"],
         "replayed_steps_measured": replayed,
         "extrapolated": replayed < full,
