@@ -179,10 +179,11 @@ class Header(Container):
     miner: bytes = wire(ADDRESS)
     job_id: bytes = wire(HASH32)
     start_state_hash: bytes = wire(HASH32)
-    dims: tuple[int, ...] = wire(ListOf(UInt(16), MAX_LAYERS + 1))
-    """The job's model widths (must equal its spec's): the shapes of every matmul a step runs."""
-    batch_size: int = wire(UInt(16))
-    lr_shift: int = wire(UInt(8))
+    dims: tuple[int, ...] = wire(ListOf(UInt(16), MAX_LAYERS + 1), default=())
+    """The job's model widths (must equal its spec's): the shapes of every matmul a step runs.
+    Empty (with zero batch size and lr shift) only in the genesis header."""
+    batch_size: int = wire(UInt(16), default=0)
+    lr_shift: int = wire(UInt(8), default=0)
 
     @property
     def lottery_seed(self) -> bytes:

@@ -34,7 +34,7 @@ DEFAULT_MAX_NONCE_GAP = 16
 
 _TEMPLATE_HEADER = Header(
     version=0, height=0, prev_hash=ZERO_HASH, timestamp=0, tx_root=ZERO_HASH, target=0,
-    miner=ZERO_ADDRESS, job_id=ZERO_HASH, start_state_hash=ZERO_HASH, dims=(), batch_size=0, lr_shift=0,
+    miner=ZERO_ADDRESS, job_id=ZERO_HASH, start_state_hash=ZERO_HASH,
 )
 """Stands in for the including header when the pool applies txs. Whether a tx applies never depends
 on the header (only what the tx writes does: a job's seed and heights), so any header will do."""

@@ -24,6 +24,7 @@ from pouw.backends import get_backend
 from pouw.datasets import Dataset, digits
 from pouw.errors import SealError
 from pouw.model import ModelConfig, ModelState, init_state
+from pouw.proof import WorkData, prefix_root
 from pouw.verify import verify_seal, verify_winning_tile
 
 ModelSource = Callable[[bytes], bytes | None]
@@ -101,6 +102,18 @@ class PouwSealVerifier:
 
     def check_work(self, pre: StateReader, block: Block) -> None:
         verify_work(self.work_context(pre, block), block, self.backend)
+
+
+def prefix_root_of_work(work: bytes) -> bytes:
+    """The ``prefix_root`` a seal over these work bytes must carry (root over every leaf but the last),
+    for a node sealing a miner's submission. Raises InvalidBlock (``BAD_SEAL``) for undecodable work."""
+    try:
+        leaves = WorkData.decode(work).checkpoint_hashes
+    except ValidationError as exc:
+        raise InvalidBlock(Reason.BAD_SEAL, f"decode: work: {exc.detail}") from exc
+    if len(leaves) < 2:
+        raise InvalidBlock(Reason.BAD_SEAL, "trajectory: fewer than two leaves")
+    return prefix_root(leaves)
 
 
 def check_tile(preset: Preset, header: Header, seal: Seal) -> None:

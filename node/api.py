@@ -376,7 +376,7 @@ class Api:
             views.parse_hash(field(body, "trajectory_root", str), "trajectory_root"),
             views.parse_hex(body.get("proof"), "proof", 1 << 20),
             views.parse_hex(body.get("work"), "work", MAX_MESSAGE_BYTES),
-            views.parse_hash(field(body, "prefix_root", str), "prefix_root") if "prefix_root" in body else bytes(32),
+            views.parse_hash(field(body, "prefix_root", str), "prefix_root") if "prefix_root" in body else None,
         )
         status = 200 if outcome.ok else (409 if outcome.status == "stale" else 400)
         return web.json_response(

@@ -269,11 +269,23 @@ class ChainService:
         return outcome
 
     async def submit_raw_block(self, raw: bytes) -> BlockOutcome:
+        """A whole block submitted through the API (counted in ``self.submissions`` like mined work)."""
         try:
             block = decode_block(raw, self.preset)
         except InvalidBlock as exc:
-            return BlockOutcome(BlockStatusText.INVALID, bytes(32), -1, exc.reason.value, exc.detail)
-        return await self.submit_block(block)
+            outcome = BlockOutcome(BlockStatusText.INVALID, bytes(32), -1, exc.reason.value, exc.detail)
+        else:
+            outcome = await self.submit_block(block)
+        return self._count(outcome)
+
+    def _count(self, outcome: BlockOutcome) -> BlockOutcome:
+        if outcome.ok:
+            self.submissions.accepted()
+        elif outcome.status is BlockStatusText.STALE:
+            self.submissions.stale()
+        elif outcome.status is BlockStatusText.INVALID:
+            self.submissions.rejected(outcome.reason, outcome.detail, outcome.height)
+        return outcome
 
     async def _after_head_change(self, result: ImportResult) -> None:
         if not result.new_canonical:
@@ -336,21 +348,15 @@ class ChainService:
 
     async def submit_work(self, template_id: bytes, steps: int, final_state_hash: bytes,
                           trajectory_root: bytes, proof: bytes, work: bytes,
-                          prefix_root: bytes = bytes(32)) -> BlockOutcome:
+                          prefix_root: bytes | None = None) -> BlockOutcome:
         """Seal and import a miner's work on one of this node's templates; every answer is counted
         (and a rejection logged) in ``self.submissions``."""
-        outcome = await self._submit_work(template_id, steps, final_state_hash, trajectory_root, proof, work,
-                                          prefix_root)
-        if outcome.ok:
-            self.submissions.accepted()
-        elif outcome.status is BlockStatusText.STALE:
-            self.submissions.stale()
-        else:
-            self.submissions.rejected(outcome.reason, outcome.detail, outcome.height)
-        return outcome
+        return self._count(await self._submit_work(template_id, steps, final_state_hash, trajectory_root, proof,
+                                                   work, prefix_root))
 
     async def _submit_work(self, template_id: bytes, steps: int, final_state_hash: bytes,
-                           trajectory_root: bytes, proof: bytes, work: bytes, prefix_root: bytes) -> BlockOutcome:
+                           trajectory_root: bytes, proof: bytes, work: bytes,
+                           prefix_root: bytes | None) -> BlockOutcome:
         try:
             block = await self._call(self.templates.seal, template_id, steps, final_state_hash,
                                      trajectory_root, proof, work, prefix_root)

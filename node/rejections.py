@@ -1,14 +1,15 @@
 """Counts of what became of mined work submitted to this node, by outcome and rejection reason.
 
-Every answer of ``/api/mining/submit`` (and of ``ChainService.submit_work``) is counted here once:
-``accepted``, ``stale`` (the tip moved on before the work arrived: not the miner's fault) or
-``rejected`` with the typed reason (``bad-job-progress``, ``bad-seal``, ...). A rejection is also
-logged as one line naming its reason, so a miner that keeps producing invalid blocks shows up in the
-log, in ``/metrics`` (``pouw_mining_submissions_total{outcome=...,reason=...}``) and in the miner's
-own status line, which reads the same counts from the answers it gets.
+Every answer of ``POST /api/mining/submit`` (``ChainService.submit_work``) and ``POST /api/blocks``
+(``submit_raw_block``) is counted here once: ``accepted``, ``stale`` (the tip moved on before the
+work arrived: not the miner's fault) or ``rejected`` with the typed reason (``bad-job-progress``,
+``bad-seal``, ...). A rejection is also logged as one line naming its reason, so a miner that keeps
+producing invalid blocks shows up in the log, in ``/metrics``
+(``pouw_mining_submissions_total{outcome=...,reason=...}``) and in the miner's own status line,
+which reads the same counts from the answers it gets.
 
 The counts are process-wide and bounded: reasons come from :class:`chain.errors.Reason` (plus
-``stale`` and ``unknown-template``), never from the request.
+``stale``), never from the request.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from chain.errors import InvalidBlock, PouwError, Reason
 from chain.state import JobRecord, StateReader, get_job, iter_jobs
 from chain.types import Block, JobCancel
 from consensus.mempool import Mempool
-from consensus.pouw_seal import PouwSealVerifier
+from consensus.pouw_seal import PouwSealVerifier, prefix_root_of_work
 from consensus.presets import Preset, model_config
 from consensus.seal import NoProofSealVerifier
 from consensus.validation import expected_target
@@ -115,13 +115,18 @@ class TemplateBuilder:
         raise PouwError("this node runs without proofs")
 
     def seal(self, template_id: bytes, steps: int, final_state_hash: bytes, trajectory_root: bytes,
-             proof: bytes, work: bytes, prefix_root: bytes = bytes(32)) -> Block | None:
+             proof: bytes, work: bytes, prefix_root: bytes | None = None) -> Block | None:
         """The block a miner's result makes of a template; None when the head moved past its parent."""
         template = self._templates.get(template_id)
         if template is None:
             raise InvalidBlock(Reason.MALFORMED, "unknown or expired template")
         if self.db.head.hash != template.parent_hash:
             return None
+        if prefix_root is None:  # derived from the work; undecodable work fails the seal check later
+            try:
+                prefix_root = prefix_root_of_work(work)
+            except InvalidBlock:
+                prefix_root = bytes(32)
         return seal_block(
             self.db.state, template.header, template.txs, self.rules, steps=steps,
             final_state_hash=final_state_hash, trajectory_root=trajectory_root, proof=proof, work=work,

@@ -134,3 +134,15 @@ def test_every_preset_has_a_v2_genesis() -> None:
         block, _ = preset.genesis()
         assert block.header.version == 2 and block.header.dims == ()
         check_body_commitments(block)
+
+
+def test_the_node_derives_the_prefix_root_from_the_work() -> None:
+    from consensus.pouw_seal import prefix_root_of_work
+    from pouw.proof import WorkData, trajectory_root
+
+    leaves = tuple(bytes([i]) * 32 for i in range(5))
+    assert prefix_root_of_work(WorkData(leaves, (), b"s").encode()) == trajectory_root(leaves[:-1])
+    for bad in (b"", b"\x00junk", WorkData(leaves[:1], (), b"s").encode()):
+        with pytest.raises(InvalidBlock) as err:
+            prefix_root_of_work(bad)
+        assert err.value.reason is Reason.BAD_SEAL

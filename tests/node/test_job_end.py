@@ -91,6 +91,8 @@ async def test_every_submission_is_counted_by_outcome_and_reason(
     assert junk.status == 400 and (await junk.json())["reason"] == "bad-seal"
     unknown = await http.post("/api/mining/submit", json={**work, "template_id": "33" * 32, "steps": 1})
     assert unknown.status == 400
+    garbage = await http.post("/api/blocks", json={"block": "00" * 40})
+    assert garbage.status == 400
     builtin = await (await http.get(f"/api/mining/template?address={ADDRESS}&exclude={job_id}")).json()
     await mine_block(service, MINER, job_id=bytes.fromhex(builtin["job_id"]))  # the tip moves: stale now
     stale = await http.post("/api/mining/submit", json={**work, "steps": 1})
@@ -102,7 +104,8 @@ async def test_every_submission_is_counted_by_outcome_and_reason(
         'outcome="rejected",reason="bad-job-progress"': 1,
         'outcome="rejected",reason="bad-seal"': 1,
         'outcome="rejected",reason="malformed"': 1,
+        'outcome="rejected",reason="trailing-bytes"': 1,
         'outcome="stale",reason="stale"': 1,
     }
     lines = [r.getMessage() for r in caplog.records if r.name == "pouw.node.mining"]
-    assert len(lines) == 3 and "bad-job-progress" in lines[0] and "bad-seal" in lines[1]
+    assert len(lines) == 4 and "bad-job-progress" in lines[0] and "bad-seal" in lines[1]
