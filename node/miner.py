@@ -216,7 +216,10 @@ class MiningLoop:
             while not should_stop():
                 budget = min(STEPS_PER_ROUND, max_steps - session.steps)
                 result = session.mine(sigma, header.target, budget, self._progress) if budget > 0 else None
-                if result is not None:
+                if result is not None:  # the winning step reports no progress: count it here
+                    self.stats.steps = self._base_steps + session.steps
+                    self.stats.macs = self._base_macs + session.macs
+                    self.stats.tiles = self._base_tiles + session.tiles
                     self._submit(template, result)
                     self._session = None
                     break
