@@ -4,8 +4,9 @@ Part of ``pouw-bench attack``. Every number comes from the code a validator runs
 ``Header.lottery_seed``, each step draws under ``pouw.proof.step_seed``, tickets come from the real
 :class:`pouw.mining.Miner` (its noisy-transcript products count their MACs), the replay plan is
 ``pouw.proof.replay_plan``, fabricated seals go through ``pouw.verify.verify_seal``, and a block's
-reward is ``chain.transition.subsidy_share`` (subsidy · min(steps · P, W) / W) on the preset's
-built-in job, at the preset's initial target. ``reward per MAC`` = expected reward / expected MACs
+reward is what ``chain.transition.transition_with_reward`` credits the miner for a block of that many
+steps on the preset's built-in job at its initial target (subsidy · min(steps · P, W) / W; the
+built-in job pays no fee). ``reward per MAC`` = expected reward / expected MACs
 of noisy products; the ratio to honest is what matters (>= 1 would pay the attacker).
 
 * **honest**: trains its shard and draws every step; a win at step s claims s steps; a shard that
@@ -28,6 +29,7 @@ of noisy products; the ratio to honest is what matters (>= 1 would pay the attac
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -39,9 +41,9 @@ from chain.builder import make_header
 from chain.errors import PouwError
 from chain.genesis import builtin_job_id
 from chain.hashing import tagged_hash
-from chain.state import JobRecord, get_job
-from chain.transition import subsidy_share
-from chain.types import Header
+from chain.state import JobRecord, State, get_job
+from chain.transition import transition_with_reward
+from chain.types import Header, Seal
 from consensus.presets import PRESETS as CHAIN_PRESETS
 from consensus.presets import Preset, model_config
 from consensus.seal import trajectory_seed
@@ -57,7 +59,7 @@ FAKE_FRACTIONS = (0.1, 0.25, 0.5)
 RESTAMPS = 4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Setting:
     preset: Preset
     config: ModelConfig
@@ -66,6 +68,7 @@ class Setting:
     job: JobRecord
     header: Header
     start: ModelState
+    state: State
 
 
 def setting(name: str, miner: bytes = b"\x07" * 20) -> Setting:
@@ -82,13 +85,17 @@ def setting(name: str, miner: bytes = b"\x07" * 20) -> Setting:
         spec=job.spec,
     )
     config = model_config(job.spec)
-    return Setting(preset, config, preset.builtin_dataset(), job_id, job, header, init_state(config, job.init_seed))
+    return Setting(preset, config, preset.builtin_dataset(), job_id, job, header, init_state(config, job.init_seed),
+                   state)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def reward(s: Setting, steps: int) -> int:
-    """The subsidy a block of ``steps`` steps on the built-in job earns (the real rule)."""
-    useful, expected = subsidy_share(s.preset.chain_rules, s.header, s.job, steps)
-    return s.preset.subsidy(s.header.height) * useful // expected
+    """What a block of ``steps`` steps on the built-in job credits its miner (the state transition)."""
+    seal = Seal(steps=steps, final_state_hash=bytes(32), trajectory_root=bytes(32), prefix_root=bytes(32),
+                state_root=bytes(32), work_hash=bytes(32), proof=b"")
+    _, paid = transition_with_reward(s.state, s.header, seal, (), s.preset.chain_rules)
+    return paid.total
 
 
 def new_miner(s: Setting, backend: Backend, header: Header | None = None) -> Miner:
