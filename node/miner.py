@@ -203,6 +203,9 @@ class MiningLoop:
             sigma = header.lottery_seed
             if header.hash.hex() != template["template_id"]:
                 raise MinerError("template id does not match its header")
+            if "max_steps" not in template:  # a node before job-end templates: the job says it
+                template["steps_left"] = template["job"]["steps_left"]
+                template["max_steps"] = min(template["steps_left"], preset.pouw.max_steps_per_block)
             max_steps = template["max_steps"]
             if not isinstance(max_steps, int) or not 1 <= max_steps <= preset.pouw.max_steps_per_block:
                 raise MinerError(f"template allows {max_steps!r} steps")
@@ -226,7 +229,7 @@ class MiningLoop:
                 if session.steps >= max_steps:
                     self._spent_jobs.add(template["job_id"])
                     self.report(self.stats, f"shard of {self.stats.job} reached its {max_steps} steps "
-                                            f"({template['steps_left']} left in the job) without a win; "
+                                            f"({self.stats.steps_left} left in the job) without a win; "
                                             "next job until the tip moves")
                     self._session = None
                     break
