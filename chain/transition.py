@@ -241,18 +241,20 @@ class Reward:
         return self.subsidy_paid - self.job_burned
 
 
-def subsidy_share(rules: ChainRules, header: Header, job: JobRecord, steps: int) -> tuple[int, int]:
-    """(useful, expected): the block earns ``subsidy * useful // expected`` of its subsidy.
-
-    ``useful = min(steps * macs_per_step, expected)``, ``expected = expected_block_work(target)``;
-    ``useful = 0`` for a client job paying less than ``min_subsidy_fee_per_mmac`` per 2^20 MACs.
-    """
-    expected = max(1, rules.expected_block_work(header.target))
+def subsidy_eligible(rules: ChainRules, job: JobRecord) -> bool:
+    """Built-in jobs, and client jobs paying at least ``min_subsidy_fee_per_mmac`` per 2^20 MACs."""
     macs = rules.macs_per_step(job.spec)
-    eligible = job.owner == ZERO_ADDRESS or (
-        job.spec.fee_per_step << 20 >= rules.min_subsidy_fee_per_mmac * macs
-    )
-    return (min(steps * macs, expected) if eligible else 0), expected
+    return job.owner == ZERO_ADDRESS or job.spec.fee_per_step << 20 >= rules.min_subsidy_fee_per_mmac * macs
+
+
+def subsidy_paid(rules: ChainRules, height: int, target: int, steps: int, macs_per_step: int,
+                 eligible: bool = True) -> int:
+    """``subsidy(height) * min(steps * macs_per_step, W) // W``, ``W = expected_block_work(target)``
+    (zero when not ``eligible``): the subsidy a seal of ``steps`` steps earns."""
+    if not eligible:
+        return 0
+    expected = max(1, rules.expected_block_work(target))
+    return rules.subsidy(height) * min(steps * macs_per_step, expected) // expected
 
 
 def apply_job_progress(state: Overlay, header: Header, seal: Seal) -> int:
@@ -310,8 +312,8 @@ def transition_with_reward(
     released = apply_job_progress(state, header, seal)
     if job is None:  # pragma: no cover - apply_job_progress raised
         raise InvalidBlock(Reason.UNKNOWN_JOB, header.job_id.hex())
-    useful, expected = subsidy_share(rules, header, job, seal.steps)
-    subsidy = rules.subsidy(header.height)
+    paid = subsidy_paid(rules, header.height, header.target, seal.steps, rules.macs_per_step(job.spec),
+                        subsidy_eligible(rules, job))
     fees = 0
     for index, tx in enumerate(txs):
         try:
@@ -319,7 +321,7 @@ def transition_with_reward(
         except InvalidTransaction as exc:
             raise InvalidBlock(exc.reason, f"tx {index} ({tx.txid.hex()[:16]}): {exc.detail}") from exc
     reward = Reward(
-        subsidy=subsidy, subsidy_paid=subsidy * useful // expected, job_released=released,
+        subsidy=rules.subsidy(header.height), subsidy_paid=paid, job_released=released,
         job_burned=burned_share(rules, released), fees=fees,
     )
     miner = get_account(state, header.miner)

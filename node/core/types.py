@@ -70,6 +70,8 @@ class Template:
 
     @property
     def template_id(self) -> bytes:
+        """The header's hash: templates sharing a lottery seed σ (same parent, job and miner, other
+        time or transactions) are still told apart."""
         return self.header.hash
 
     @property

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 
-from chain.types import JobSpec, JobSubmit
+from chain.transition import subsidy_paid
+from chain.types import Block, JobSpec, JobSubmit
 from consensus.presets import DEVNET_PRESET
+from pouw.model import ModelConfig
 from tests.functional.conftest import Network
 from tests.functional.framework import wait_until
 from wallet.address import encode_address
@@ -15,6 +17,7 @@ from wallet.txbuild import sign_tx
 MINER_KEY = PrivateKey(hashlib.sha256(b"functional-miner").digest())
 MINER = encode_address(MINER_KEY.address)
 SUBSIDY = DEVNET_PRESET.subsidy(1)
+RULES = DEVNET_PRESET.chain_rules
 
 
 def test_devnet_node_and_cpu_miner(network: Network) -> None:
@@ -38,10 +41,22 @@ def test_devnet_node_and_cpu_miner(network: Network) -> None:
     status = node.status()
     height = status["height"]
     assert height >= 5
-    # Every block paid the subsidy to our miner; the client job moved escrow to it as it was trained.
+    # Every block paid our miner the subsidy its useful work earned (its steps' share of the block's
+    # expected work); the client job moved escrow to it as it was trained, less the 1/8 burn.
     client_job = node.get(f"/api/jobs/{job_id}")
     assert client_job["escrow_spent"] == client_job["steps_done"] * 1_000
-    assert node.balance(MINER) == SUBSIDY * height - client_job["escrow_left"]
+    earned = burned = 0
+    for summary in node.get("/api/blocks?limit=200")["blocks"]:
+        if summary["height"] == 0:
+            continue
+        block = Block.decode(node.get_bytes(f"/api/blocks/{summary['hash']}/raw"))
+        header = block.header
+        config = ModelConfig(dims=tuple(header.dims), batch_size=header.batch_size, lr_shift=header.lr_shift)
+        earned += subsidy_paid(RULES, header.height, header.target, block.seal.steps, config.macs_per_step())
+        if header.job_id.hex() == job_id:
+            burned += -(-block.seal.steps * 1_000 // 8)
+    assert 0 < earned <= SUBSIDY * height
+    assert node.balance(MINER) == earned - client_job["escrow_left"] - burned
     # The built-in job's held-out accuracy rose as miners trained it.
     digits = next(j for j in node.get("/api/jobs")["jobs"] if j["name"] == "digits")
     history = node.get(f"/api/jobs/{digits['job_id']}")["history"]
