@@ -51,6 +51,7 @@ from chain.types import (
     DatasetPublish,
     Header,
     JobCancel,
+    JobSpec,
     JobSubmit,
     Seal,
     SignedTx,
@@ -255,6 +256,18 @@ def subsidy_paid(rules: ChainRules, height: int, target: int, steps: int, macs_p
         return 0
     expected = max(1, rules.expected_block_work(target))
     return rules.subsidy(height) * min(steps * macs_per_step, expected) // expected
+
+
+def block_pay(rules: ChainRules, header: Header, steps: int, fee_per_step: int, builtin: bool) -> int:
+    """What a block of ``steps`` steps on a job paying ``fee_per_step`` (built in or not) credits its
+    miner besides transaction fees: the subsidy share plus the job pay less the burn. (Job pay is
+    never capped by escrow here: a job's escrow always covers the steps it has left.)"""
+    spec = JobSpec(dims=tuple(header.dims), dataset_id=bytes(32), batch_size=header.batch_size,
+                   lr_shift=header.lr_shift, total_steps=steps, fee_per_step=fee_per_step)
+    macs = rules.macs_per_step(spec)
+    eligible = builtin or fee_per_step << 20 >= rules.min_subsidy_fee_per_mmac * macs
+    pay = steps * fee_per_step
+    return subsidy_paid(rules, header.height, header.target, steps, macs, eligible) + pay - burned_share(rules, pay)
 
 
 def apply_job_progress(state: Overlay, header: Header, seal: Seal) -> int:

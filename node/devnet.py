@@ -25,7 +25,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from chain.types import COIN, JobSpec, JobSubmit, Transfer, job_id_of
+from chain.transition import block_pay
+from chain.types import COIN, ZERO_ADDRESS, Block, JobSpec, JobSubmit, Transfer, job_id_of
 from consensus.presets import DEVNET_PRESET
 from wallet.address import encode_address
 from wallet.amounts import format_amount
@@ -53,6 +54,11 @@ class Api:
         with urllib.request.urlopen(self.url + path, timeout=30) as response:
             return json.loads(response.read())
 
+    def get_bytes(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            data: bytes = response.read()
+            return data
+
     def post(self, path: str, body: Any) -> Any:
         request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
                                          headers={"Content-Type": "application/json"})
@@ -61,6 +67,23 @@ class Api:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             raise RuntimeError(f"{path}: {exc.code} {exc.read().decode(errors='replace')}") from None
+
+
+def minted_per_miner(api: Api, blocks: list[dict[str, Any]]) -> dict[str, int]:
+    """What each miner's blocks credited it besides tx fees (subsidy share + job pay − burn, v2)."""
+    zero = encode_address(ZERO_ADDRESS)
+    jobs = {j["job_id"]: j for j in api.get("/api/jobs")["jobs"]}
+    minted: Counter[str] = Counter()
+    for summary in blocks:
+        if summary["height"] == 0:
+            continue
+        block = Block.decode(api.get_bytes(f"/api/blocks/{summary['hash']}/raw"))
+        job = jobs[block.header.job_id.hex()]
+        minted[summary["miner"]] += block_pay(
+            DEVNET_PRESET.chain_rules, block.header, block.seal.steps, job["spec"]["fee_per_step"],
+            builtin=job["owner"] == zero,
+        )
+    return dict(minted)
 
 
 class Devnet:
@@ -172,6 +195,7 @@ class Devnet:
         nodes = [api.get("/api/status") for api in self.apis]
         blocks = first.get("/api/blocks?limit=200")["blocks"]
         miners = Counter(b["miner"] for b in blocks if b["height"] > 0)
+        minted = minted_per_miner(first, blocks)
         jobs = []
         for job in first.get("/api/jobs")["jobs"]:
             detail = first.get(f"/api/jobs/{job['job_id']}")
@@ -183,7 +207,7 @@ class Devnet:
             "height": nodes[0]["height"], "tip": nodes[0]["tip"],
             "nodes": [{"url": api.url, "height": s["height"], "tip": s["tip"], "peers": s["peers"]}
                       for api, s in zip(self.apis, nodes, strict=True)],
-            "blocks_per_miner": dict(miners), "transfer": first.get(f"/api/tx/{txid}"),
+            "blocks_per_miner": dict(miners), "minted": minted, "transfer": first.get(f"/api/tx/{txid}"),
             "jobs": jobs, "balances": {"alice": first.get(f"/api/accounts/{alice}")["balance"],
                                        "bob": first.get(f"/api/accounts/{bob}")["balance"]},
             "addresses": {"alice": alice, "bob": bob}, "logs": str(self.logs), "second_job": job_id,
