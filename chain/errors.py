@@ -72,6 +72,16 @@ class Reason(StrEnum):
     BACKEND_UNAVAILABLE = "backend-unavailable"
 
 
+MUTATION_REASONS = frozenset({Reason.BAD_TX_ROOT, Reason.MUTATED})
+
+
+def is_mutation(reason: Reason) -> bool:
+    """Whether a failure for ``reason`` may come from a body that the block's hash does not fix
+    (Bitcoin's "mutated" blocks): such a block is dropped, and its hash is never remembered as
+    invalid — the genuine block may still arrive under the same hash."""
+    return reason in MUTATION_REASONS
+
+
 class PouwError(Exception):
     """Root of every error this project raises on purpose."""
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from chain.errors import InvalidBlock, PouwError, ValidationError
+from chain.errors import InvalidBlock, PouwError, StoreError, ValidationError
 from chain.state import JobRecord, StateReader, get_account
 from chain.types import Block, Header, SealedHeader, SignedTx
 from consensus.difficulty import block_work
@@ -37,7 +37,7 @@ from consensus.pouw_seal import PouwSealVerifier
 from consensus.presets import Preset
 from consensus.seal import NoProofSealVerifier
 from consensus.validation import FutureBlock, HeaderContext, decode_block
-from node.core.header_tree import MAX_HEADER_TREE, HeaderTree
+from node.core.header_tree import MAX_HEADER_TREE, HeaderDeferred, HeaderTree
 from node.core.importer import MAX_HELD_FUTURE, BlockImporter
 from node.core.models import ModelIndex
 from node.core.templates import MAX_TEMPLATES, TemplateBuilder
@@ -107,12 +107,16 @@ class ChainService:
     def _open(self) -> None:
         self.datadir.mkdir(parents=True, exist_ok=True)
         self._store = self._store_arg or LevelDBStore(self.datadir / "chain")
+        started = time.monotonic()
+        entries = self._store.verify()  # every checksum: a corrupt store is refused here, in one line
+        log.info("store verified: %d entries in %.1f s", entries, time.monotonic() - started)
         if self._proof:
             self.verifier = PouwSealVerifier(self.preset, self.models.model_bytes, self.models.dataset_bytes,
                                              self.backend)
         self._db = ChainDB(
             self._store, self.genesis, self._genesis_state, self.importer.connect,
             lambda header: block_work(header.target), max_reorg_depth=self.preset.max_reorg_depth,
+            reconnect=self.importer.reconnect,
         )
         self.models.attach(self._store, self._db, self.verifier)
         self.headers.attach(self._db, self.verifier)
@@ -151,7 +155,10 @@ class ChainService:
                 return fn(*args, **kwargs)
             finally:
                 if self._db is not None:
-                    self._publish()
+                    try:
+                        self._publish()
+                    except StoreError as exc:  # readers keep the last view until the store is back
+                        log.warning("chain view not refreshed: %s", exc)
         return await self._call(run)
 
     @property
@@ -229,20 +236,39 @@ class ChainService:
 
     async def accept_headers(self, headers: Sequence[SealedHeader]) -> tuple[int, ValidationError | None, int]:
         """Check and remember headers in order, stopping at the first that fails:
-        (new headers, the error or None, position of the failing header). A header from the future
-        stops the batch without an error (held back, not punished)."""
+        (new headers, the error or None, position of the failing header). A header from the future,
+        or one whose tile cannot be checked yet, stops the batch without an error (not punished).
+
+        The winning tiles — the costly part — are checked in the verification pool (or its thread),
+        between two short turns on the writer thread, so reads are not queued behind them."""
+        jobs = await self._call(self._tile_jobs, headers)
+        items: list[tuple[bytes, bytes, bytes]] = []
+        for sealed, job in zip(headers, jobs, strict=True):
+            if job is None:
+                break
+            items.append((sealed.header.encode(), sealed.seal.encode(), job.encode()))
+        tile_errors = await self.pool.check_tiles(self.preset.name, items)
+
         def accept() -> tuple[int, ValidationError | None, int]:
             new = 0
             for position, sealed in enumerate(headers):
+                checked = position < len(tile_errors)
                 try:
-                    new += self.headers.accept(sealed)
-                except FutureBlock:
+                    new += self.headers.accept(sealed, tile_checked=checked,
+                                               tile_error=tile_errors[position] if checked else None)
+                except (FutureBlock, HeaderDeferred):
                     return new, None, position
                 except ValidationError as exc:
                     return new, exc, position
             return new, None, len(headers)
 
         return await self._write(accept)
+
+    def _tile_jobs(self, headers: Sequence[SealedHeader]) -> list[JobRecord | None]:
+        """Writer thread: the job each header's tile check needs (None: unknown at the head)."""
+        if not isinstance(self.verifier, PouwSealVerifier):
+            return [None] * len(headers)
+        return [self.headers.tile_job(sealed.header) for sealed in headers]
 
     # -- blocks -----------------------------------------------------------------------------------
 
@@ -295,8 +321,18 @@ class ChainService:
         log.info("new tip %d %s (%d txs)", tip.height, tip.hash.hex()[:16], len(tip.txs))
         await self._notify(self._tip_listeners, tip)
 
+    @property
+    def import_paused(self) -> str | None:
+        """Why block import is paused (the store refused a write: disk full), or None."""
+        return self.importer.paused
+
     async def retry_held(self) -> list[BlockOutcome]:
-        """Retry blocks held for a future timestamp (the daemon calls this periodically)."""
+        """Retry blocks held for a future timestamp or a paused import, after trying to end a
+        pause (the daemon calls this periodically)."""
+        if self.importer.paused is not None and self._store is not None:
+            store = self._store
+            if not await self._write(self.importer.resume, store):
+                return []
         held = await self._call(self.importer.take_held)
         return [await self.submit_block(block) for block in held]
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from chain.errors import Reason, ValidationError
+from chain.errors import Reason, StoreError, ValidationError
 from chain.types import Block, Header, Seal, SealedHeader, SignedTx
 from node.chain_service import BlockStatusText, ChainService, ChainView
 from p2p.backend import (
@@ -32,6 +33,8 @@ from p2p.backend import (
 )
 from p2p.service import P2PService
 from store.chaindb import BlockStatus as StoredStatus
+
+log = logging.getLogger("pouw.node.p2p")
 
 INVALID_TX_REASONS = frozenset({
     Reason.BAD_SIGNATURE, Reason.HIGH_S, Reason.BAD_PUBLIC_KEY, Reason.WRONG_CHAIN_ID, Reason.MALFORMED,
@@ -67,6 +70,13 @@ class NodeBackend:
         return list(self.chain.view.locator)
 
     def headers_after(self, locator: Sequence[bytes], stop: bytes, limit: int) -> list[tuple[Header, Seal]]:
+        try:
+            return self._headers_after(locator, stop, limit)
+        except StoreError as exc:  # the view's snapshot went stale (store reopened) or the store failed
+            log.warning("headers for a peer not read: %s", exc)
+            return []
+
+    def _headers_after(self, locator: Sequence[bytes], stop: bytes, limit: int) -> list[tuple[Header, Seal]]:
         reader = self.chain.view.reader
         start = 0
         for block_hash in locator:
@@ -90,7 +100,11 @@ class NodeBackend:
 
     @staticmethod
     def _stored(view: ChainView, block_hash: bytes) -> bool:
-        index = view.reader.get_index(block_hash)
+        try:
+            index = view.reader.get_index(block_hash)
+        except StoreError as exc:
+            log.warning("block index not read: %s", exc)
+            return False
         return index is not None and index.status != StoredStatus.INVALID
 
     def blocks_to_fetch(self, limit: int) -> list[tuple[int, bytes]]:
@@ -107,7 +121,11 @@ class NodeBackend:
         return self._stored(self.chain.view, block_hash)
 
     def get_block(self, block_hash: bytes) -> Block | None:
-        return self.chain.view.reader.get_block(block_hash)
+        try:
+            return self.chain.view.reader.get_block(block_hash)
+        except StoreError as exc:
+            log.warning("block for a peer not read: %s", exc)
+            return None
 
     async def accept_headers(self, headers: Sequence[tuple[Header, Seal]]) -> HeadersOutcome:
         new, error, position = await self.chain.accept_headers([SealedHeader(h, s) for h, s in headers])
@@ -129,7 +147,11 @@ class NodeBackend:
 
     def has_tx(self, txid: bytes) -> bool:
         view = self.chain.view
-        return txid in view.mempool or view.reader.tx_location(txid) is not None
+        try:
+            return txid in view.mempool or view.reader.tx_location(txid) is not None
+        except StoreError as exc:
+            log.warning("tx index not read: %s", exc)
+            return False
 
     def get_tx(self, txid: bytes) -> SignedTx | None:
         return self.chain.view.mempool.get(txid)

@@ -23,11 +23,11 @@ from types import TracebackType
 from typing import TypeVar
 
 from chain.encoding import BigUInt, Container, UInt, pack, unpack, wire
-from chain.errors import InvalidBlock, InvalidEncoding, Reason, StoreError, ValidationError
+from chain.errors import InvalidBlock, InvalidEncoding, Reason, StoreError, ValidationError, is_mutation
 from chain.rules import ChainRules
 from chain.state import StateDiff, StateReader, merge_sorted, state_root_of
 from chain.transition import apply_block
-from chain.types import HASH32, ZERO_HASH, Block, Header, SealedHeader, SignedTx, Transfer
+from chain.types import HASH32, ZERO_HASH, Block, Header, SealedHeader, SignedTx, Transfer, block_hash_of
 from store import schema
 from store.kv import KeyValueReader, KeyValueStore
 
@@ -212,7 +212,11 @@ class ChainReader:
         return StoredState(self._store)
 
     def get_block(self, block_hash: bytes) -> Block | None:
-        return _load(self._store, schema.block_key(block_hash), Block)
+        block = _load(self._store, schema.block_key(block_hash), Block)
+        if block is not None and block.hash != block_hash:
+            raise StoreError(f"store is corrupt: the block stored under {_short(block_hash)} hashes to "
+                             f"{_short(block.hash)}")
+        return block
 
     def get_header(self, block_hash: bytes) -> Header | None:
         sealed = self.get_sealed_header(block_hash)
@@ -220,7 +224,10 @@ class ChainReader:
 
     def get_sealed_header(self, block_hash: bytes) -> SealedHeader | None:
         """Header and seal without the block body (what headers-first sync sends)."""
-        return _load(self._store, schema.header_key(block_hash), SealedHeader)
+        sealed = _load(self._store, schema.header_key(block_hash), SealedHeader)
+        if sealed is not None and block_hash_of(sealed.header, sealed.seal) != block_hash:
+            raise StoreError(f"store is corrupt: the header stored under {_short(block_hash)} does not hash to it")
+        return sealed
 
     def get_index(self, block_hash: bytes) -> BlockIndex | None:
         return _load(self._store, schema.index_key(block_hash), BlockIndex)
@@ -256,11 +263,14 @@ class ChainDB(ChainReader):
     def __init__(
         self, store: KeyValueStore, genesis_block: Block, genesis_state: StateReader,
         connect: Connect, work_of: WorkOf = expected_work, *,
-        max_reorg_depth: int = DEFAULT_MAX_REORG_DEPTH,
+        max_reorg_depth: int = DEFAULT_MAX_REORG_DEPTH, reconnect: Connect | None = None,
     ) -> None:
         super().__init__(store)
         self._store: KeyValueStore = store
         self._connect = connect
+        self._reconnect = reconnect or connect
+        """Connects a block whose index says valid (it connected before, from these very bytes):
+        the node skips the checks whose verdict cannot change, e.g. signatures and the replay."""
         self._work_of = work_of
         self.max_reorg_depth = max_reorg_depth
         self.genesis_hash = genesis_block.hash
@@ -375,9 +385,15 @@ class ChainDB(ChainReader):
         new: list[Block] = []
         for i, (block_hash, entry) in enumerate(branch):
             block = tip if block_hash == tip_hash else _require(pending, schema.block_key(block_hash), Block)
+            connect = self._reconnect if entry.status == BlockStatus.VALID else self._connect
             try:
-                diff = self._connect(state, block)
+                diff = connect(state, block)
             except ValidationError as exc:
+                if is_mutation(exc.reason):
+                    # The body does not match the hash: the block behind the hash may be fine. Keep
+                    # what connected, judge nothing, store nothing of the tip (docs Part V).
+                    self._keep_connected(branch[:i])
+                    raise
                 self._reject_branch(tip_hash, tip, tip_entry, branch[:i], branch[i:])
                 if block_hash == tip_hash:
                     raise
@@ -459,6 +475,13 @@ class ChainDB(ChainReader):
             if entry.status != BlockStatus.VALID:
                 pending.put(schema.index_key(block_hash), replace(entry, status=BlockStatus.VALID).encode())
         self._mark_invalid(pending, failed)
+        pending.commit()
+
+    def _keep_connected(self, connected: list[tuple[bytes, BlockIndex]]) -> None:
+        pending = PendingWrites(self._store)
+        for block_hash, entry in connected:
+            if entry.status != BlockStatus.VALID:
+                pending.put(schema.index_key(block_hash), replace(entry, status=BlockStatus.VALID).encode())
         pending.commit()
 
     @staticmethod

@@ -8,7 +8,10 @@ puts and deletes atomically: after a crash, either the whole batch is visible or
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import threading
 from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
@@ -51,6 +54,14 @@ class KeyValueStore(ABC):
         """A read-only view frozen at this moment: later writes do not show in it. Reading a
         snapshot is safe from any thread while the owner keeps writing."""
         raise StoreError(f"{type(self).__name__} cannot take snapshots")
+
+    def verify(self) -> int:
+        """Read every entry, checking integrity where the store can; returns the entry count."""
+        return sum(1 for _ in self.iterate())
+
+    def reopen(self) -> None:
+        """Make the store writable again after a failed write, where that needs more than retrying."""
+        return None
 
     def put(self, key: bytes, value: bytes) -> None:
         self.write_batch({key: value})
@@ -111,19 +122,44 @@ class MemoryStore(KeyValueStore):
         self._closed = True
 
 
+REOPEN_MIN_FREE_BYTES = 8 << 20
+"""Free space a LevelDB store needs before it is reopened after a failed write (its 4 MiB write
+buffer becomes a table when it opens, plus room for the block that failed)."""
+
+
+class StoreWriteError(StoreError):
+    """A write failed and changed nothing. ``no_space``: the disk is full (the write may succeed
+    once space returns, after :meth:`KeyValueStore.reopen`)."""
+
+    def __init__(self, message: str, no_space: bool = False) -> None:
+        super().__init__(message)
+        self.no_space = no_space
+
+
 class LevelDBStore(KeyValueStore):
-    """LevelDB through plyvel. Every batch is written with ``sync=True`` (fsync before returning)."""
+    """LevelDB through plyvel. Every batch is written with ``sync=True`` (fsync before returning).
+
+    Opened with ``paranoid_checks`` and every read verifies LevelDB's block checksums, so flipped or
+    truncated table bytes are a :class:`StoreError` saying the store is corrupt, never a value.
+    Every plyvel failure leaves here as a :class:`StoreError` (a failed write as
+    :class:`StoreWriteError`)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
+        self._lock = threading.Lock()
+        """Held by snapshot reads from other threads and by close/reopen, which must not overlap."""
+        self._db = self._open_db()
+
+    def _open_db(self) -> plyvel.DB:
         try:
-            self._db = plyvel.DB(self.path, create_if_missing=True, bloom_filter_bits=10)
+            return plyvel.DB(self.path, create_if_missing=True, bloom_filter_bits=10, paranoid_checks=True)
         except plyvel.CorruptionError as exc:
             raise StoreError(f"LevelDB at {self.path} is corrupt: {_message(exc)}") from exc
         except plyvel.IOError as exc:
-            raise StoreError(
-                f"cannot open LevelDB at {self.path} (is another process using it?): {_message(exc)}"
-            ) from exc
+            text = _message(exc)
+            if "lock" in text.lower():
+                raise StoreError(f"cannot open LevelDB at {self.path} (is another process using it?): {text}") from exc
+            raise StoreError(f"cannot open LevelDB at {self.path}: {text}") from exc
         except plyvel.Error as exc:
             raise StoreError(f"cannot open LevelDB at {self.path}: {_message(exc)}") from exc
 
@@ -133,12 +169,19 @@ class LevelDBStore(KeyValueStore):
         return self._db
 
     def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._open().get(key)
+        try:
+            value: bytes | None = self._open().get(key, verify_checksums=True)
+        except (plyvel.Error, RuntimeError) as exc:
+            raise _read_error(self.path, exc) from exc
         return value
 
     def iterate(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         # plyvel's iterator reads from an implicit snapshot taken here, not at the first next().
-        return self._open().iterator(prefix=prefix)
+        try:
+            entries = self._open().iterator(prefix=prefix, verify_checksums=True)
+        except (plyvel.Error, RuntimeError) as exc:
+            raise _read_error(self.path, exc) from exc
+        return _guarded(entries, self.path)
 
     def write_batch(self, puts: Mapping[bytes, bytes], deletes: Iterable[bytes] = ()) -> None:
         batch = self._open().write_batch(sync=True)
@@ -148,31 +191,90 @@ class LevelDBStore(KeyValueStore):
             batch.put(key, value)
         try:
             batch.write()
-        except plyvel.Error as exc:
-            raise StoreError(f"write to LevelDB at {self.path} failed: {_message(exc)}") from exc
+        except (plyvel.Error, RuntimeError) as exc:
+            text = _message(exc)
+            no_space = "no space left" in text.lower() or os.strerror(errno.ENOSPC).lower() in text.lower()
+            raise StoreWriteError(f"write to LevelDB at {self.path} failed: {text}", no_space) from exc
+
+    def verify(self) -> int:
+        """Read every entry with checksums verified (a corrupt table raises StoreError); returns the count."""
+        count = 0
+        try:
+            with self._open().iterator(verify_checksums=True, fill_cache=False) as entries:
+                for _ in entries:
+                    count += 1
+        except (plyvel.Error, RuntimeError) as exc:
+            raise _read_error(self.path, exc) from exc
+        return count
 
     def snapshot(self) -> KeyValueReader:
-        return _LevelDBSnapshot(self, self._open().snapshot())
+        db = self._open()
+        return _LevelDBSnapshot(self, db, db.snapshot())
+
+    def reopen(self) -> None:
+        """Close and open the database again: clears LevelDB's sticky background error (a compaction
+        that failed for lack of space), so writes can resume once space returns. Refused (the
+        store stays as it is) while less than :data:`REOPEN_MIN_FREE_BYTES` are free: opening
+        writes the log's contents into a table first."""
+        free = shutil.disk_usage(self.path).free
+        if free < REOPEN_MIN_FREE_BYTES:
+            raise StoreWriteError(f"LevelDB at {self.path}: only {free} bytes free, waiting for "
+                                  f"{REOPEN_MIN_FREE_BYTES}", no_space=True)
+        with self._lock:
+            self._db.close()
+            self._db = self._open_db()
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
 class _LevelDBSnapshot:
-    """A plyvel snapshot as a :class:`KeyValueReader`; reads after the store closed raise StoreError."""
+    """A plyvel snapshot as a :class:`KeyValueReader`; reads after the store closed (or reopened)
+    raise StoreError. Safe to read from a thread other than the store's owner."""
 
-    def __init__(self, store: LevelDBStore, snapshot: plyvel.Snapshot) -> None:
+    def __init__(self, store: LevelDBStore, db: plyvel.DB, snapshot: plyvel.Snapshot) -> None:
         self._store = store
+        self._db = db
         self._snapshot = snapshot
 
+    def _check(self) -> None:
+        if self._db.closed:
+            raise StoreError(f"LevelDB at {self._store.path}: this snapshot's database was closed")
+
     def get(self, key: bytes) -> bytes | None:
-        self._store._open()
-        value: bytes | None = self._snapshot.get(key)
+        with self._store._lock:
+            self._check()
+            try:
+                value: bytes | None = self._snapshot.get(key, verify_checksums=True)
+            except (plyvel.Error, RuntimeError) as exc:
+                raise _read_error(self._store.path, exc) from exc
         return value
 
     def iterate(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        self._store._open()
-        return self._snapshot.iterator(prefix=prefix)
+        with self._store._lock:
+            self._check()
+            try:
+                entries = list(self._snapshot.iterator(prefix=prefix, verify_checksums=True))
+            except (plyvel.Error, RuntimeError) as exc:
+                raise _read_error(self._store.path, exc) from exc
+        return iter(entries)
+
+
+def _read_error(path: str, exc: Exception) -> StoreError:
+    if isinstance(exc, plyvel.CorruptionError):
+        return StoreError(f"LevelDB at {path} is corrupt: {_message(exc)} (restore the data directory or resync)")
+    if isinstance(exc, RuntimeError):
+        return StoreError(f"LevelDB at {path} is closed: {_message(exc)}")
+    return StoreError(f"read from LevelDB at {path} failed: {_message(exc)}")
+
+
+def _guarded(entries: Iterator[tuple[bytes, bytes]], path: str) -> Iterator[tuple[bytes, bytes]]:
+    """``entries`` with plyvel's errors (a corrupt table met mid-scan) turned into StoreError."""
+    try:
+        yield from entries
+    except (plyvel.Error, RuntimeError) as exc:
+        raise _read_error(path, exc) from exc
 
 
 def _message(exc: Exception) -> str:

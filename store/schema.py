@@ -45,6 +45,8 @@ GENESIS_KEY = DB_META + b"genesis"
 SCHEMA_KEY = DB_META + b"schema"
 """Version of this layout, one byte; bumped by any change that needs a migration."""
 STORE_SCHEMA_VERSION = b"\x01"
+PROBE_KEY = DB_META + b"probe"
+"""Written to test that the store accepts writes again after one failed (disk full)."""
 
 
 def db_state_key(state_key: bytes) -> bytes:

@@ -12,7 +12,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from chain.errors import InvalidBlock, Reason, ValidationError
+from chain.errors import InvalidBlock, PouwError, Reason, ValidationError
+from chain.state import JobRecord, get_job
 from chain.types import Block, Header, SealedHeader, block_hash_of
 from consensus.difficulty import block_work, median_time_past
 from consensus.pouw_seal import PouwSealVerifier
@@ -25,7 +26,16 @@ from p2p.sync import locator_heights
 from store.chaindb import BlockStatus, ChainDB
 
 MAX_ANCHOR_CACHE = 4_096
-MAX_HEADER_TREE = 100_000
+MAX_HEADER_TREE = 50_000
+"""Headers kept ahead of their blocks, at most (by count)..."""
+MAX_HEADER_TREE_BYTES = 64 << 20
+"""...and by encoded size (a sealed header carries its tile proof)."""
+
+
+class HeaderDeferred(PouwError):
+    """The header is not kept for now, and the sender is not punished: its winning tile cannot be
+    checked yet (its job is unknown at the head, so it shows no work and is not credited; it may
+    come again once the blocks before it create the job), or the tree is full."""
 
 
 class HeaderTree:
@@ -38,6 +48,8 @@ class HeaderTree:
         self.verdicts = verdicts
         self.clock = clock
         self.entries: OrderedDict[bytes, HeaderEntry] = OrderedDict()
+        self.bytes = 0
+        """Encoded size of the headers in ``entries``."""
         self.best = HeaderEntry(SealedHeader(genesis.header, genesis.seal), genesis.hash, 0)
         self._anchors: OrderedDict[bytes, bytes] = OrderedDict()
         self._db: ChainDB | None = None
@@ -132,9 +144,20 @@ class HeaderTree:
 
     # -- accepting headers ------------------------------------------------------------------------
 
-    def accept(self, sealed: SealedHeader) -> bool:
-        """Cheap checks of a header whose block we do not have yet (parent known, header rules,
-        winning tile when the job is known), then remember it. Returns False if already known."""
+    def tile_job(self, header: Header) -> JobRecord | None:
+        """The job whose model shape the header's tile check needs, from the head state; None when
+        it is unknown there (the tile cannot be checked) or the node runs without proofs."""
+        if not isinstance(self._verifier, PouwSealVerifier):
+            return None
+        return get_job(self.db.state, header.job_id)
+
+    def accept(self, sealed: SealedHeader, tile_checked: bool = False,
+               tile_error: ValidationError | None = None) -> bool:
+        """Cheap checks of a header whose block we do not have yet (parent known and not invalid,
+        header rules), then its winning tile — or, when ``tile_checked``, ``tile_error``, the
+        verdict of a check made elsewhere — then remember it. Returns False if already known.
+        Raises HeaderDeferred (not the sender's fault) when the tile cannot be checked, or when the
+        tree is full of better headers."""
         header = sealed.header
         block_hash = block_hash_of(header, sealed.seal)
         if block_hash in self.entries or self.db.get_index(block_hash) is not None:
@@ -145,41 +168,102 @@ class HeaderTree:
         parent_work = self.header_work(header.prev_hash)
         if parent_work is None:
             raise InvalidBlock(Reason.UNKNOWN_PARENT, header.prev_hash.hex())
+        if header.prev_hash in self.verdicts or self._stored_invalid(header.prev_hash):
+            raise InvalidBlock(Reason.KNOWN_INVALID, "parent is invalid")
         try:
             self.check(header)
-            if isinstance(self._verifier, PouwSealVerifier):
+            if tile_error is not None:
+                raise tile_error
+            if isinstance(self._verifier, PouwSealVerifier) and not tile_checked:
+                if self.tile_job(header) is None:
+                    raise HeaderDeferred(f"job {header.job_id.hex()[:16]} unknown at the head")
                 self._verifier.check_tile(header, sealed.seal, self.db.state)
         except FutureBlock:
             raise
         except ValidationError as exc:
             self.verdicts.remember_invalid(block_hash, f"{exc.reason.value}: {exc.detail}")
             raise
-        entry = HeaderEntry(sealed, block_hash, parent_work + block_work(header.target))
+        entry = HeaderEntry(sealed, block_hash, parent_work + block_work(header.target),
+                            size=len(header.encode()) + len(sealed.seal.encode()))
         self.entries[block_hash] = entry
+        self.bytes += entry.size
         if entry.work > self.best.work:
             self.best = entry
-        while len(self.entries) > MAX_HEADER_TREE:
-            self.entries.popitem(last=False)
+        self._evict()
+        if block_hash not in self.entries:
+            raise HeaderDeferred("the header tree is full: this header waits for blocks to arrive")
         return True
+
+    def _stored_invalid(self, block_hash: bytes) -> bool:
+        index = self.db.get_index(block_hash)
+        return index is not None and index.status == BlockStatus.INVALID
+
+    def _forget(self, hashes: set[bytes]) -> None:
+        """Forget ``hashes`` and every entry that descends from one of them."""
+        gone = set(hashes)
+        for block_hash, entry in list(self.entries.items()):  # parents come before their children
+            if block_hash in gone or entry.sealed.header.prev_hash in gone:
+                gone.add(block_hash)
+                self.bytes -= entry.size
+                del self.entries[block_hash]
+
+    def _best_path(self) -> set[bytes]:
+        path: set[bytes] = set()
+        cursor = self.entries.get(self.best.hash)
+        while cursor is not None:
+            path.add(cursor.hash)
+            cursor = self.entries.get(cursor.sealed.header.prev_hash)
+        return path
+
+    def _evict(self) -> None:
+        """Keep the tree within its bounds: forget the least-work headers off the best chain (and
+        what descends from them); the best chain itself is never evicted — a header that would
+        push it over the bounds is not kept."""
+        if len(self.entries) <= MAX_HEADER_TREE and self.bytes <= MAX_HEADER_TREE_BYTES:
+            return
+        keep = self._best_path()
+        candidates = sorted((e for e in self.entries.values() if e.hash not in keep), key=lambda e: e.work)
+        for victim in candidates:
+            if len(self.entries) <= MAX_HEADER_TREE and self.bytes <= MAX_HEADER_TREE_BYTES:
+                return
+            if victim.hash in self.entries:
+                self._forget({victim.hash})
+        while len(self.entries) > MAX_HEADER_TREE or self.bytes > MAX_HEADER_TREE_BYTES:
+            newest = next(reversed(self.entries))  # only the best chain is left: drop its newest
+            self._forget({newest})
+        if self.best.hash not in self.entries:
+            self._choose_best()
+
+    def _choose_best(self) -> None:
+        head = self.db.head
+        best = max(self.entries.values(), key=lambda e: e.work, default=None)
+        if best is None or best.work <= head.work:
+            sealed = self.db.get_sealed_header(head.hash)
+            if sealed is not None:
+                self.best = HeaderEntry(sealed, head.hash, head.work)
+        else:
+            self.best = best
+
+    def invalidate(self, block_hash: bytes) -> None:
+        """``block_hash`` failed validation: forget it and its descendants; if the best header was
+        among them, fall back to the best header left (or the head)."""
+        self._forget({block_hash})
+        if self.best.hash not in self.entries and self.best.hash != self.db.head.hash:
+            self._choose_best()
 
     def prune(self) -> None:
         """Forget headers whose blocks are now stored; keep the best header pointer honest."""
         for block_hash in [h for h in self.entries if self.db.get_index(h) is not None]:
-            del self.entries[block_hash]
-        head = self.db.head
-        if self.best.hash not in self.entries or self.best.work <= head.work:
-            best = max(self.entries.values(), key=lambda e: e.work, default=None)
-            if best is None or best.work <= head.work:
-                sealed = self.db.get_sealed_header(head.hash)
-                if sealed is not None:
-                    self.best = HeaderEntry(sealed, head.hash, head.work)
-            else:
-                self.best = best
+            self.bytes -= self.entries.pop(block_hash).size
+        if self.best.hash not in self.entries or self.best.work <= self.db.head.work:
+            self._choose_best()
 
     def block_stored(self, block: Block) -> None:
         """A block arrived for a header: the block store holds its header from now on."""
         block_hash = block.hash
-        self.entries.pop(block_hash, None)
+        stored = self.entries.pop(block_hash, None)
+        if stored is not None:
+            self.bytes -= stored.size
         head = self.db.head
         if self.best.hash == block_hash or head.work > self.best.work:
             self.best = HeaderEntry(SealedHeader(block.header, block.seal), block_hash,

@@ -55,6 +55,8 @@ class HeaderEntry:
     sealed: SealedHeader
     hash: bytes
     work: int
+    size: int = field(default=0, compare=False)
+    """Encoded size (header + seal), counted against the header tree's byte bound."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from chain.types import COIN, Transfer
 from node.api import make_app
+from node.api_security import API_SECURITY
 from node.chain_service import ChainService
 from tests.functional.framework import test_seed
 from tests.node.harness import mine_block, start_service
@@ -28,7 +29,7 @@ OTHER = PrivateKey(b"\x04" * 32)
 async def client(tmp_path: Path) -> AsyncIterator[tuple[TestClient, ChainService]]:  # type: ignore[type-arg]
     service = await start_service(tmp_path / "node")
     app = make_app(service, client_max_size=1 << 20)
-    async with TestClient(TestServer(app)) as test_client:
+    async with TestClient(TestServer(app), headers=app[API_SECURITY].client_headers()) as test_client:
         yield test_client, service
     await service.stop()
 
