@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from chain.state import iter_jobs
 from chain.types import JobSpec, JobSubmit
 from node.api import MAX_EXCLUDED_JOBS, make_app
+from node.api_security import API_SECURITY
 from node.chain_service import ChainService
 from tests.node.harness import mine_block, start_service
 from wallet.address import encode_address
@@ -27,7 +28,7 @@ JOB_STEPS = 5
 async def client(tmp_path: Path) -> AsyncIterator[tuple[TestClient, ChainService]]:  # type: ignore[type-arg]
     service = await start_service(tmp_path / "node")
     app = make_app(service, client_max_size=1 << 20)
-    async with TestClient(TestServer(app)) as test_client:
+    async with TestClient(TestServer(app), headers=app[API_SECURITY].client_headers()) as test_client:
         yield test_client, service
     await service.stop()
 
