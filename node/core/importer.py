@@ -16,12 +16,12 @@ from collections.abc import Callable
 from chain.errors import InvalidBlock, Reason, StoreError, ValidationError, is_mutation
 from chain.state import StateDiff, StateReader, get_job
 from chain.transition import apply_block
-from chain.types import Block, tx_root
+from chain.types import Block
 from consensus.mempool import Mempool
 from consensus.pouw_seal import PouwSealVerifier
 from consensus.presets import Preset
 from consensus.seal import NoProofSealVerifier
-from consensus.validation import FutureBlock, connect_block
+from consensus.validation import FutureBlock, check_body_commitments, connect_block
 from node.core.header_tree import HeaderTree
 from node.core.models import ModelIndex
 from node.core.types import BlockOutcome, BlockStatusText
@@ -43,8 +43,7 @@ STORE_PAUSED = "store-paused"
 def check_commitments(block: Block) -> None:
     """Context-free: the body matches what the header commits to, checked before anything of the
     block is stored (a mismatch is a mutation, see :func:`chain.errors.is_mutation`)."""
-    if tx_root(block.txs) != block.header.tx_root:
-        raise InvalidBlock(Reason.BAD_TX_ROOT, "tx root does not match the transactions")
+    check_body_commitments(block)  # tx root and (v2) work hash: Reason.MUTATED
 
 
 class BlockImporter:
