@@ -175,12 +175,12 @@ class Devnet:
         self.say(f"transfer confirmed in block {tx['height']}")
 
         spec = JobSpec(dims=(64, 64, 64), dataset_id=DEVNET_PRESET.builtin_dataset().id, batch_size=64, lr_shift=8,
-                       total_steps=600, fee_per_step=100)
+                       total_steps=6000, fee_per_step=100)
         submit = sign_tx(alice, JobSubmit(chain_id=DEVNET_PRESET.chain_id, nonce=nonce + 1, fee=FEE, spec=spec,
                                           name="devnet-small-job"))
         first.post("/api/tx", {"tx": submit.encode().hex()})
         job_id = job_id_of(submit.txid).hex()
-        self.say(f"alice submits a second job (600 steps at 100 units/step): job {job_id[:16]}")
+        self.say(f"alice submits a second job (6000 steps at 100 units/step): job {job_id[:16]}")
         self.wait("the second job to be trained", lambda: first.get(f"/api/jobs/{job_id}")["steps_done"] > 0)
 
         if self.blocks is not None:

@@ -39,8 +39,8 @@ def test_make_devnet_entry_point(tmp_path: Path) -> None:
     assert summary["balances"]["bob"] == TRANSFER
     assert set(summary["blocks_per_miner"]) == {summary["addresses"]["alice"]}
     minted = summary["minted"][summary["addresses"]["alice"]]
-    assert 0 < minted <= DEVNET_PRESET.subsidy(1) * height + 600 * 100
-    assert summary["balances"]["alice"] == minted - TRANSFER - 600 * 100
+    assert 0 < minted <= DEVNET_PRESET.subsidy(1) * height + 6000 * 100
+    assert summary["balances"]["alice"] == minted - TRANSFER - 6000 * 100
 
     # No stray processes: nothing still runs from this devnet's directory.
     leftover = subprocess.run(["pgrep", "-f", str(root)], capture_output=True, text=True)
