@@ -61,12 +61,13 @@ def main(suites: tuple[str, ...], quick: bool, tiny: bool, device: str, threads:
          no_progress: bool) -> None:
     """Benchmark the PoUW chain: matmul, training, verify, attack, chain, network, useful."""
     ctx = RunContext(device=device, quick=quick, tiny=tiny, threads=threads, progress_bars=not no_progress)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)  # first: the CPU backend's calibration times under these threads
     try:
         ctx.backend()
     except Exception as exc:
+        torch.set_num_threads(previous_threads)
         raise click.ClickException(f"device {device!r}: {exc}") from None
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
     try:
         failed = [name for name in suites or tuple(SUITES) if not run_suite(name, ctx, out)]
     finally:

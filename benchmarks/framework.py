@@ -220,6 +220,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+CAPABILITY_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
+                    "amx_bf16")
+
+
+def cpu_capabilities() -> dict[str, bool]:
+    """The CPU's int8/f32 matmul features (/proc/cpuinfo flags, as lscpu shows them)."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {flag: flag in flags for flag in CAPABILITY_FLAGS}
+
+
 def machine_info() -> dict[str, Any]:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
@@ -228,6 +246,7 @@ def machine_info() -> dict[str, Any]:
         memory = None
     return {
         "cpu_model": cpu_model(),
+        "cpu_capabilities": cpu_capabilities(),
         "cpu_cores": os.cpu_count(),
         "cpu_cores_usable": usable,
         "memory_bytes": memory,
@@ -239,7 +258,8 @@ def machine_info() -> dict[str, Any]:
 
 def device_info(ctx: RunContext) -> dict[str, Any]:
     if not ctx.is_cuda:
-        return {"name": ctx.device, "model": cpu_model(), "torch_threads": torch.get_num_threads()}
+        return {"name": ctx.device, "model": cpu_model(), "torch_threads": torch.get_num_threads(),
+                "matmul_backend": ctx.backend().label, "capabilities": cpu_capabilities()}
     props = torch.cuda.get_device_properties(ctx.torch_device)
     return {
         "name": ctx.device,

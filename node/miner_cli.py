@@ -75,6 +75,9 @@ class Reporter:
 @click.option("--address", required=True, help="Address (pw1...) that earns the block rewards.")
 @click.option("--gpu", type=int, default=None, help="Mine on CUDA device N.")
 @click.option("--cpu", "use_cpu", is_flag=True, help="Mine on the CPU (default when --gpu is not given).")
+@click.option("--backend", "backend_kind", type=click.Choice(["auto", "float32", "float64", "int_mm"]), default="auto",
+              show_default=True, envvar="POUW_CPU_BACKEND",
+              help="CPU matmul backend (all exact); auto times them at start-up and keeps the fastest.")
 @click.option("--job", default=None, help="Job id to mine (default: the active job that pays best per MAC).")
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
               help="CPU threads for torch (small matmuls run fastest on one).")
@@ -82,7 +85,8 @@ class Reporter:
 @click.option("--retry-for", type=click.FloatRange(0), default=60.0, show_default=True,
               help="Seconds to keep retrying when the node stops answering.")
 def main(node_url: str, datadir: Path | None, cookie: Path | None, address: str, gpu: int | None,
-         use_cpu: bool, job: str | None, threads: int, max_blocks: int | None, retry_for: float) -> None:
+         use_cpu: bool, backend_kind: str, job: str | None, threads: int, max_blocks: int | None,
+         retry_for: float) -> None:
     """Train clients' models for a pouw-chain node and earn blocks."""
     if gpu is not None and use_cpu:
         raise click.UsageError("choose --cpu or --gpu N, not both")
@@ -99,7 +103,10 @@ def main(node_url: str, datadir: Path | None, cookie: Path | None, address: str,
         if not 0 <= gpu < torch.cuda.device_count():
             raise click.ClickException(f"no CUDA device {gpu} (this machine has {torch.cuda.device_count()})")
     try:
-        backend = get_backend("cpu" if gpu is None else f"cuda:{gpu}")
+        if gpu is not None:
+            backend = get_backend(f"cuda:{gpu}")
+        else:
+            backend = get_backend("cpu" if backend_kind == "auto" else f"cpu:{backend_kind}")
     except ValidationError as exc:
         raise click.ClickException(f"device: {exc.detail}") from None
     logging.basicConfig(level=logging.WARNING)
@@ -108,7 +115,7 @@ def main(node_url: str, datadir: Path | None, cookie: Path | None, address: str,
         status = client.get_json("/api/status")
     except MinerError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"[miner] mining {status['preset']} at height {status['height']} on {backend.name} "
+    click.echo(f"[miner] mining {status['preset']} at height {status['height']} on {backend.label} "
                f"for {address} via {node_url}", err=True)
     loop = MiningLoop(client, address, backend, job, Reporter(sys.stderr.isatty()))
     failing_since: float | None = None

@@ -1,23 +1,43 @@
 """Exact int8 x int8 -> int32 matrix products on each kind of device the engine runs on.
 
-* ``cpu``: ``torch._int_mm`` when a self-test on this machine shows it exact, otherwise a float64
-  GEMM (every partial sum is an integer below ``63 * 63 * 8192 < 2**53``, so it is exact too);
-* ``cuda`` / ``cuda:N``: ``torch._int_mm`` on the tensor cores (it needs ``m > 16`` and ``k, n``
-  multiples of 8, which the model's multiples of 64 satisfy; CUDA has no int64 matmul);
+Every backend is exact; they differ only in speed, so a node picks the fastest one it has:
+
+* ``float32`` (CPU): a float32 GEMM, exact because every partial sum is an integer of magnitude at
+  most ``128 * 128 * 1024 = 2**24`` when the inner dimension is consumed in pieces of at most
+  :data:`FLOAT32_MAX_K` (longer products are split and the pieces summed in int32);
+* ``float64`` (CPU): a float64 GEMM, exact below ``2**53`` (any width this protocol allows);
+* ``int_mm`` (CPU or CUDA): ``torch._int_mm``, after a self-test on this machine shows it exact.
+  On CUDA it runs on the tensor cores and is the only choice; on a CPU it is fast only with
+  VNNI/AMX (on an AVX2-only CPU it is a naive loop, 50-100x slower than MKL's float32 GEMM);
 * ``reference``: numpy int64, slow and independent of torch's kernels: the cross-check.
 
-Elementwise work never lives here: the engine writes it once in torch integer ops for every device.
+``get_backend("cpu")`` times the exact CPU candidates on a short calibration product and keeps
+the fastest (:func:`calibrate_cpu`); ``POUW_CPU_BACKEND=float32|float64|int_mm`` or the name
+``cpu:<kind>`` overrides it. Miners and validators call the same function, so both get the fast
+path. Elementwise work never lives here: the engine writes it once in torch integer ops.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import re
+import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from chain.errors import Reason, ValidationError
+
+log = logging.getLogger(__name__)
+
+FLOAT32_MAX_K = 1024
+"""Longest inner dimension of one float32 GEMM: ``128 * 128 * 1024 = 2**24`` is exact in float32."""
+CPU_KINDS = ("float32", "float64", "int_mm")
+BACKEND_ENV = "POUW_CPU_BACKEND"
+CALIBRATION_SHAPE = (256, 256, 256)
 
 
 def check_operands(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -29,45 +49,118 @@ def check_operands(a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 class Backend:
-    """A device plus an exact integer matmul for it."""
+    """A device plus an exact integer matmul for it.
+
+    ``compute_dtype`` is the dtype its GEMM runs in; :meth:`chunk_mm` multiplies operands already
+    converted to it (by :meth:`prepare`) with an inner dimension of at most ``max_chunk``, and
+    returns the exact product in a dtype that holds it (the transcript kernels call this once per
+    chunk, so the conversion is paid once per operand, not once per chunk).
+    """
 
     name: str
+    kind: str
     device: torch.device
+    compute_dtype: torch.dtype = torch.int8
+    max_chunk: int = 1 << 30
+    fusable: bool = False  # the fused CPU transcript kernel may call chunk_mm (CPU tensors)
+    calibration: dict[str, float] | None = None
 
     def int_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``a @ b`` for int8 ``a`` (m, k) and ``b`` (k, n) on ``device``, exactly, as int32 (m, n)."""
         raise NotImplementedError
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """An int8 operand in the dtype :meth:`chunk_mm` takes."""
+        return x.to(self.compute_dtype).contiguous()
+
+    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The exact product of prepared operands whose inner dimension is at most ``max_chunk``."""
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        """What a log line or a status page shows: device, GEMM kind, and calibration times."""
+        text = f"{self.name} ({self.kind})"
+        if self.calibration:
+            times = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in sorted(self.calibration.items(), key=lambda x: x[1]))
+            text += f" [calibrated {CALIBRATION_SHAPE[0]}^3: {times}]"
+        return text
+
     def __repr__(self) -> str:
-        return f"<Backend {self.name}>"
+        return f"<Backend {self.name} {self.kind}>"
 
 
 class TorchIntMM(Backend):
     """``torch._int_mm`` on a CPU or a CUDA device."""
 
+    kind = "int_mm"
+    compute_dtype = torch.int8
+
     def __init__(self, name: str, device: torch.device) -> None:
         self.name = name
         self.device = device
+        self.fusable = device.type == "cpu"
 
     def int_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         check_operands(a, b)
         return torch._int_mm(a.contiguous(), b.contiguous())
 
+    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch._int_mm(a.contiguous(), b.contiguous())
+
+
+class Float32Gemm(Backend):
+    """Exact float32 GEMM on the CPU: the inner dimension in pieces of at most 1024."""
+
+    kind = "float32"
+    compute_dtype = torch.float32
+    max_chunk = FLOAT32_MAX_K
+    fusable = True
+
+    def __init__(self, name: str = "cpu") -> None:
+        self.name = name
+        self.device = torch.device("cpu")
+
+    def int_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        check_operands(a, b)
+        fa, fb = a.to(torch.float32), b.to(torch.float32)
+        k = a.shape[1]
+        if k <= FLOAT32_MAX_K:
+            return (fa @ fb).to(torch.int32)
+        out = torch.zeros((a.shape[0], b.shape[1]), dtype=torch.int32)
+        for start in range(0, k, FLOAT32_MAX_K):
+            stop = min(start + FLOAT32_MAX_K, k)
+            out += (fa[:, start:stop] @ fb[start:stop]).to(torch.int32)
+        return out
+
+    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a @ b
+
 
 class Float64Gemm(Backend):
-    """Exact float64 GEMM on the CPU, for builds whose ``_int_mm`` is missing or wrong."""
+    """Exact float64 GEMM on the CPU (every partial sum is an integer below 2**53)."""
 
-    def __init__(self) -> None:
-        self.name = "cpu"
+    kind = "float64"
+    compute_dtype = torch.float64
+    fusable = True
+
+    def __init__(self, name: str = "cpu") -> None:
+        self.name = name
         self.device = torch.device("cpu")
 
     def int_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         check_operands(a, b)
         return (a.to(torch.float64) @ b.to(torch.float64)).to(torch.int32)
 
+    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a @ b
+
 
 class ReferenceBackend(Backend):
     """numpy int64 products: slow, and sharing no kernel with the torch backends."""
+
+    kind = "numpy-int64"
+    compute_dtype = torch.int64
 
     def __init__(self) -> None:
         self.name = "reference"
@@ -77,6 +170,9 @@ class ReferenceBackend(Backend):
         check_operands(a, b)
         product = a.numpy().astype(np.int64) @ b.numpy().astype(np.int64)
         return torch.from_numpy(product.astype(np.int32))
+
+    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(a.numpy() @ b.numpy())
 
 
 def _int_mm_is_exact(device: torch.device) -> bool:
@@ -97,14 +193,70 @@ def _int_mm_is_exact(device: torch.device) -> bool:
     return True
 
 
+def _cpu_backend(kind: str, name: str) -> Backend:
+    if kind == "float32":
+        return Float32Gemm(name)
+    if kind == "float64":
+        return Float64Gemm(name)
+    if kind == "int_mm":
+        if not _int_mm_is_exact(torch.device("cpu")):
+            raise ValidationError(Reason.BACKEND_UNAVAILABLE, "_int_mm is not exact on this CPU")
+        return TorchIntMM(name, torch.device("cpu"))
+    raise ValidationError(Reason.BACKEND_UNAVAILABLE, f"unknown CPU backend kind {kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Best seconds of one calibration product per exact CPU candidate, and the winner."""
+
+    seconds: dict[str, float]
+    fastest: str
+
+
+def calibrate_cpu(shape: tuple[int, int, int] = CALIBRATION_SHAPE, repeats: int = 5) -> Calibration:
+    """Time each exact CPU candidate on a ``shape`` product, under the current torch thread count
+    (set it first), keeping the best of ``repeats`` runs: on a shared machine the slow runs are
+    other processes' noise. A few ms in all, up to ~0.3 s where ``_int_mm`` is a naive loop."""
+    m, k, n = shape
+    rng = np.random.default_rng(1)
+    a = torch.from_numpy(rng.integers(-127, 128, size=(m, k), dtype=np.int8))
+    b = torch.from_numpy(rng.integers(-127, 128, size=(k, n), dtype=np.int8))
+    seconds: dict[str, float] = {}
+    for kind in CPU_KINDS:
+        try:
+            backend = _cpu_backend(kind, "cpu")
+        except ValidationError:
+            continue
+        backend.int_mm(a, b)  # warm-up: first calls pay one-off allocations and dispatch
+        runs: list[float] = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            backend.int_mm(a, b)
+            runs.append(time.perf_counter() - start)
+        seconds[kind] = min(runs)
+    fastest = min(seconds, key=lambda kind: seconds[kind])
+    return Calibration(seconds, fastest)
+
+
 @functools.cache
 def get_backend(name: str) -> Backend:
-    """The backend called ``name``: ``cpu``, ``cuda``, ``cuda:N`` or ``reference``."""
+    """The backend called ``name``: ``cpu`` (the fastest exact one, or ``$POUW_CPU_BACKEND``),
+    ``cpu:float32``, ``cpu:float64``, ``cpu:int_mm``, ``cuda``, ``cuda:N`` or ``reference``."""
     if name == "reference":
         return ReferenceBackend()
     if name == "cpu":
-        cpu = torch.device("cpu")
-        return TorchIntMM("cpu", cpu) if _int_mm_is_exact(cpu) else Float64Gemm()
+        forced = os.environ.get(BACKEND_ENV, "")
+        if forced:
+            if forced not in CPU_KINDS:
+                raise ValidationError(Reason.BACKEND_UNAVAILABLE, f"{BACKEND_ENV}={forced!r} is not one of {CPU_KINDS}")
+            return _cpu_backend(forced, "cpu")
+        calibration = calibrate_cpu()
+        backend = _cpu_backend(calibration.fastest, "cpu")
+        backend.calibration = calibration.seconds
+        log.info("CPU matmul backend: %s", backend.label)
+        return backend
+    if name.startswith("cpu:"):
+        return _cpu_backend(name.removeprefix("cpu:"), name)
     if name == "cuda" or name.startswith("cuda:"):
         index = 0 if name == "cuda" else _device_index(name)
         if not torch.cuda.is_available() or index >= torch.cuda.device_count():

@@ -15,6 +15,10 @@ windows of G_R. A sign matrix (rows×cols) takes ceil(rows·cols/8) bytes, bits 
 each byte, row-major; bit 1 means -1. A window matrix (r×cols) takes ``randbelow_array(r, cols)``
 offsets, then a sign matrix (cols×s) whose row j gives the signs of column j's window, entry i
 landing on row (offset_j + i) mod r.
+
+:meth:`NoiseFactors.dense` builds E and F as int8 without a GEMM: each row of Eᵀ (and of F) is the
+signed sum of the ``s`` rows of E_Lᵀ (of F_R) its window selects, ``s`` int16 vector adds
+(pouw/kernels/cpu.py), which costs ``s/r`` of the dense product and no float conversion.
 """
 
 from __future__ import annotations
@@ -43,12 +47,11 @@ def draw_windows(prng: Prng, rank: int, cols: int, nonzeros: int) -> I8:
     """A rank×cols ternary matrix: each column ±1 on a cyclic window of ``nonzeros`` rows."""
     if not 1 <= nonzeros <= min(rank, NOISE_BOUND):
         raise ValueError(f"window of {nonzeros} rows does not fit rank {rank} and bound {NOISE_BOUND}")
+    from pouw.kernels.cpu import scatter_windows
+
     offsets = prng.randbelow_array(rank, cols)
     signs = draw_signs(prng, cols, nonzeros)
-    rows = (offsets[:, None] + np.arange(nonzeros)[None, :]) % rank  # (cols, nonzeros)
-    out = np.zeros((rank, cols), dtype=np.int8)
-    out[rows, np.arange(cols)[:, None]] = signs
-    return out
+    return scatter_windows(offsets, signs, rank)  # column j: signs[j, i] at row (offsets[j] + i) mod r
 
 
 def exact_matmul(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -80,6 +83,16 @@ class NoiseFactors:
     def f(self, cols: slice = slice(None)) -> torch.Tensor:
         """F (or the given columns of it), int64."""
         return exact_matmul(self.f_left, self.f_right[:, cols])
+
+    def dense(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E, F) in full as int8 CPU tensors, from the sparse windows (equal to :meth:`e`, :meth:`f`)."""
+        from pouw.kernels.cpu import sparse_rows
+
+        e_left, e_right = self.e_left.cpu().numpy(), self.e_right.cpu().numpy()
+        f_left, f_right = self.f_left.cpu().numpy(), self.f_right.cpu().numpy()
+        e_t = sparse_rows(np.ascontiguousarray(e_right.T), np.ascontiguousarray(e_left.T))  # k × m
+        f = sparse_rows(f_left, f_right)  # k × n
+        return torch.from_numpy(e_t).T, torch.from_numpy(f)
 
 
 def draw_noise(sigma_m: bytes, m: int, k: int, n: int, rank: int) -> NoiseFactors:

@@ -2,19 +2,24 @@
 
 For each matmul A (m×k) · B (k×n) of training step j (normative; docs/protocol.md Part IV):
 
-1. HA = :func:`commit_rows` of A's rows, HB = :func:`commit_rows` of B's columns.
+1. HA = :func:`commit_rows` of A's row blocks (BM rows a leaf), HB = the same of B's column
+   blocks (BN columns a leaf).
 2. σ_m = H("pouw/sigma-m", pack([σ, j, index, m, k, n, HA, HB])); noise E, F from
    :func:`pouw.noise.draw_noise`.
 3. C' = (A+E)(B+F) with k consumed in chunks of t: after chunk c every output element holds its
-   running partial sum P_c, and its mix state is folded by :func:`fold_chunk` (a cubic map modulo
-   the prime p = 2**31 - 1, int64 arithmetic without overflow, so it runs alike on numpy, CPU and
-   CUDA tensors). A tile's digest is four lanes Σ_e (h_e · W[lane, e] mod p) mod p over its BM·BN
-   elements, with fixed weights W from ``Prng("pouw/mix-weights", BM, BN)``, written as 4-byte
-   big-endian words (16 bytes).
+   running partial sum P_c, and its 32-bit mix state is folded by :func:`fold_chunk` (xor the low
+   32 bits of P_c in, multiply by an odd constant, xor-shift the high half down, add c + 1; all
+   mod 2**32, a few ops per element per chunk). A tile's digest is four lanes
+   Σ_e (h_e · W[lane, e] mod p) mod p, p = 2**31 - 1, over its BM·BN elements, with fixed weights W
+   from ``Prng("pouw/mix-weights", BM, BN)``, written as 4-byte big-endian words (16 bytes).
 4. ticket = H("pouw/ticket", pack([σ_m, tile_index, digest])); tiles are numbered row-major over
    the (m/BM)×(n/BN) grid. The tile wins iff int(ticket, big-endian) · reference_work <
    target · tile_work, tile_work = BM·BN·k: every MAC has the same odds whatever the job.
 5. The exact product is recovered as C = C' − A·F − E·(B+F).
+
+On a CPU the miner runs the fused kernel of pouw/kernels/cpu.py (chunk GEMMs, running sums, mix
+and lanes per cache-sized row block, bit-identical to :func:`transcript` and :func:`tile_lanes`,
+which stay the reference and the path of every other device) and :func:`denoise_fast`.
 
 :class:`NoisyTranscriptProduct` is the matmul hook the training engine calls (miner side);
 :func:`tile_digest` recomputes one tile's transcript from its rows and columns (validator side).
@@ -23,6 +28,8 @@ For each matmul A (m×k) · B (k×n) of training step j (normative; docs/protoco
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,8 +39,10 @@ import torch
 
 from chain.encoding import pack
 from chain.errors import Reason, ValidationError
-from chain.hashing import merkle_leaf, merkle_proof_of_hashes, merkle_root_of_hashes, tagged_hash
+from chain.hashing import HASH_SIZE, merkle_proof_of_hashes, merkle_root_of_hashes, tagged_hash
 from pouw.backends import Backend
+from pouw.kernels import cpu as cpu_kernels
+from pouw.kernels import triton_gpu
 from pouw.noise import NoiseFactors, draw_noise, exact_matmul
 from pouw.params import PAYLOAD_BOUND, PouwParams
 from pouw.prng import Prng
@@ -41,6 +50,9 @@ from pouw.proof import TileProof
 
 MIX_PRIME = (1 << 31) - 1
 DIGEST_LANES = 4
+MASK32 = 0xFFFFFFFF
+MIX_MULTIPLIER = 0x7FEB352D
+"""Odd and below 2**31, so ``(h ^ x) * MIX_MULTIPLIER`` of 32-bit values fits int64 without overflow."""
 
 IntMatmul = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -48,19 +60,44 @@ IntMatmul = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # --- commitments and seeds -------------------------------------------------------------------------
 
 
+_LEAF_HASHER = hashlib.blake2b(digest_size=HASH_SIZE, person=b"pouw/mk-leaf")
+_NODE_HASHER = hashlib.blake2b(digest_size=HASH_SIZE, person=b"pouw/mk-node")
+
+
+def _root_of_hashes(level: list[bytes]) -> bytes:
+    """``merkle_root_of_hashes`` (odd last node promoted), from copies of the node hasher."""
+    if not level:
+        return merkle_root_of_hashes(level)
+    nodes = level
+    while len(nodes) > 1:
+        nxt = []
+        for i in range(0, len(nodes) - 1, 2):
+            hasher = _NODE_HASHER.copy()
+            hasher.update(nodes[i] + nodes[i + 1])
+            nxt.append(hasher.digest())
+        if len(nodes) % 2:
+            nxt.append(nodes[-1])
+        nodes = nxt
+    return nodes[0]
+
+
 def block_roots(rows: npt.NDArray[np.int8], block: int) -> list[bytes]:
-    """Merkle roots of consecutive blocks of ``block`` rows; leaf i is ``merkle_leaf(row_i bytes)``."""
-    leaves = [merkle_leaf(row.tobytes()) for row in np.ascontiguousarray(rows, dtype=np.int8)]
-    return [merkle_root_of_hashes(leaves[i : i + block]) for i in range(0, len(leaves), block)]
+    """The Merkle leaves of a commitment: ``merkle_leaf`` of each consecutive block of ``block`` rows'
+    raw int8 bytes (row-major; the last block may be shorter)."""
+    data = np.ascontiguousarray(rows, dtype=np.int8)
+    leaves = []
+    for start in range(0, len(data), block):
+        hasher = _LEAF_HASHER.copy()
+        hasher.update(data[start : start + block].tobytes())
+        leaves.append(hasher.digest())
+    return leaves
 
 
 def commit_rows(rows: npt.NDArray[np.int8], block: int) -> bytes:
-    """HA (rows of A) or HB (rows of Bᵀ): the Merkle root over the rows' raw int8 bytes.
-
-    With ``block`` a power of two dividing the row count, aligned blocks of rows are whole
-    subtrees, so this equals ``merkle_root`` over the rows and a tile's block opens with one path.
-    """
-    return merkle_root_of_hashes(block_roots(rows, block))
+    """HA (rows of A, ``block`` = BM) or HB (rows of Bᵀ, ``block`` = BN): the Merkle root over the
+    row blocks, one leaf per block of ``block`` rows (a tile's operand block: it opens with one
+    path of ``log2(rows/block)`` hashes, and costs one hash per block, not one per row)."""
+    return _root_of_hashes(block_roots(rows, block))
 
 
 def matmul_seed(header_seed: bytes, step: int, index: int, shape: tuple[int, int, int], ha: bytes, hb: bytes) -> bytes:
@@ -73,9 +110,10 @@ def matmul_seed(header_seed: bytes, step: int, index: int, shape: tuple[int, int
 
 
 def fold_chunk(state: torch.Tensor, partial: torch.Tensor, chunk_index: int) -> torch.Tensor:
-    """One transcript step per element: u = (h + P mod p) mod p; h' = (u³ mod p + c + 1) mod p."""
-    u = (state + partial % MIX_PRIME) % MIX_PRIME
-    return ((u * u) % MIX_PRIME * u + (chunk_index + 1)) % MIX_PRIME
+    """One transcript step per element, all mod 2**32 on int64 tensors holding 32-bit values:
+    x = P mod 2**32; u = (h XOR x) · M; h' = (u XOR (u >> 16)) + c + 1, M = ``MIX_MULTIPLIER``."""
+    u = ((state ^ (partial & MASK32)) * MIX_MULTIPLIER) & MASK32
+    return ((u ^ (u >> 16)) + (chunk_index + 1)) & MASK32
 
 
 @functools.cache
@@ -161,6 +199,103 @@ def denoise(c_noisy: torch.Tensor, a: torch.Tensor, b_noisy: torch.Tensor, noise
     return (c_noisy - a_f - e_bf).to(torch.int32)
 
 
+FLOAT32_EXACT = 1 << 24
+
+
+def denoise_fast(
+    c_noisy: torch.Tensor, a: torch.Tensor, b_noisy: torch.Tensor, noise: NoiseFactors
+) -> torch.Tensor:
+    """:func:`denoise` on the CPU in as few float32 GEMMs as exactness allows, bit-identical.
+
+    ``C = C' − [A·F_L | E_L] · [F_R ; E_R·(B+F)]``: one GEMM of inner width 2r after two thin ones.
+    ``A·F_L`` (|.| <= 63·k) and ``E_R·(B+F)`` (|.| <= 127·k) are exact in float32 for k < 2**17; the
+    last product is exact in float32 when ``max_i ‖(A·F_L)_i‖₁ + max_j ‖(E_R·(B+F))_j‖₁ <= 2**24``
+    (E_L and F_R are ±1, so that bounds every partial sum), else it runs in float64.
+    """
+    k = a.shape[1]
+    if k >= 1 << 17:
+        return denoise(c_noisy, a, b_noisy, noise)
+    bf = b_noisy if b_noisy.dtype == torch.float32 else b_noisy.to(torch.float32)
+    af = a.to(torch.float32) @ noise.f_left.to(torch.float32)
+    y = noise.e_right.to(torch.float32) @ bf
+    bound = float(af.abs().sum(1, dtype=torch.float64).max()) + float(y.abs().sum(0, dtype=torch.float64).max())
+    dtype = torch.float32 if bound <= FLOAT32_EXACT else torch.float64
+    left = torch.cat([af.to(dtype), noise.e_left.to(dtype)], dim=1)
+    right = torch.cat([noise.f_right.to(dtype), y.to(dtype)], dim=0)
+    return c_noisy.to(torch.int32) - (left @ right).to(torch.int32)
+
+
+LIMB_BITS = 7
+
+
+def int8_limbs(x: torch.Tensor, count: int) -> list[torch.Tensor]:
+    """Balanced base-128 limbs of int64 ``x``: ``x = Σ_j 128**j · limb_j``, every limb int8, the low
+    ones in [−64, 63]; exact when ``|x| < 64 · 128**(count − 1)`` (the top limb then fits int8)."""
+    limbs = []
+    rest = x
+    for _ in range(count - 1):
+        low = ((rest + 64) & 127) - 64
+        limbs.append(low.to(torch.int8))
+        rest = (rest - low) >> LIMB_BITS
+    limbs.append(rest.to(torch.int8))
+    return limbs
+
+
+def limb_count(bound: int) -> int:
+    """Limbs that :func:`int8_limbs` needs for values of magnitude below ``bound``."""
+    count = 1
+    while 64 * 128 ** (count - 1) <= bound:
+        count += 1
+    return count
+
+
+def denoise_limbs(
+    c_noisy: torch.Tensor, a: torch.Tensor, b_noisy: torch.Tensor, noise: NoiseFactors, int_mm: IntMatmul
+) -> torch.Tensor:
+    """:func:`denoise` with int8 products only (the GPU path: ``_int_mm`` on tensor cores).
+
+    ``A·F_L`` and ``E_R·(B+F)`` are int8 products (|.| <= 127·k, int32 exact); the last product's
+    wide operands are split into int8 limbs (3 limbs for every width up to 8192), each limb product
+    ``limb · (±1 matrix)`` accumulates at most ``64 · r`` in int32, and the limb products are
+    shifted and summed in int64. No float anywhere, so it is exact on any device."""
+    k = a.shape[1]
+    af = int_mm(a.contiguous(), noise.f_left.contiguous()).to(torch.int64)  # m × r
+    y = int_mm(noise.e_right.contiguous(), b_noisy.contiguous()).to(torch.int64)  # r × n
+    count = limb_count(127 * k + 1)
+    correction = torch.zeros_like(c_noisy, dtype=torch.int64)
+    f_right, e_left = noise.f_right.contiguous(), noise.e_left.contiguous()
+    for j, (af_j, y_j) in enumerate(zip(int8_limbs(af, count), int8_limbs(y, count), strict=True)):
+        part = int_mm(af_j.contiguous(), f_right).to(torch.int64) + int_mm(e_left, y_j.contiguous()).to(torch.int64)
+        correction += part << (LIMB_BITS * j)
+    return (c_noisy.to(torch.int64) - correction).to(torch.int32)
+
+
+def fused_eligible(backend: Backend | None, params: PouwParams, k: int, device: torch.device) -> bool:
+    """Whether the fused CPU kernel applies: CPU tensors, chunks the backend's GEMM keeps exact,
+    and running sums within int32 (k · 127² < 2**31)."""
+    return (
+        backend is not None
+        and backend.fusable
+        and device.type == "cpu"
+        and params.chunk <= backend.max_chunk
+        and k * 127 * 127 < 1 << 31
+    )
+
+
+TRITON_ON_CPU_ENV = "POUW_TRITON_ON_CPU"
+
+
+def triton_eligible(params: PouwParams, k: int, device: torch.device) -> bool:
+    """Whether the Triton kernel computes the transcript: CUDA tensors with triton installed (or
+    CPU tensors under ``TRITON_INTERPRET=1`` with ``POUW_TRITON_ON_CPU=1``, for the tests), tiles
+    of at least 16 × 16 (``tl.dot``), running sums within int32."""
+    if not triton_gpu.HAVE_TRITON or params.tile_m < 16 or params.tile_n < 16 or k * 127 * 127 >= 1 << 31:
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and triton_gpu.interpreting() and os.environ.get(TRITON_ON_CPU_ENV) == "1"
+
+
 @dataclass(frozen=True, slots=True)
 class NoisyProduct:
     """Everything one noisy-transcript product yields: commitments, seed, noise, C', tickets."""
@@ -176,8 +311,9 @@ class NoisyProduct:
     sigma_m: bytes
     noise: NoiseFactors  # on the operands' device
     b_noisy: torch.Tensor
-    c_noisy: torch.Tensor  # (A+E)(B+F), int64
+    c_noisy: torch.Tensor  # (A+E)(B+F), int64 (int32 from the fused CPU kernel)
     tickets: list[bytes]  # per tile, row-major over the grid
+    fused: bool = False  # computed by the fused CPU kernel: denoise with denoise_fast
 
     @property
     def ha(self) -> bytes:
@@ -212,6 +348,10 @@ class NoisyProduct:
 
     def exact(self, a: torch.Tensor) -> torch.Tensor:
         """The useful product A·B, denoised from C'."""
+        if self.fused:
+            return denoise_fast(self.c_noisy, a, self.b_noisy, self.noise)
+        if self.c_noisy.device.type == "cuda" and self.params.rank % 8 == 0 and self.params.rank > 16:
+            return denoise_limbs(self.c_noisy, a, self.b_noisy, self.noise, torch._int_mm)
         return denoise(self.c_noisy, a, self.b_noisy, self.noise)
 
 
@@ -223,9 +363,11 @@ def noisy_product(
     a: torch.Tensor,
     b: torch.Tensor,
     int_mm: IntMatmul,
+    backend: Backend | None = None,
 ) -> NoisyProduct:
     """Steps 1-4 of the module docstring for A·B (int8, on any device): commit, seed, noise, transcript,
-    tickets. ``int_mm`` multiplies the noisy int8 chunks exactly (the backend's tensor-core path)."""
+    tickets. ``int_mm`` multiplies the noisy int8 chunks exactly (the backend's tensor-core path);
+    given the ``backend`` of CPU tensors, the fused CPU kernel runs instead (same bits)."""
     m, k = a.shape
     n = b.shape[1]
     if m % params.tile_m or n % params.tile_n:
@@ -235,13 +377,28 @@ def noisy_product(
     a_host = a.cpu().numpy()
     bt_host = np.ascontiguousarray(b.cpu().numpy().T)
     a_blocks, b_blocks = block_roots(a_host, params.tile_m), block_roots(bt_host, params.tile_n)
-    ha, hb = merkle_root_of_hashes(a_blocks), merkle_root_of_hashes(b_blocks)
+    ha, hb = _root_of_hashes(a_blocks), _root_of_hashes(b_blocks)
     sigma_m = matmul_seed(header_seed, step, index, (m, k, n), ha, hb)
     noise = draw_noise(sigma_m, m, k, n, params.rank).to(a.device)
-    a_noisy = a + noise.e().to(torch.int8)
-    b_noisy = b + noise.f().to(torch.int8)
-    c_noisy, state = transcript(a_noisy, b_noisy, params.chunk, int_mm)
-    lanes = tile_lanes(state, params.tile_m, params.tile_n)
+    fused = backend is not None and fused_eligible(backend, params, k, a.device)
+    if triton_eligible(params, k, a.device):
+        a_noisy = a + noise.e().to(torch.int8)
+        b_noisy = b + noise.f().to(torch.int8)
+        c_noisy, lanes = triton_gpu.triton_transcript(
+            a_noisy, b_noisy, params.chunk, mix_weights(params.tile_m, params.tile_n, a.device)
+        )
+    elif fused and backend is not None:
+        e, f = noise.dense()
+        a_noisy = backend.prepare(a + e)
+        b_noisy = backend.prepare(b + f)
+        c_noisy, lanes = cpu_kernels.fused_transcript(
+            a_noisy, b_noisy, params.chunk, backend.chunk_mm, _mix_weights(params.tile_m, params.tile_n).numpy()
+        )
+    else:
+        a_noisy = a + noise.e().to(torch.int8)
+        b_noisy = b + noise.f().to(torch.int8)
+        c_noisy, state = transcript(a_noisy, b_noisy, params.chunk, int_mm)
+        lanes = tile_lanes(state, params.tile_m, params.tile_n)
     tickets = [tile_ticket(sigma_m, i, digest_bytes(tile)) for i, tile in enumerate(lanes)]
     return NoisyProduct(
         params,
@@ -257,6 +414,7 @@ def noisy_product(
         b_noisy,
         c_noisy,
         tickets,
+        fused,
     )
 
 
@@ -278,7 +436,9 @@ class NoisyTranscriptProduct:
         self.winning_ticket: bytes | None = None
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor, index: int) -> torch.Tensor:
-        product = noisy_product(self.params, self.header_seed, self.step, index, a, b, self.backend.int_mm)
+        product = noisy_product(
+            self.params, self.header_seed, self.step, index, a, b, self.backend.int_mm, self.backend
+        )
         for tile_index, ticket in enumerate(product.tickets):
             if self.best_ticket is None or ticket < self.best_ticket:
                 self.best_ticket = ticket

@@ -1,11 +1,13 @@
 """Suite ``training``: steps/s and MAC/s of the integer training step, plain and mined, and float32.
 
-For each workload (the presets' built-in jobs; on CUDA also wide MLPs on synthetic data) this times
-one step of
+For each workload (the presets' built-in jobs, a 512-512-512 batch-512 MLP on synthetic data; on
+CUDA also wide MLPs) this times one step of
 
-* the plain exact integer step (:class:`pouw.engine.Trainer`, the backend's ``_int_mm``),
+* the plain exact integer step (:class:`pouw.engine.Trainer`) on every exact backend of the device
+  (on a CPU: float32, float64, ``_int_mm``); the fastest is the reference of ``pouw_slowdown``,
 * the same step mined: a :class:`pouw.mining.Miner` under target 0, which never wins, so every
-  step pays the whole noisy-transcript lottery and nothing else,
+  step pays the whole noisy-transcript lottery and nothing else, on the calibrated backend
+  (``get_backend(device)``, named in the JSON),
 * a float32 PyTorch step of the same shape (autograd, SGD on the same squared-error loss).
 
 MACs per step are ``ModelConfig.macs_per_step()`` (3 matmuls per layer less the skipped input grad).
@@ -22,6 +24,7 @@ import torch
 
 from benchmarks.framework import RunContext, Samples, SuiteReport, figure, measure, rounded
 from consensus.presets import PRESETS as CHAIN_PRESETS
+from pouw.backends import CPU_KINDS, Backend, get_backend
 from pouw.datasets import Dataset, load_dataset
 from pouw.engine import Trainer, batch_indices
 from pouw.mining import Miner
@@ -55,6 +58,9 @@ def builtin(preset: str) -> Workload:
 def workloads(ctx: RunContext) -> list[Workload]:
     chosen = [builtin(p) for p in ctx.pick(["devnet", "testnet", "mainnet"], ["devnet", "testnet", "mainnet"],
                                            ["devnet"])]
+    if not ctx.tiny:
+        chosen.append(Workload("512-512-512 batch 512", "mainnet", ModelConfig((512, 512, 512), 512, 12),
+                               "synthetic:n=4096,d=512,classes=10,hidden=64"))
     if ctx.is_cuda and not ctx.tiny:
         chosen.append(Workload("wide 1024-4096-4096-1024", "mainnet", ModelConfig((1024, 4096, 4096, 1024), 4096, 14),
                                "synthetic:n=8192,d=1024,classes=10,hidden=64"))
@@ -93,6 +99,12 @@ class Float32Step:
         self.step_index += 1
 
 
+def plain_backends(ctx: RunContext) -> dict[str, Backend]:
+    if ctx.is_cuda:
+        return {"int_mm": ctx.backend()}
+    return {kind: get_backend(f"cpu:{kind}") for kind in CPU_KINDS}
+
+
 def mined_step(workload: Workload, state: ModelState, dataset: Dataset, ctx: RunContext) -> Callable[[], None]:
     """One PoUW mining step under an impossible target; a fresh shard when the block's cap is hit."""
     params = PRESETS[workload.preset]
@@ -116,9 +128,13 @@ def run(ctx: RunContext) -> SuiteReport:
         config = workload.config
         dataset = load_dataset(workload.dataset)
         state = init_state(config, INIT_SEED)
-        trainer = Trainer(config, state, dataset, TRAJECTORY_SEED, ctx.backend())
+        plain: dict[str, Samples] = {}
+        for label, candidate in plain_backends(ctx).items():
+            trainer = Trainer(config, state, dataset, TRAJECTORY_SEED, candidate)
+            plain[label] = measure(trainer.step, repeats, ctx.sync, min_sample_s)
+        fastest = min(plain, key=lambda label: plain[label].median)
         timings: dict[str, Samples] = {
-            "integer_plain": measure(trainer.step, repeats, ctx.sync, min_sample_s),
+            "integer_plain": plain[fastest],
             "integer_pouw": measure(mined_step(workload, state, dataset, ctx), repeats, ctx.sync, min_sample_s),
             "float32": measure(Float32Step(config, state, dataset, ctx.torch_device), repeats, ctx.sync, min_sample_s),
         }
@@ -130,6 +146,9 @@ def run(ctx: RunContext) -> SuiteReport:
             "dataset": dataset.name,
             "pouw_params": workload.preset,
             "macs_per_step": macs,
+            "fastest_exact_plain": fastest,
+            "plain_by_backend_s": {label: rounded(t.median) for label, t in plain.items()},
+            "mined_backend": ctx.backend().label,
         }
         for label, timing in timings.items():
             row[label] = {**timing.to_json(), "steps_per_s": rounded(timing.rate()),
@@ -145,7 +164,7 @@ def run(ctx: RunContext) -> SuiteReport:
                     "pouw_target": 0},
         results={"workloads": rows},
         headline=[
-            f"{r['workload']}: plain {r['integer_plain']['steps_per_s']:.4g} steps/s "
+            f"{r['workload']}: plain ({r['fastest_exact_plain']}) {r['integer_plain']['steps_per_s']:.4g} steps/s "
             f"({r['integer_plain']['macs_per_s']:.3g} MAC/s), PoUW {r['integer_pouw']['steps_per_s']:.4g} steps/s "
             f"(x{r['pouw_slowdown']:.3g} slower), float32 {r['float32']['steps_per_s']:.4g} steps/s"
             for r in rows

@@ -150,12 +150,18 @@ def run(ctx: RunContext) -> SuiteReport:
         measured = verify_tile.run(preset, ctx.device, runs, shard, config)
         rows.append(with_fractions(preset, config, measured, note))
     worst = [worst_case(preset, ctx) for preset in ctx.progress(presets, "worst-case blocks")]
+    devnet_tile_s = next((r["verify_winning_tile_ms_median"] / 1000 for r in rows if r["preset"] == "devnet"), 0.0)
+    by_backend = devnet_worst_case(ctx, devnet_tile_s) if not ctx.tiny else None
     return SuiteReport(
         parameters={"presets": presets, "runs": runs,
                     "shards": {p: choose(p, ctx)[1] for p in presets}},
         results={"presets": rows, "worst_case": worst,
-                 "all_within_budget": all(w["within_budget"] for w in worst)},
-        headline=[
+                 "all_within_budget": all(w["within_budget"] for w in worst),
+                 "devnet_worst_case": by_backend},
+        headline=([f"devnet worst case ({by_backend['dims']}, batch {by_backend['batch_size']}) by backend: seal ≈ "
+                   f"{by_backend['estimated_seal_s']:.3g} s ({by_backend['replayed_steps']} plain steps on "
+                   f"{by_backend['backend']} + the tile); {by_backend['estimated_seal_s_by_backend']}"]
+                  if by_backend else []) + [
             f"{r['preset']}: tile {r['verify_winning_tile_ms_median']:.3g} ms, "
             f"seal {r['verify_seal_ms_median']:.3g} ms ({r['replayed_steps']} steps replayed); "
             f"seal check = {r['seal_fraction_of_block_time']:.2e} "
@@ -170,6 +176,44 @@ def run(ctx: RunContext) -> SuiteReport:
         ],
         figures={NAME: plot(rows, worst)},
     )
+
+
+def devnet_worst_case(ctx: RunContext, tile_s: float) -> dict[str, Any]:
+    """The replay bound of a devnet seal at the caps: ``max_replay_steps`` plain steps of the widest
+    model the caps allow (:func:`worst_configs`), timed on every exact backend (a validator replays
+    with the calibrated one) plus one tile."""
+    from benchmarks.framework import measure
+    from pouw.backends import CPU_KINDS, get_backend
+    from pouw.datasets import load_dataset
+    from pouw.engine import Trainer
+    from pouw.model import init_state
+    from pouw.params import DEVNET
+
+    worst_devnet = worst_configs(DEVNET)[0]
+    DEVNET.check_model(worst_devnet)
+    dataset = load_dataset(f"synthetic:n=1024,d={worst_devnet.dims[0]},classes=10,hidden=64")
+    state = init_state(worst_devnet, b"pouw-bench/verify/worst")
+    replayed = DEVNET.max_replay_steps()
+    candidates = {"calibrated": ctx.backend()}
+    if not ctx.is_cuda:
+        candidates |= {kind: get_backend(f"cpu:{kind}") for kind in CPU_KINDS}
+    step_s = {}
+    for label, backend in candidates.items():
+        trainer = Trainer(worst_devnet, state, dataset, b"\x01" * 32, backend)
+        trainer.step()  # warm-up
+        step_s[label] = measure(trainer.step, 3, ctx.sync, 0.0).median
+    return {
+        "dims": list(worst_devnet.dims),
+        "batch_size": worst_devnet.batch_size,
+        "param_count": worst_devnet.param_count(),
+        "replayed_steps": replayed,
+        "backend": ctx.backend().label,
+        "plain_step_s_by_backend": {k: rounded(v) for k, v in step_s.items()},
+        "estimated_seal_s_by_backend": {k: rounded(v * replayed + tile_s) for k, v in step_s.items()},
+        "estimated_seal_s": rounded(step_s["calibrated"] * replayed + tile_s),
+        "note": "replay-bound estimate: (q+3)·k plain steps of the widest devnet model + the devnet tile "
+                "time measured above (the tile of this model is 64×512×64, the same order)",
+    }
 
 
 def with_fractions(preset: str, config: ModelConfig, measured: dict[str, Any], note: str) -> dict[str, Any]:

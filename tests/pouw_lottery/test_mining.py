@@ -170,7 +170,7 @@ def test_a_skipped_segment_is_caught_exactly_when_it_is_sampled(
     s3 = train(CONFIG, start_state, digits, TRAJECTORY_SEED, backend, interval)
     fake = make_state(start_state.step + 2 * interval, list(s3.weights))
     outcomes: set[bool] = set()
-    for attempt in range(12):
+    for attempt in range(40):
         seed = bytes([attempt]) * 32
         cheat = CommittedPrefixMiner(
             (start_state.hash(), s3.hash()), PARAMS, CONFIG, digits, fake, TRAJECTORY_SEED, backend

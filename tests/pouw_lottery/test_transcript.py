@@ -81,11 +81,12 @@ def test_denoised_product_is_exactly_a_times_b(
     assert hook.macs == m * k * n
 
 
-def test_row_commitment_is_the_merkle_root_over_rows() -> None:
+def test_row_commitment_is_the_merkle_root_over_row_blocks() -> None:
     a, _ = operands(1, 256, 64, 64)
     rows = a.numpy()
     for block in (1, 4, 64, 256):
-        assert commit_rows(rows, block) == merkle_root([r.tobytes() for r in rows])
+        assert commit_rows(rows, block) == merkle_root([rows[i : i + block].tobytes() for i in range(0, 256, block)])
+    assert commit_rows(rows, 1) != commit_rows(rows, 64)  # the block size is part of the definition
     flipped = rows.copy()
     flipped[200, 3] ^= 1
     assert commit_rows(flipped, 64) != commit_rows(rows, 64)
@@ -126,8 +127,8 @@ def _reference_tile_ticket(
     m, k = a.shape
     n = b.shape[1]
     bm, bn, p = params.tile_m, params.tile_n, MIX_PRIME
-    ha = merkle_root([row.tobytes() for row in a])
-    hb = merkle_root([col.tobytes() for col in np.ascontiguousarray(b.T)])
+    ha = merkle_root([a[i : i + bm].tobytes() for i in range(0, m, bm)])
+    hb = merkle_root([np.ascontiguousarray(b.T)[j : j + bn].tobytes() for j in range(0, n, bn)])
     sigma_m = tagged_hash("pouw/sigma-m", pack([seed, step, index, m, k, n, ha, hb]))
     noise = draw_noise(sigma_m, m, k, n, params.rank)
     e, f = noise.e().tolist(), noise.f().tolist()
@@ -140,8 +141,8 @@ def _reference_tile_ticket(
             for c, start in enumerate(range(0, k, params.chunk)):
                 for kk in range(start, min(start + params.chunk, k)):
                     partial += (int(a[row0 + i, kk]) + e[row0 + i][kk]) * (int(b[kk, col0 + j]) + f[kk][col0 + j])
-                u = (h + partial % p) % p
-                h = (u * u * u + c + 1) % p
+                u = ((h ^ (partial % 2**32)) * 0x7FEB352D) % 2**32
+                h = ((u ^ (u >> 16)) + c + 1) % 2**32
             for lane in range(4):
                 lanes[lane] = (lanes[lane] + h * weights[lane * bm * bn + i * bn + j]) % p
     digest = b"".join(v.to_bytes(4, "big") for v in lanes)
@@ -181,6 +182,21 @@ def test_tickets_change_with_the_seed_the_step_the_index_and_any_operand_entry()
     a2[17, 5] = 63 if int(a2[17, 5]) != 63 else 62
     variants.append(product(DEVNET, a2, b)[1])
     assert len({base.best_ticket, *(v.best_ticket for v in variants)}) == 5
+
+
+@pytest.mark.parametrize("kind", ["float32", "float64", "int_mm"])
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_cpu_backend_gives_the_reference_tickets_and_product(kind: str, name: str) -> None:
+    """The fused CPU kernel (whatever GEMM feeds it) and the reference path agree bit for bit."""
+    params = PRESETS[name]
+    a, b = operands(11, 128, 5 * params.chunk // 2 if params.chunk % 2 == 0 else 192, 192, extreme=kind == "int_mm")
+    a = a[:, : a.shape[1] // 64 * 64].contiguous()
+    b = b[: a.shape[1]].contiguous()
+    got, fused = product(params, a, b, backend=get_backend(f"cpu:{kind}"))
+    want, reference = product(params, a, b, backend=get_backend("reference"))
+    assert fused.best_ticket == reference.best_ticket
+    assert torch.equal(got, want)
+    assert torch.equal(got, (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32))
 
 
 def test_win_rule_is_exact_integer_arithmetic_at_the_boundary() -> None:

@@ -37,7 +37,7 @@ def check_backend(backend_name: str, case: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-@pytest.mark.parametrize("backend_name", ["cpu", "reference"])
+@pytest.mark.parametrize("backend_name", ["cpu", "cpu:float32", "cpu:float64", "cpu:int_mm", "reference"])
 def test_host_backends_reproduce_the_vectors(backend_name: str, case: dict[str, Any]) -> None:
     check_backend(backend_name, case)
 

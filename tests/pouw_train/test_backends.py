@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -74,3 +76,48 @@ def test_cuda_int_mm_matches_cpu(shape: tuple[int, int, int]) -> None:
     assert got.dtype == torch.int32
     assert np.array_equal(got.cpu().numpy(), a.astype(np.int64) @ b.astype(np.int64))
     assert get_backend("cuda:0") is not None
+
+
+@pytest.mark.parametrize("kind", ["float32", "float64", "int_mm"])
+@pytest.mark.parametrize("k", [64, 1024, 1088, 4096])
+def test_every_cpu_kind_is_exact_at_the_int8_extremes(kind: str, k: int) -> None:
+    """float32 splits k into pieces of 1024: 128·128·1024 = 2**24 is its exact limit."""
+    backend = get_backend(f"cpu:{kind}")
+    a = torch.full((32, k), -128, dtype=torch.int8)
+    b = torch.full((k, 32), -128, dtype=torch.int8)
+    a[1], b[:, 1] = 127, -128
+    got = backend.int_mm(a, b)
+    want = a.to(torch.int64) @ b.to(torch.int64)
+    assert got.dtype == torch.int32 and torch.equal(got.to(torch.int64), want)
+    assert int(got[0, 0]) == 128 * 128 * k
+
+
+def test_calibration_times_every_exact_kind_and_keeps_the_fastest() -> None:
+    from pouw.backends import CPU_KINDS, calibrate_cpu
+
+    result = calibrate_cpu(shape=(64, 64, 64), repeats=2)
+    assert set(result.seconds) <= set(CPU_KINDS) and {"float32", "float64"} <= set(result.seconds)
+    assert result.seconds[result.fastest] == min(result.seconds.values())
+    assert get_backend("cpu").kind in CPU_KINDS
+    assert "calibrated" in get_backend("cpu").label or os.environ.get("POUW_CPU_BACKEND")
+
+
+def test_the_env_override_and_explicit_names_pick_the_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pouw.backends import Float32Gemm, _cpu_backend
+
+    assert isinstance(get_backend("cpu:float32"), Float32Gemm)
+    assert get_backend("cpu:float64").kind == "float64"
+    with pytest.raises(ValidationError):
+        get_backend("cpu:float16")
+    monkeypatch.setenv("POUW_CPU_BACKEND", "float64")
+    get_backend.cache_clear()
+    try:
+        assert get_backend("cpu").kind == "float64"
+        monkeypatch.setenv("POUW_CPU_BACKEND", "bogus")
+        get_backend.cache_clear()
+        with pytest.raises(ValidationError):
+            get_backend("cpu")
+    finally:
+        monkeypatch.delenv("POUW_CPU_BACKEND")
+        get_backend.cache_clear()
+    assert _cpu_backend("float32", "x").name == "x"

@@ -44,7 +44,7 @@ CASES: list[dict[str, Any]] = [
         "shape": [64, 64, 128],
         "step": 123456789,
         "index": 3,
-        "target_log2": 256,
+        "target_log2": 258,
     },
 ]
 HEADER_SEED = bytes(range(100, 132))
@@ -67,7 +67,7 @@ def case_operands(case: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
 def run_case(case: dict[str, Any], backend_name: str) -> tuple[NoisyProduct, torch.Tensor]:
     backend = get_backend(backend_name)
     a, b = (t.to(backend.device) for t in case_operands(case))
-    product = noisy_product(case_params(case), HEADER_SEED, case["step"], case["index"], a, b, backend.int_mm)
+    product = noisy_product(case_params(case), HEADER_SEED, case["step"], case["index"], a, b, backend.int_mm, backend)
     return product, product.exact(a).cpu()
 
 

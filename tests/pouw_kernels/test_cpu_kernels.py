@@ -1,0 +1,148 @@
+"""The fused CPU transcript kernel, the sparse noise and the fast denoise against the reference.
+
+Every check is bit for bit: C', every ticket, E and F, and the denoised product. The pure
+fallback (numba missing) is run in a subprocess with ``POUW_NO_NUMBA=1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pouw.backends import get_backend
+from pouw.kernels import cpu as kernels
+from pouw.noise import draw_noise
+from pouw.params import DEVNET, MAINNET, TESTNET, PouwParams
+from pouw.transcript import denoise, denoise_fast, mix_weights, noisy_product
+
+REFERENCE = get_backend("reference")
+SEED = b"\x07" * 32
+
+
+def operands(seed: int, m: int, k: int, n: int, bound: int = 63) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-bound, bound + 1, size=(m, k), dtype=np.int8)
+    b = rng.integers(-bound, bound + 1, size=(k, n), dtype=np.int8)
+    a[0], b[:, 0] = bound, bound  # the extreme running sums
+    return torch.from_numpy(a), torch.from_numpy(b)
+
+
+CASES = [
+    (DEVNET, 64, 64, 64),
+    (DEVNET, 128, 320, 192),
+    (TESTNET, 192, 448, 64),  # k not a multiple of t: a short last chunk
+    (MAINNET, 64, 640, 128),
+    (dataclasses.replace(DEVNET, rank=16, chunk=12, tile_m=4, tile_n=8), 64, 64, 64),
+]
+
+
+@pytest.mark.parametrize("kind", ["float32", "float64", "int_mm"])
+@pytest.mark.parametrize(("params", "m", "k", "n"), CASES)
+def test_fused_product_is_bit_identical_to_the_reference(kind: str, params: PouwParams, m: int, k: int, n: int) -> None:
+    backend = get_backend(f"cpu:{kind}")
+    a, b = operands(m + k + n, m, k, n)
+    fused = noisy_product(params, SEED, 5, 2, a, b, backend.int_mm, backend)
+    reference = noisy_product(params, SEED, 5, 2, a, b, REFERENCE.int_mm)
+    assert fused.fused and not reference.fused
+    assert fused.tickets == reference.tickets
+    assert torch.equal(fused.c_noisy.to(torch.int64), reference.c_noisy.to(torch.int64))
+    want = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)
+    assert torch.equal(fused.exact(a), want) and torch.equal(reference.exact(a), want)
+
+
+def test_fused_kernel_mixes_every_chunk_and_every_element() -> None:
+    """Changing one operand entry changes the tickets of exactly the tiles it feeds."""
+    backend = get_backend("cpu:float32")
+    a, b = operands(3, 128, 256, 128)
+    base = noisy_product(DEVNET, SEED, 0, 0, a, b, backend.int_mm, backend)
+    a2 = a.clone()
+    a2[70, 200] = 0 if int(a2[70, 200]) else 1  # row 70: tile row 1
+    changed = noisy_product(DEVNET, SEED, 0, 0, a2, b, backend.int_mm, backend)
+    assert base.sigma_m != changed.sigma_m  # HA moved, so every ticket moves; now hold σ_m fixed:
+    noise = draw_noise(base.sigma_m, 128, 256, 128, DEVNET.rank)
+    e, f = noise.dense()
+    w = mix_weights(64, 64, torch.device("cpu")).numpy()
+    one = kernels.fused_transcript((a + e).float(), (b + f).float(), DEVNET.chunk, torch.mm, w)[1]
+    two = kernels.fused_transcript((a2 + e).float(), (b + f).float(), DEVNET.chunk, torch.mm, w)[1]
+    differs = [bool((one[t] != two[t]).any()) for t in range(4)]
+    assert differs == [False, False, True, True]
+
+
+@pytest.mark.parametrize("rank", [1, 16, 64, 128, 256])
+def test_sparse_noise_equals_the_dense_product(rank: int) -> None:
+    noise = draw_noise(bytes([rank % 251]) * 32, 192, 256, 128, rank)
+    e, f = noise.dense()
+    assert e.dtype == torch.int8 and f.dtype == torch.int8
+    assert torch.equal(e.to(torch.int64), noise.e()) and torch.equal(f.to(torch.int64), noise.f())
+
+
+@pytest.mark.parametrize("k", [64, 512, 4096])
+def test_fast_denoise_is_exact_in_float32_and_beyond(k: int) -> None:
+    a, b = operands(k, 64, k, 64)
+    noise = draw_noise(b"\x01" * 32, 64, k, 64, 256)
+    e, f = noise.dense()
+    b_noisy = b + f
+    c_noisy = (a + e).to(torch.int64) @ b_noisy.to(torch.int64)
+    want = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)
+    assert torch.equal(denoise_fast(c_noisy, a, b_noisy, noise), want)
+    assert torch.equal(denoise_fast(c_noisy.to(torch.int32), a, b_noisy.float(), noise), want)
+    assert torch.equal(denoise(c_noisy, a, b_noisy, noise), want)
+
+
+def test_the_pure_fallback_gives_the_same_bits() -> None:
+    code = (
+        "import torch, numpy as np\n"
+        "from pouw.kernels import cpu\n"
+        "assert not cpu.HAVE_NUMBA\n"
+        "from pouw.backends import get_backend\n"
+        "from pouw.params import TESTNET\n"
+        "from pouw.transcript import noisy_product\n"
+        "rng = np.random.default_rng(9)\n"
+        "a = torch.from_numpy(rng.integers(-63, 64, (128, 320), dtype=np.int8))\n"
+        "b = torch.from_numpy(rng.integers(-63, 64, (320, 64), dtype=np.int8))\n"
+        "be = get_backend('cpu:float32')\n"
+        "p = noisy_product(TESTNET, b'\\x07' * 32, 1, 0, a, b, be.int_mm, be)\n"
+        "assert p.fused\n"
+        "print(b''.join(p.tickets).hex())\n"
+    )
+    env = {**os.environ, "POUW_NO_NUMBA": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    rng = np.random.default_rng(9)
+    a = torch.from_numpy(rng.integers(-63, 64, (128, 320), dtype=np.int8))
+    b = torch.from_numpy(rng.integers(-63, 64, (320, 64), dtype=np.int8))
+    reference = noisy_product(TESTNET, SEED, 1, 0, a, b, REFERENCE.int_mm)
+    assert out.stdout.strip() == b"".join(reference.tickets).hex()
+
+
+@pytest.mark.parametrize("k", [64, 512, 8192])
+def test_int8_limb_denoise_is_exact(k: int) -> None:
+    """The GPU path's denoise (int8 products only), run here with an exact int8 product."""
+    from pouw.transcript import denoise_limbs, int8_limbs, limb_count
+
+    x = torch.tensor([0, 1, -1, 63, -64, 64, -65, 127 * k, -127 * k, 97 * k + 5, -101 * k - 3], dtype=torch.int64)
+    limbs = int8_limbs(x, limb_count(127 * k + 1))
+    assert sum(limb.to(torch.int64) << (7 * j) for j, limb in enumerate(limbs)).tolist() == x.tolist()
+    a, b = operands(k + 1, 64, k, 64)
+    noise = draw_noise(b"\x02" * 32, 64, k, 64, 64)
+    e, f = noise.dense()
+    c_noisy = (a + e).to(torch.int64) @ (b + f).to(torch.int64)
+    want = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)
+    counted = get_backend("cpu:float32").int_mm
+    assert torch.equal(denoise_limbs(c_noisy, a, b + f, noise, counted), want)
+
+
+@pytest.mark.parametrize(("rows", "block"), [(1, 1), (64, 64), (192, 64), (320, 16), (7, 4)])
+def test_commitments_are_merkle_roots_over_row_blocks(rows: int, block: int) -> None:
+    from chain.hashing import merkle_leaf, merkle_root, merkle_root_of_hashes
+    from pouw.transcript import block_roots, commit_rows
+
+    data = np.random.default_rng(rows).integers(-63, 64, size=(rows, 96), dtype=np.int8)
+    want = [merkle_leaf(data[i : i + block].tobytes()) for i in range(0, rows, block)]
+    assert block_roots(data, block) == want
+    assert commit_rows(data, block) == merkle_root_of_hashes(want) == merkle_root([data[i : i + block].tobytes() for i in range(0, rows, block)])
