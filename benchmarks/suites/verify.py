@@ -212,7 +212,7 @@ def devnet_worst_case(ctx: RunContext, tile_s: float) -> dict[str, Any]:
         "estimated_seal_s_by_backend": {k: rounded(v * replayed + tile_s) for k, v in step_s.items()},
         "estimated_seal_s": rounded(step_s["calibrated"] * replayed + tile_s),
         "note": "replay-bound estimate: (q+3)·k plain steps of the widest devnet model + the devnet tile "
-                "time measured above (the tile of this model is 64×512×64, the same order)",
+                "time measured above (a tile of the same order)",
     }
 
 
