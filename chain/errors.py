@@ -62,7 +62,8 @@ class Reason(StrEnum):
     BAD_VERSION = "bad-version"
     MUTATED = "mutated-block"
     """The body does not match the commitments of its header and seal (tx root, work hash): the
-    block hash does not fix what failed, so the verdict must never be remembered by hash."""
+    bytes were changed on the way, the block (its hash) may still be valid. Never remembered as
+    invalid."""
     BAD_JOB_CONFIG = "bad-job-config"
     """The header's model config (dims, batch size, lr shift) is not its job's."""
     # block store

@@ -141,6 +141,18 @@ class ChainBackend(Protocol):
         """At most ``limit`` mempool txids, the ones a new peer should hear of first."""
         ...
 
+    # Optional (see :func:`backend_busy`): ``def is_busy(self) -> bool`` — the block pipeline is
+    # saturated; cheap, called by the download scheduler once per tick.
+
+
+def backend_busy(backend: ChainBackend) -> bool:
+    """The backend's optional ``is_busy()``: True while its block pipeline is saturated (a queue of
+    blocks waiting for validation, the chain thread behind). The p2p layer pauses its stall timers
+    then: a peer is never dropped for stalling while we are the slow side. Backends without the
+    method are never busy."""
+    probe = getattr(backend, "is_busy", None)
+    return bool(probe()) if callable(probe) else False
+
 
 class Announcer(Protocol):
     """What the node calls on the p2p service after accepting an object from outside p2p."""

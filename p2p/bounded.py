@@ -3,7 +3,8 @@
 * :class:`LruSet` / :class:`LruDict` — seen-caches that forget the least recently used entry when
   full (O(1) per operation).
 * :class:`TokenBucket` — ``rate`` tokens per second up to ``burst``; callers pass the time in, so
-  tests drive it with a fake clock.
+  tests drive it with a fake clock. ``delay``/``debit`` let a caller wait for tokens instead of
+  being refused (the upload cap defers rather than drops).
 """
 
 from __future__ import annotations
@@ -103,3 +104,13 @@ class TokenBucket:
             return False
         self._tokens -= amount
         return True
+
+    def delay(self, amount: float, now: float) -> float:
+        """Seconds until ``min(amount, burst)`` tokens are there (0 when they are now)."""
+        missing = min(amount, self.burst) - self.available(now)
+        return max(missing, 0.0) / self.rate
+
+    def debit(self, amount: float, now: float) -> None:
+        """Spend ``amount`` tokens even if that leaves the bucket in debt (refills pay it back)."""
+        self.available(now)
+        self._tokens -= amount

@@ -123,5 +123,36 @@ class P2PConfig:
     discover: bool = True
     """Dial addresses learnt from peers (besides the ``connect`` list) up to ``max_outbound``."""
 
+    # connection limits (docs/protocol.md Part VII, "Connection limits")
+    upgrade_timeout: float = 5.0
+    """An accepted TCP connection that has not completed its WebSocket upgrade by then is closed
+    (a half-sent upgrade request costs its sender one socket for at most this long)."""
+    max_pending_inbound: int = 32
+    """Inbound connections not yet past the handshake (upgrading or handshaking), all hosts."""
+    max_pending_per_host: int = 4
+    """The same, per IP address."""
+    max_inbound_per_host: int = 4
+    """Inbound links (upgraded) from one IP address."""
+    max_inbound_per_group: int = 8
+    """Inbound links from one network group (/16 IPv4, /32 IPv6)."""
+    fd_reserve: int = 512
+    """File descriptors kept for everything but p2p sockets (LevelDB's files and log, the HTTP
+    API, the verification pool): p2p sockets never use more than RLIMIT_NOFILE minus this."""
+    max_open_files: int | None = None
+    """The file-descriptor limit to plan with; None reads (and tries to raise) RLIMIT_NOFILE."""
+    allow_private_addresses: bool | None = None
+    """Addresses peers send us that are loopback, private or link-local: True stores and dials
+    them, False never does, None (default) only when the sending peer is itself in that scope or
+    a narrower one (a loopback peer may name loopback addresses, a LAN peer LAN addresses; a
+    public peer only public ones). The ``connect`` list and manual connects are always dialled."""
+
+    # upload (serving GetData)
+    upload_bytes_per_s: float = 8 * MIB
+    """Block and transaction bytes served to one peer per second, on average."""
+    upload_burst_bytes: float = 64 * MIB
+    """Bytes one peer may take at once before the rate applies (at least the largest block)."""
+    served_memory: int = 1_024
+    """Per peer: objects recently served to it; asking for one again gets NotFound and scores."""
+
     ban_file: str = "banlist.json"
     rate_limits: Mapping[MessageClass, RateLimit] = field(default_factory=lambda: DEFAULT_RATE_LIMITS)

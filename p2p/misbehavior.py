@@ -62,6 +62,8 @@ class Offence(StrEnum):
     PING_TIMEOUT = "ping-timeout"
     IDLE_TIMEOUT = "idle-timeout"
     SLOW_READER = "slow-reader"
+    REPEATED_GETDATA = "repeated-getdata"
+    UNREQUESTED_HEADERS = "unrequested-headers"
 
 
 @dataclass(frozen=True)
@@ -86,10 +88,14 @@ PENALTIES: dict[Offence, Penalty] = {
     Offence.RATE_LIMITED: Penalty(10, Action.IGNORE),
     Offence.TOO_MANY_INV_ITEMS: Penalty(50, Action.DISCONNECT),
     Offence.UNREQUESTED_BLOCK: Penalty(10, Action.IGNORE),
+    # GetData for blocks already served to this link: answered NotFound; 20 such messages ban.
+    Offence.REPEATED_GETDATA: Penalty(5, Action.IGNORE),
     # Chain data: cheap checks failed, or full validation did.
     Offence.INVALID_HEADER: Penalty(100, Action.BAN, DAY),
     Offence.NON_CONTINUOUS_HEADERS: Penalty(100, Action.BAN, DAY),
     Offence.UNCONNECTING_HEADERS: Penalty(20, Action.IGNORE),
+    # More than 8 headers we did not ask for: dropped unstored (a late answer is harmless).
+    Offence.UNREQUESTED_HEADERS: Penalty(10, Action.IGNORE),
     Offence.INVALID_BLOCK: Penalty(100, Action.BAN, DAY),
     Offence.INVALID_TX: Penalty(10, Action.IGNORE),
     # Harmless: a policy difference (fee, nonce gap, full mempool), not an offence.

@@ -27,6 +27,7 @@ from p2p.bounded import TokenBucket
 from p2p.config import CLASS_OF, MessageClass, P2PConfig, RateLimit
 from p2p.messages import (
     MIN_PROTOCOL_VERSION,
+    BlockMessage,
     MalformedMessage,
     Message,
     Ping,
@@ -81,6 +82,9 @@ class PeerHost(Protocol):
 
     def on_closed(self, peer: Peer) -> None: ...
 
+    # Optional: ``on_arrival(peer, message)`` is called by the reader when a BlockMessage comes off
+    # the socket, before it waits in the inbox (the service stops that block's stall timer).
+
 
 class RateLimiter:
     """A message bucket and a byte bucket for each message class."""
@@ -129,6 +133,10 @@ class Peer:
         self.messages_in = 0
         self.messages_out = 0
         self.connected_at = self._clock()
+        self.last_block_at: float | None = None
+        """When it last sent us a block we accepted (protects it from eviction)."""
+        self.last_tx_at: float | None = None
+        """When it last sent us a transaction we accepted (likewise)."""
         self.close_reason = ""
         self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         """Resolves True when the handshake completes, False if the link goes before that."""
@@ -141,6 +149,9 @@ class Peer:
         self._ping: tuple[int, float] | None = None
         self._last_ping_at = self._clock()
         self._tasks: list[asyncio.Task[None]] = []
+        self.blocks_queued = 0
+        """Blocks this peer delivered that we have not finished processing (queued in the inbox or
+        being submitted). While it is above 0 we are the slow side: its stall timers pause."""
 
     def __repr__(self) -> str:
         return f"<Peer {self.address} {self.direction.value}>"
@@ -188,6 +199,11 @@ class Peer:
         """
         if not self.gone:
             await self._outbox.put(encode_message(message))
+
+    async def send_encoded(self, frame: bytes) -> None:
+        """:meth:`send` for a message the caller already encoded (it needed the size)."""
+        if not self.gone:
+            await self._outbox.put(frame)
 
     def try_send(self, message: Message) -> bool:
         """Queue ``message`` if the outbox has room; False (and nothing queued) otherwise."""
@@ -340,12 +356,21 @@ class Peer:
         elif isinstance(message, Reject):
             log.info("peer %s rejected us: %s %s", self.address, message.code, message.detail)
         else:
+            if isinstance(message, BlockMessage):
+                self.blocks_queued += 1
+                on_arrival = getattr(self._host, "on_arrival", None)
+                if on_arrival is not None:
+                    on_arrival(self, message)
             await self._inbox.put(message)
 
     async def _process_loop(self) -> None:
         while not self.gone:
             message = await self._inbox.get()
-            await self._host.on_message(self, message)
+            try:
+                await self._host.on_message(self, message)
+            finally:
+                if isinstance(message, BlockMessage):
+                    self.blocks_queued -= 1
 
     async def _write_loop(self) -> None:
         while True:

@@ -7,6 +7,11 @@ Rules (docs/protocol.md Part VII, "Gossip"):
   was sent it; each peer's known set is a bounded LRU.
 * Announcements are queued per peer and flushed every ``inv_interval`` as one Inv per kind, so a
   burst of transactions costs a few messages, not one each.
+* Serving GetData (blocks and transactions) is capped per peer: a token bucket of
+  ``upload_bytes_per_s`` with a burst of ``upload_burst_bytes``; a request beyond it is deferred (the
+  peer's own processor waits, so only that peer slows down), and an object already served to that
+  peer (the last ``served_memory``) is answered NotFound and scored, so a small GetData cannot buy
+  the same large block or transaction twice.
 * A transaction is fetched from the first peer that announces it; a second announcement is not
   acted on until ``tx_request_timeout`` has passed. Rejected and invalid txids are remembered (bounded)
   until the next accepted block, so a flood of the same bad transaction costs one validation.
@@ -20,7 +25,7 @@ from collections.abc import Callable, Iterable
 
 from chain.types import Block, SignedTx
 from p2p.backend import ChainBackend, TxStatus
-from p2p.bounded import LruDict, LruSet
+from p2p.bounded import LruDict, LruSet, TokenBucket
 from p2p.config import P2PConfig
 from p2p.messages import (
     MAX_INV_ITEMS,
@@ -31,6 +36,7 @@ from p2p.messages import (
     Message,
     NotFound,
     TxMessage,
+    encode_message,
 )
 from p2p.misbehavior import Offence
 from p2p.peer import Peer
@@ -41,11 +47,13 @@ Punish = Callable[[Peer, Offence, str], None]
 
 
 class _PeerRelay:
-    __slots__ = ("known", "pending")
+    __slots__ = ("known", "pending", "served", "upload")
 
-    def __init__(self, capacity: int) -> None:
-        self.known: LruSet[bytes] = LruSet(capacity)
+    def __init__(self, config: P2PConfig, now: float) -> None:
+        self.known: LruSet[bytes] = LruSet(config.known_inventory)
         self.pending: dict[InvKind, dict[bytes, None]] = {InvKind.TX: {}, InvKind.BLOCK: {}}
+        self.served: LruSet[bytes] = LruSet(config.served_memory)
+        self.upload = TokenBucket(config.upload_bytes_per_s, config.upload_burst_bytes, now)
 
 
 class Relay:
@@ -59,9 +67,11 @@ class Relay:
         self._peers: dict[Peer, _PeerRelay] = {}
         self._recent_rejects: LruSet[bytes] = LruSet(config.recent_rejects)
         self._tx_requests: LruDict[bytes, float] = LruDict(config.tx_requests)
+        self.upload_deferrals = 0
+        """Times a block was held back by a peer's upload cap (for tests and metrics)."""
 
     def add_peer(self, peer: Peer) -> None:
-        self._peers[peer] = _PeerRelay(self._config.known_inventory)
+        self._peers[peer] = _PeerRelay(self._config, self._clock())
 
     def remove_peer(self, peer: Peer) -> None:
         self._peers.pop(peer, None)
@@ -136,6 +146,7 @@ class Relay:
             return
         outcome = await self._backend.submit_tx(tx, peer.address)
         if outcome.status is TxStatus.ACCEPTED:
+            peer.last_tx_at = self._clock()
             self.announce(InvKind.TX, txid, peer)
         elif outcome.status in (TxStatus.INVALID, TxStatus.REJECTED):
             self._recent_rejects.add(txid)
@@ -153,8 +164,16 @@ class Relay:
         if kind is InvKind.BLOCK and len(request.hashes) > self._config.max_getdata_blocks:
             self._punish(peer, Offence.TOO_MANY_INV_ITEMS, f"getdata for {len(request.hashes)} blocks")
             return
+        state = self._peers.get(peer)
+        if state is None:
+            return
         missing = []
+        repeated = 0
         for item in request.hashes:
+            if item in state.served:  # blocks and transactions alike: each once per link
+                repeated += 1
+                missing.append(item)
+                continue
             reply = self._lookup(kind, item)
             if reply is None:
                 missing.append(item)
@@ -162,9 +181,23 @@ class Relay:
             self.mark_known(peer, (item,))
             if isinstance(reply, BlockMessage):  # it will have this block: a floor on its height
                 peer.best_height = max(peer.best_height, reply.block.height)
-            await peer.send(reply)
+            frame = encode_message(reply)
+            await self._pay_upload(state, len(frame))
+            if peer.gone:
+                return
+            state.served.add(item)
+            await peer.send_encoded(frame)
         if missing:
             await peer.send(NotFound(kind=kind, hashes=tuple(missing)))
+        if repeated:
+            self._punish(peer, Offence.REPEATED_GETDATA, f"{repeated} objects served before")
+
+    async def _pay_upload(self, state: _PeerRelay, size: int) -> None:
+        """Wait until the peer's upload bucket can pay for ``size`` bytes, then pay."""
+        while (wait := state.upload.delay(size, self._clock())) > 0:
+            self.upload_deferrals += 1
+            await asyncio.sleep(wait)
+        state.upload.debit(size, self._clock())
 
     def _lookup(self, kind: InvKind, item: bytes) -> Message | None:
         if kind is InvKind.TX:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -43,6 +44,7 @@ from p2p.messages import (
     Version,
 )
 from p2p.misbehavior import Action, BanList, Offence, judge, normalize_host, write_json_atomic
+from p2p.netgroup import EvictionCandidate, address_group, may_learn, select_eviction
 from p2p.peer import Direction, Peer, PeerInfo
 from p2p.relay import Relay
 from p2p.sync import BlockSync, SyncInfo
@@ -51,6 +53,30 @@ from p2p.transport import Link, LinkClosed, Listener, dial
 log = logging.getLogger(__name__)
 
 _MAX_ADVERTISED_WORK = (1 << 320) - 1
+_NO_LIMIT = 1 << 20
+
+
+def plan_file_descriptors(config: P2PConfig, wanted_sockets: int) -> int:
+    """How many sockets p2p may hold open: the fd limit (raised towards what we want when the hard
+    limit allows, as bitcoind does) minus ``config.fd_reserve``."""
+    limit = config.max_open_files
+    if limit is None:
+        try:
+            import resource
+        except ImportError:  # not Unix: no limit to read
+            return wanted_sockets
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = wanted_sockets + config.fd_reserve
+        if soft != resource.RLIM_INFINITY and soft < want:
+            raised = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            if raised > soft:
+                try:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+                    soft = raised
+                except (ValueError, OSError) as exc:
+                    log.warning("cannot raise the open-file limit to %d: %s", raised, exc)
+        limit = _NO_LIMIT if soft == resource.RLIM_INFINITY else int(soft)
+    return max(limit - config.fd_reserve, 0)
 
 
 @dataclass(frozen=True)
@@ -129,6 +155,12 @@ class P2PService:
         self._bans_dirty = False
         self._ban_writer: asyncio.Task[None] | None = None
         self._stopping = False
+        self._eviction_secret = secrets.token_bytes(32)
+        self.socket_budget = max_inbound + max_outbound + len(self._fixed) + config.max_pending_inbound
+        """Sockets p2p may hold open at once (set from the fd limit at start)."""
+        self._inbound_sockets = max_inbound + config.max_pending_inbound
+        self.evictions = 0
+        """Inbound peers evicted to make room (counts, for tests and metrics)."""
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -139,11 +171,13 @@ class P2PService:
 
     async def start(self) -> None:
         self.bans.load()
+        self._plan_sockets()
         self._session = aiohttp.ClientSession()
         if self._listen:
             self._listener = Listener(
                 self.listen_host, self._listen_port, max_message_bytes=self.config.max_message_bytes,
                 close_timeout=self.config.close_timeout, admit=self._admit, on_link=self._on_inbound,
+                admit_tcp=self._admit_tcp, upgrade_timeout=self.config.upgrade_timeout,
             )
             await self._listener.start()
         self._loops = [
@@ -239,8 +273,9 @@ class P2PService:
         self._ready[peer] = None
         address = peer.listen_address
         if address is not None:
-            self.addresses.add(*address, int(self._wall()))
-            self.addresses.succeeded(address, self._now(), int(self._wall()))
+            if may_learn(address[0], address[0], self.config.allow_private_addresses):
+                self.addresses.add(*address, int(self._wall()))
+                self.addresses.succeeded(address, self._now(), int(self._wall()))
             fixed = self._fixed.get(address)
             if fixed is not None:
                 fixed.succeeded(self._now(), int(self._wall()))
@@ -256,6 +291,11 @@ class P2PService:
         handler = self._handlers.get(type(message))
         if handler is not None:
             await handler(peer, message)
+
+    def on_arrival(self, peer: Peer, message: Message) -> None:
+        """The reader took a block off ``peer``'s socket: it delivered, whenever we process it."""
+        if isinstance(message, BlockMessage):
+            self._sync.on_block_arrived(peer, message.block.hash)
 
     def on_closed(self, peer: Peer) -> None:
         was_ready = peer in self._ready
@@ -304,16 +344,24 @@ class P2PService:
         if peer in self._addr_answered:  # once per link: no scraping the book by asking again
             return
         self._addr_answered.add(peer)
-        await peer.send(Addr(addresses=tuple(self.addresses.sample(MAX_ADDRS))))
+        allow = self.config.allow_private_addresses
+        sample = [  # never tell a peer of addresses it could not give us (our LAN to the internet)
+            a for a in self.addresses.sample(MAX_ADDRS) if may_learn(a.host, peer.link.host, allow)
+        ]
+        await peer.send(Addr(addresses=tuple(sample)))
 
     async def _on_addr(self, peer: Peer, message: Addr) -> None:
         now = int(self._wall())
+        allow = self.config.allow_private_addresses
         for entry in message.addresses:
-            self.addresses.add(entry.host, entry.port, min(entry.last_seen, now))
+            if may_learn(normalize_host(entry.host), peer.link.host, allow):
+                self.addresses.add(entry.host, entry.port, min(entry.last_seen, now))
 
     def _on_block_accepted(self, block: Block, source: Peer | None) -> None:
         """A block from a peer was accepted. While catching up, intermediate blocks are not
         announced: peers hear of the tip once we reach it."""
+        if source is not None:
+            source.last_block_at = self._now()
         announce = self.backend.tip().hash == block.hash and not self.backend.blocks_to_fetch(1)
         self._relay.on_block_accepted(block, source, announce=announce)
 
@@ -322,11 +370,90 @@ class P2PService:
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
+    def _plan_sockets(self) -> None:
+        """Size the socket budget from the fd limit; outbound slots are reserved out of it first."""
+        config = self.config
+        outbound = self.max_outbound + len(self._fixed)
+        wanted = self.max_inbound + config.max_pending_inbound + outbound
+        self.socket_budget = plan_file_descriptors(config, wanted)
+        self._inbound_sockets = max(min(self.socket_budget - outbound, wanted - outbound), 0)
+        if self._inbound_sockets < self.max_inbound + config.max_pending_inbound:
+            log.warning("only %d file descriptors for p2p (fd_reserve %d kept for the store and "
+                        "API): inbound links capped at %d", self.socket_budget, config.fd_reserve,
+                        min(self.max_inbound, self._inbound_sockets))
+            self.max_inbound = min(self.max_inbound, self._inbound_sockets)
+
+    def _inbound_links(self) -> list[Peer]:
+        return [p for p in self._peers if p.direction is Direction.INBOUND and not p.gone]
+
+    def _admit_tcp(self, host: str) -> bool:
+        """A TCP connection was just accepted from ``host``: keep it (until the upgrade)?"""
+        listener = self._listener
+        if self._stopping or listener is None or self.bans.is_banned(host):
+            return False
+        if listener.open_connections >= self._inbound_sockets:
+            return False
+        handshaking = [p for p in self._inbound_links() if p not in self._ready]
+        config = self.config
+        from_host = sum(1 for p in handshaking if p.link.host == host)
+        if listener.upgrading_from(host) + from_host >= config.max_pending_per_host:
+            return False
+        if listener.upgrading + len(handshaking) < config.max_pending_inbound:
+            return True
+        return self._drop_pending_for(host)
+
+    def _drop_pending_for(self, host: str) -> bool:
+        """Pending slots are full: a newcomer from a less represented group displaces the oldest
+        upgrading connection of the most represented one (so a slowloris from a few groups cannot
+        keep everyone else out); otherwise it is refused."""
+        listener = self._listener
+        if listener is None:
+            return False
+        hosts = listener.upgrading_hosts()
+        groups: dict[str, list[str]] = {}
+        for pending in hosts:
+            groups.setdefault(address_group(pending), []).append(pending)
+        if not groups:
+            return False
+        crowded = max(groups.values(), key=len)
+        if len(crowded) <= len(groups.get(address_group(host), ())):
+            return False
+        return listener.drop_upgrading(crowded[0])
+
     def _admit(self, host: str) -> bool:
+        """A WebSocket upgrade from ``host`` is complete: take it, evicting a peer if full?"""
         if self._stopping or self.bans.is_banned(host):
             return False
-        inbound = sum(1 for p in self._peers if p.direction is Direction.INBOUND)
-        return inbound < self.max_inbound
+        inbound = self._inbound_links()
+        if sum(1 for p in inbound if p.link.host == host) >= self.config.max_inbound_per_host:
+            return False
+        group = address_group(host)
+        if sum(1 for p in inbound if address_group(p.link.host) == group) >= self.config.max_inbound_per_group:
+            return False
+        if len(inbound) < self.max_inbound:
+            return True
+        victim = self._eviction_victim()
+        if victim is None:
+            return False
+        self.evictions += 1
+        log.info("inbound slots full: evicting %s for a link from %s", victim.address, host)
+        victim.disconnect("evicted")
+        return True
+
+    def _eviction_victim(self) -> Peer | None:
+        candidates = [
+            EvictionCandidate(
+                peer=p, group=address_group(p.link.host), connected_at=p.connected_at,
+                latency=p.latency, last_block_at=p.last_block_at, last_tx_at=p.last_tx_at,
+            )
+            for p in self._inbound_links() if p in self._ready
+        ]
+        return select_eviction(candidates, secret=self._eviction_secret)
+
+    def _open_sockets(self) -> int:
+        outbound = sum(1 for p in self._peers if p.direction is Direction.OUTBOUND)
+        inbound = self._listener.open_connections if self._listener is not None else 0
+        return inbound + outbound + len(self._dialing)
 
     async def _on_inbound(self, link: Link) -> None:
         await self._run_peer(Peer(link, self, self.config))
@@ -338,6 +465,10 @@ class P2PService:
 
     async def _dial(self, address: Address) -> bool:
         if self._session is None or self._stopping or address in self._dialing:
+            return False
+        if self._open_sockets() >= self.socket_budget:
+            log.warning("not dialling %s:%d: p2p file-descriptor budget (%d) in use", *address,
+                        self.socket_budget)
             return False
         host, port = address
         self._dialing.add(address)

@@ -11,6 +11,10 @@ Algorithm (docs/protocol.md Part VII, "Sync"):
   header chain, lowest first, at most ``download_window``) and spreads them over peers that claim
   the height, at most ``blocks_in_flight_per_peer`` each. A request not answered within
   ``block_timeout`` is a stall: it goes to another peer, and ``max_stalls`` stalls drop the peer.
+  The timeout measures the peer, not us: a block counts as delivered when it comes off the socket
+  (not when we get round to processing it), and a request's clock is paused while that peer has
+  delivered blocks we have not processed yet, while the backend says it is busy, and for any time
+  the event loop itself was held up (a late scheduler tick). We are never the slow side of a stall.
 * **Order.** Blocks arrive out of order; one whose parent is not validated yet waits in the
   :class:`OrphanPool` (bounded by count and bytes, oldest evicted) and is submitted as soon as its
   parent is accepted. Blocks nobody asked for are dropped and scored.
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from chain.types import ZERO_HASH, Block
-from p2p.backend import BlockStatus, ChainBackend, HeadersStatus
+from p2p.backend import BlockStatus, ChainBackend, HeadersStatus, backend_busy
 from p2p.bounded import LruSet
 from p2p.config import P2PConfig
 from p2p.messages import (
@@ -49,6 +53,9 @@ Punish = Callable[[Peer, Offence, str], None]
 OnAccepted = Callable[[Block, Peer | None], None]
 
 _REQUEST_MEMORY = 4_096
+MAX_UNSOLICITED_HEADERS = 8
+"""A Headers message we did not ask for may announce at most this many (Core's
+MAX_BLOCKS_TO_ANNOUNCE): header intake from a peer runs at the pace of our own requests."""
 
 
 def locator_heights(height: int) -> list[int]:
@@ -141,6 +148,8 @@ class _PeerSync:
     slow: LruSet[bytes] = field(default_factory=lambda: LruSet(_REQUEST_MEMORY))
     stalls: int = 0
     headers_asked_at: float | None = None
+    headers_unanswered: int = 0
+    """GetHeaders sent and not answered yet (a late answer to a re-sent request is still ours)."""
     unconnecting: int = 0
 
 
@@ -148,6 +157,8 @@ class _PeerSync:
 class _Request:
     peer: Peer
     deadline: float
+    arrived: bool = False
+    """The block came off the socket; only our processing of it is pending (never a stall)."""
 
 
 class BlockSync:
@@ -166,6 +177,11 @@ class BlockSync:
         self._in_flight: dict[bytes, _Request] = {}
         self.orphans = OrphanPool(config.download_window, config.max_orphan_bytes)
         self._wake = asyncio.Event()
+        self._last_expiry_check: float | None = None
+        self._submitting: set[bytes] = set()
+        """Blocks handed to the backend and not answered yet (never requested again meanwhile)."""
+        self.stall_pauses = 0
+        """Expiry passes that found us the slow side (for tests and metrics)."""
 
     # -- peers -----------------------------------------------------------------------------------
 
@@ -212,6 +228,7 @@ class BlockSync:
         if after is not None:
             locator = [after, *locator]
         state.headers_asked_at = now
+        state.headers_unanswered = min(state.headers_unanswered + 1, 8)
         return GetHeaders(locator=tuple(locator[:MAX_LOCATOR_HASHES]), stop=ZERO_HASH)
 
     async def on_getheaders(self, peer: Peer, request: GetHeaders) -> None:
@@ -231,8 +248,12 @@ class BlockSync:
         state = self._peers.get(peer)
         if state is None:
             return
-        state.headers_asked_at = None
         items = message.headers
+        if state.headers_unanswered == 0 and len(items) > MAX_UNSOLICITED_HEADERS:
+            self._punish(peer, Offence.UNREQUESTED_HEADERS, f"{len(items)} headers")
+            return
+        state.headers_unanswered = max(state.headers_unanswered - 1, 0)
+        state.headers_asked_at = None
         if not items:
             return
         for prev, nxt in pairwise(items):
@@ -265,7 +286,7 @@ class BlockSync:
     def _have_or_coming(self, block_hash: bytes) -> bool:
         return (
             block_hash in self._in_flight or block_hash in self.orphans
-            or self._backend.has_block(block_hash)
+            or block_hash in self._submitting or self._backend.has_block(block_hash)
         )
 
     def _catch_up(self) -> None:
@@ -296,6 +317,15 @@ class BlockSync:
         self._release(block_hash)
         await self.process_block(block, peer)
         self.wake()
+
+    def on_block_arrived(self, peer: Peer, block_hash: bytes) -> None:
+        """``peer`` delivered ``block_hash``; it may wait a while for us to process it."""
+        request = self._in_flight.get(block_hash)
+        if request is not None and request.peer is peer:
+            request.arrived = True
+            state = self._peers.get(peer)
+            if state is not None:
+                state.stalls = 0
 
     def on_notfound(self, peer: Peer, hashes: tuple[bytes, ...]) -> None:
         state = self._peers.get(peer)
@@ -328,7 +358,12 @@ class BlockSync:
         while pending:
             block, source = pending.pop()
             label = source.address if source is not None else "local"
-            outcome = await self._backend.submit_block(block, label)
+            block_hash = block.hash
+            self._submitting.add(block_hash)
+            try:
+                outcome = await self._backend.submit_block(block, label)
+            finally:
+                self._submitting.discard(block_hash)
             if outcome.status in (BlockStatus.ACCEPTED, BlockStatus.ALREADY_KNOWN):
                 if outcome.status is BlockStatus.ACCEPTED:
                     self._on_accepted(block, source)
@@ -370,7 +405,22 @@ class BlockSync:
 
     def _expire_requests(self) -> None:
         now = self._clock()
-        expired = [h for h, r in self._in_flight.items() if r.deadline <= now]
+        tick = min(1.0, self._config.block_timeout / 4)
+        last, self._last_expiry_check = self._last_expiry_check, now
+        elapsed = 0.0 if last is None else max(now - last, 0.0)
+        # Time we were the slow side does not count against anyone: all of it while the backend is
+        # saturated, or beyond a normal tick when the loop itself was held up; per peer, all of it
+        # while blocks it delivered wait for us.
+        slow_everywhere = elapsed if backend_busy(self._backend) else max(elapsed - 2 * tick, 0.0)
+        paused = False
+        for request in self._in_flight.values():
+            pause = elapsed if request.peer.blocks_queued > 0 else slow_everywhere
+            if pause > 0:
+                request.deadline += pause
+                paused = True
+        if paused:
+            self.stall_pauses += 1
+        expired = [h for h, r in self._in_flight.items() if r.deadline <= now and not r.arrived]
         for block_hash in expired:
             peer = self._in_flight[block_hash].peer
             self._release(block_hash)
@@ -392,7 +442,7 @@ class BlockSync:
         window = per_peer if self.orphans.full else self._config.download_window
         batches: dict[Peer, list[bytes]] = {}
         for height, block_hash in self._backend.blocks_to_fetch(window):
-            if block_hash in self._in_flight or block_hash in self.orphans:
+            if block_hash in self._in_flight or block_hash in self.orphans or block_hash in self._submitting:
                 continue
             peer = self._pick_peer(ready, block_hash, height)
             if peer is None:

@@ -22,6 +22,8 @@ from p2p.config import P2PConfig
 from p2p.messages import (
     PROTOCOL_VERSION,
     Message,
+    Ping,
+    Pong,
     Verack,
     Version,
     decode_message,
@@ -135,12 +137,14 @@ class RawPeer:
         self.local_host = local_host
         self._session: aiohttp.ClientSession | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.pinger: asyncio.Task[None] | None = None
 
     async def open(self, port: int) -> None:
         connector = aiohttp.TCPConnector(local_addr=(self.local_host, 0))
         self._session = aiohttp.ClientSession(connector=connector)
         self.ws = await self._session.ws_connect(
-            f"http://127.0.0.1:{port}/p2p", max_msg_size=64 * 1024 * 1024
+            f"http://127.0.0.1:{port}/p2p", max_msg_size=64 * 1024 * 1024,
+            timeout=aiohttp.ClientWSTimeout(ws_close=0.5),
         )
 
     async def handshake(self, port: int, version: Version | None = None) -> Version:
@@ -195,6 +199,9 @@ class RawPeer:
                 pass
 
     async def close(self) -> None:
+        if self.pinger is not None:
+            self.pinger.cancel()
+            await asyncio.gather(self.pinger, return_exceptions=True)
         if self.ws is not None:
             await self.ws.close()
         if self._session is not None:
@@ -202,13 +209,38 @@ class RawPeer:
 
 
 async def refused(local_host: str, port: int) -> bool:
-    """True when the node refuses a WebSocket upgrade from ``local_host`` (banned or full)."""
+    """True when the node refuses a link from ``local_host`` (banned or full): HTTP 403 at the
+    upgrade, or the TCP connection closed as soon as it was accepted."""
     peer = RawPeer(local_host)
     try:
         await peer.open(port)
     except aiohttp.WSServerHandshakeError as exc:
         return exc.status == 403
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+        return True
     finally:
         await peer.close()
     return False
 
+
+
+async def idle_peer(local_host: str, port: int, version: Version | None = None) -> RawPeer | None:
+    """A handshaken RawPeer that only answers pings (an eclipse attacker's cheapest link), or None
+    when the node refuses it. Pings are answered by a background task until :meth:`RawPeer.close`."""
+    peer = RawPeer(local_host)
+    try:
+        await peer.handshake(port, version)
+    except (aiohttp.ClientError, AssertionError, TimeoutError, OSError):
+        await peer.close()
+        return None
+    peer.pinger = asyncio.create_task(_answer_pings(peer))
+    return peer
+
+
+async def _answer_pings(peer: RawPeer) -> None:
+    try:
+        while (message := await peer.recv(timeout=3600)) is not None:
+            if isinstance(message, Ping):
+                await peer.send(Pong(nonce=message.nonce))
+    except (aiohttp.ClientError, ConnectionError, RuntimeError, TimeoutError):
+        pass
