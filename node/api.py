@@ -41,6 +41,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PeersFn = Callable[[], list[dict[str, Any]]]
 ConnectFn = Callable[[str, int], Awaitable[bool]]
 MAX_JSON_BODY = 2 * MAX_MESSAGE_BYTES + 4096
+MAX_EXCLUDED_JOBS = 16
+"""Jobs a miner may ask a template to skip (those it has no draw left on under this tip)."""
 """Largest request body: a block's work data travels hex-encoded."""
 MAX_TX_BYTES = 8 * 1024 * 1024
 LARGE_BODY = 64 * 1024
@@ -448,7 +450,12 @@ class Api:
         miner = views.parse_address(request.query.get("address", ""))
         job_text = request.query.get("job")
         job_id = views.parse_hash(job_text, "job id") if job_text else None
-        template = await self.chain.template(miner, job_id)
+        exclude_text = request.query.get("exclude", "")
+        excluded = [item for item in exclude_text.split(",") if item]
+        if len(excluded) > MAX_EXCLUDED_JOBS:
+            raise BadRequest(f"exclude lists at most {MAX_EXCLUDED_JOBS} jobs")
+        exclude = frozenset(views.parse_hash(item, "excluded job id") for item in excluded)
+        template = await self.chain.template(miner, job_id, exclude)  # none left: PouwError, a 409
         header = template.header
         return web.json_response({
             "template_id": template.template_id.hex(), "height": header.height,
@@ -457,6 +464,7 @@ class Api:
             "job": views.job(header.job_id, template.job), "start_state_hash": header.start_state_hash.hex(),
             "trajectory_seed": trajectory_seed(header.job_id, header.start_state_hash, miner).hex(),
             "preset": self.chain.preset.name, "txs": len(template.txs),
+            "steps_left": template.steps_left, "max_steps": template.max_steps,
         })
 
     async def mining_submit(self, request: web.Request) -> web.Response:
@@ -471,6 +479,7 @@ class Api:
             views.parse_hash(field(body, "trajectory_root", str), "trajectory_root"),
             views.parse_hex(body.get("proof"), "proof", 1 << 20),
             views.parse_hex(body.get("work"), "work", MAX_MESSAGE_BYTES),
+            views.parse_hash(field(body, "prefix_root", str), "prefix_root") if "prefix_root" in body else None,
         )
         status = 200 if outcome.ok else (409 if outcome.status == "stale" else 400)
         return web.json_response(
@@ -503,6 +512,7 @@ class Api:
                 f"pouw_blocks_rejected_total {chain.blocks_rejected}",
                 "# HELP pouw_peers Connected peers.", "# TYPE pouw_peers gauge",
                 f"pouw_peers {len(self.peers())}",
+                *chain.submissions.metric_lines(),
             ]
             return "\n".join(lines) + "\n"
 

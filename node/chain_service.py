@@ -44,6 +44,7 @@ from node.core.templates import MAX_TEMPLATES, TemplateBuilder
 from node.core.types import Announcer, BlockOutcome, BlockStatusText, ChainView, HeaderEntry, Template
 from node.core.verdicts import MAX_INVALID_REMEMBERED, Verdicts
 from node.core.verify_pool import VerifyPool
+from node.rejections import SubmissionCounter
 from store.chaindb import ChainDB, ChainHead, ImportResult
 from store.kv import KeyValueStore, LevelDBStore
 
@@ -88,6 +89,7 @@ class ChainService:
         self.models = ModelIndex()
         self.pool = VerifyPool(verify_workers if proof else 0, backend)
         self.templates = TemplateBuilder(preset, self.mempool, self.headers, clock)
+        self.submissions = SubmissionCounter()
         self.importer = BlockImporter(preset, self.mempool, self.headers, self.verdicts, self.models,
                                       self.pool, clock)
         self._view: ChainView | None = None
@@ -290,11 +292,23 @@ class ChainService:
         return outcome
 
     async def submit_raw_block(self, raw: bytes) -> BlockOutcome:
+        """A whole block submitted through the API (counted in ``self.submissions`` like mined work)."""
         try:
             block = decode_block(raw, self.preset)
         except InvalidBlock as exc:
-            return BlockOutcome(BlockStatusText.INVALID, bytes(32), -1, exc.reason.value, exc.detail)
-        return await self.submit_block(block)
+            outcome = BlockOutcome(BlockStatusText.INVALID, bytes(32), -1, exc.reason.value, exc.detail)
+        else:
+            outcome = await self.submit_block(block)
+        return self._count(outcome)
+
+    def _count(self, outcome: BlockOutcome) -> BlockOutcome:
+        if outcome.ok:
+            self.submissions.accepted()
+        elif outcome.status is BlockStatusText.STALE:
+            self.submissions.stale()
+        elif outcome.status is BlockStatusText.INVALID:
+            self.submissions.rejected(outcome.reason, outcome.detail, outcome.height)
+        return outcome
 
     async def _after_head_change(self, result: ImportResult) -> None:
         if not result.new_canonical:
@@ -350,25 +364,35 @@ class ChainService:
 
     # -- mining -----------------------------------------------------------------------------------
 
-    def best_job(self, state: StateReader) -> tuple[bytes, JobRecord]:
-        return self.templates.best_job(state)
+    def best_job(self, state: StateReader, exclude: frozenset[bytes] = frozenset()) -> tuple[bytes, JobRecord]:
+        return self.templates.best_job(state, exclude)
 
-    def _template(self, miner: bytes, job_id: bytes | None) -> Template:
+    def _template(self, miner: bytes, job_id: bytes | None, exclude: frozenset[bytes] = frozenset()) -> Template:
         """Writer thread: see :meth:`TemplateBuilder.build`."""
-        return self.templates.build(miner, job_id)
+        return self.templates.build(miner, job_id, exclude)
 
-    async def template(self, miner: bytes, job_id: bytes | None = None) -> Template:
-        return await self._call(self.templates.build, miner, job_id)
+    async def template(self, miner: bytes, job_id: bytes | None = None,
+                       exclude: frozenset[bytes] = frozenset()) -> Template:
+        return await self._call(self.templates.build, miner, job_id, exclude)
 
     def job_start_model(self, job_id: bytes) -> bytes:
         """Writer thread: the encoded model the job's next block trains from."""
         return self.templates.job_start_model(job_id)
 
     async def submit_work(self, template_id: bytes, steps: int, final_state_hash: bytes,
-                          trajectory_root: bytes, proof: bytes, work: bytes) -> BlockOutcome:
+                          trajectory_root: bytes, proof: bytes, work: bytes,
+                          prefix_root: bytes | None = None) -> BlockOutcome:
+        """Seal and import a miner's work on one of this node's templates; every answer is counted
+        (and a rejection logged) in ``self.submissions``."""
+        return self._count(await self._submit_work(template_id, steps, final_state_hash, trajectory_root, proof,
+                                                   work, prefix_root))
+
+    async def _submit_work(self, template_id: bytes, steps: int, final_state_hash: bytes,
+                           trajectory_root: bytes, proof: bytes, work: bytes,
+                           prefix_root: bytes | None) -> BlockOutcome:
         try:
             block = await self._call(self.templates.seal, template_id, steps, final_state_hash,
-                                     trajectory_root, proof, work)
+                                     trajectory_root, proof, work, prefix_root)
         except ValidationError as exc:
             return BlockOutcome(BlockStatusText.INVALID, bytes(32), -1, exc.reason.value, exc.detail)
         if block is None:

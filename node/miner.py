@@ -1,9 +1,16 @@
 """The mining loop of ``pouw-mine``: pull a template from a node, train with the PoUW core, submit.
 
 Runs in its own process (never in the node's). Keeps one :class:`pouw.mining.Miner` session per
-(job, start state, miner address): a refreshed template (new transactions, new timestamp, so a new
-lottery seed σ) continues the same training trajectory; only the tickets restart. When the tip
-moves, the job's start state may change and a new session begins from the node's model.
+(job, start state, miner address): a refreshed template continues the same training trajectory;
+only the tickets restart. When the tip moves, the job's start state may change and a new session
+begins from the node's model.
+
+Jobs end cleanly (docs/protocol.md Part IV §6): a template says how many steps its job has left
+(``steps_left``) and the most a seal on it may claim (``max_steps``: that, capped per block). The
+shard never runs past ``max_steps``. A shard that reaches it without a win has no draw left on that
+job under this tip (the lottery seed does not change with the timestamp), so the loop asks the node
+for the next best job, excluding the spent one, until the tip moves; then a finishing job's shard
+starts over from its start state under the new seed. When every job is spent, it waits for the tip.
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from chain.errors import PouwError
@@ -123,10 +131,17 @@ class MinerStats:
     macs: int = 0
     tiles: int = 0
     blocks_found: int = 0
+    """Submissions the node accepted."""
+    blocks_stale: int = 0
+    """Submissions that arrived after the tip moved on (not the miner's fault)."""
     blocks_rejected: int = 0
+    """Submissions the node rejected; ``rejections`` counts them by reason."""
+    rejections: Counter[str] = field(default_factory=Counter)
     best_ticket: bytes | None = None
     height: int = 0
     job: str = ""
+    steps_left: int = 0
+    """Steps the job being mined has left (its template's ``steps_left``)."""
 
     def rates(self) -> tuple[float, float, float]:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -150,6 +165,9 @@ class MiningLoop:
         self._session_key: tuple[str, str] | None = None
         self._datasets: dict[str, Dataset] = {}
         self._base_steps = self._base_macs = self._base_tiles = 0
+        self._spent_jobs: set[str] = set()
+        """Jobs whose shard reached ``max_steps`` without a win under ``_spent_parent``."""
+        self._spent_parent = ""
 
     def _dataset(self, dataset_id: str) -> Dataset:
         if dataset_id not in self._datasets:
@@ -160,9 +178,14 @@ class MiningLoop:
                 self._datasets[dataset_id] = Dataset.decode(self.client.get_bytes(f"/api/datasets/{dataset_id}"))
         return self._datasets[dataset_id]
 
-    def _session_for(self, template: dict[str, Any], preset: Preset) -> Miner:
+    def _session_for(self, template: dict[str, Any], preset: Preset, tip_moved: bool) -> Miner:
         key = (template["job_id"], template["start_state_hash"])
-        if self._session is not None and self._session_key == key and not self._session.exhausted:
+        max_steps = template["max_steps"]
+        # A finishing job (fewer steps left than a block may claim) starts its shard over under a new
+        # tip: its draws are the scarce thing, and a new seed gives every one of them back.
+        restart = tip_moved and max_steps < preset.pouw.max_steps_per_block
+        if (self._session is not None and self._session_key == key and not restart
+                and self._session.steps < max_steps):
             return self._session
         self._base_steps, self._base_macs, self._base_tiles = self.stats.steps, self.stats.macs, self.stats.tiles
         spec = template["job"]["spec"]
@@ -175,33 +198,76 @@ class MiningLoop:
         self._session_key = key
         return self._session
 
-    def template(self) -> dict[str, Any]:
+    def template(self) -> dict[str, Any] | None:
+        """A template for the best job not spent under the current tip, or None when every job is spent
+        (the node answers 409) or the job given with ``--job`` is."""
+        tip = self.client.get_json("/api/status")["tip"]
+        if tip != self._spent_parent:
+            self._spent_jobs.clear()
+            self._spent_parent = tip
+        if self.job and self.job in self._spent_jobs:
+            return None
         query = f"/api/mining/template?address={self.address}"
         if self.job:
             query += f"&job={self.job}"
-        return self.client.get_json(query)
+        elif self._spent_jobs:
+            query += "&exclude=" + ",".join(sorted(self._spent_jobs))
+        try:
+            template = self.client.get_json(query)
+        except MinerError as exc:
+            if self._spent_jobs and "409" in str(exc):
+                return None
+            raise
+        if template["parent_hash"] != self._spent_parent:  # the tip moved between the two calls
+            self._spent_jobs.clear()
+            self._spent_parent = template["parent_hash"]
+        return template
+
+    def _wait_for_tip(self, tip: str, should_stop: Callable[[], bool]) -> None:
+        self.report(self.stats, "every job's shard is spent under this tip; waiting for the next block")
+        while not should_stop() and self.client.get_json("/api/status")["tip"] == tip:
+            time.sleep(TIP_POLL_SECONDS)
 
     def run(self, max_blocks: int | None = None, should_stop: Callable[[], bool] = lambda: False) -> MinerStats:
+        last_parent = ""
         while not should_stop() and (max_blocks is None or self.stats.blocks_found < max_blocks):
             template = self.template()
+            if template is None:
+                self._wait_for_tip(self._spent_parent, should_stop)
+                continue
             preset = get_preset(template["preset"])
             header = Header.decode(bytes.fromhex(template["header"]))
             sigma = header.lottery_seed
             if header.hash.hex() != template["template_id"]:
                 raise MinerError("template id does not match its header")
-            session = self._session_for(template, preset)
+            if "max_steps" not in template:  # a node before job-end templates: the job says it
+                template["steps_left"] = template["job"]["steps_left"]
+                template["max_steps"] = min(template["steps_left"], preset.pouw.max_steps_per_block)
+            max_steps = template["max_steps"]
+            if not isinstance(max_steps, int) or not 1 <= max_steps <= preset.pouw.max_steps_per_block:
+                raise MinerError(f"template allows {max_steps!r} steps")
+            session = self._session_for(template, preset, tip_moved=template["parent_hash"] != last_parent)
+            last_parent = template["parent_hash"]
             self.stats.height = template["height"]
             self.stats.job = template["job"]["name"] or template["job_id"][:16]
+            self.stats.steps_left = template["steps_left"]
             fetched = time.monotonic()
             last_poll = fetched
             while not should_stop():
-                result = session.mine(sigma, header.target, STEPS_PER_ROUND, self._progress)
-                if result is not None:
+                budget = min(STEPS_PER_ROUND, max_steps - session.steps)
+                result = session.mine(sigma, header.target, budget, self._progress) if budget > 0 else None
+                if result is not None:  # the winning step reports no progress: count it here
+                    self.stats.steps = self._base_steps + session.steps
+                    self.stats.macs = self._base_macs + session.macs
+                    self.stats.tiles = self._base_tiles + session.tiles
                     self._submit(template, result)
                     self._session = None
                     break
-                if session.exhausted:
-                    self.report(self.stats, "shard reached the block's step cap; starting over")
+                if session.steps >= max_steps:
+                    self._spent_jobs.add(template["job_id"])
+                    self.report(self.stats, f"shard of {self.stats.job} reached its {max_steps} steps "
+                                            f"({self.stats.steps_left} left in the job) without a win; "
+                                            "next job until the tip moves")
                     self._session = None
                     break
                 now = time.monotonic()
@@ -229,14 +295,16 @@ class MiningLoop:
         answer = self.client.post_json("/api/mining/submit", {
             "template_id": template["template_id"], "steps": claim.steps,
             "final_state_hash": claim.final_state_hash.hex(), "trajectory_root": claim.trajectory_root.hex(),
-            "proof": claim.proof.hex(), "work": result.work_bytes.hex(),
+            "proof": claim.proof.hex(), "work": result.work_bytes.hex(), "prefix_root": claim.prefix_root.hex(),
         })
         if answer.get("status") == "accepted":
             self.stats.blocks_found += 1
             self.report(self.stats, f"block {answer['height']} {answer['hash'][:16]} accepted "
                                     f"({claim.steps} steps of {self.stats.job})")
         elif answer.get("status") == "stale":
+            self.stats.blocks_stale += 1
             self.report(self.stats, "found a block on a stale tip; refreshing")
         else:
             self.stats.blocks_rejected += 1
+            self.stats.rejections[str(answer.get("reason"))] += 1
             self.report(self.stats, f"block rejected: {answer.get('reason')}: {answer.get('detail')}")

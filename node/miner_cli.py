@@ -18,6 +18,8 @@ from wallet.address import InvalidAddress, decode_address
 from wallet.client import COOKIE_ENV, DATADIR_ENV, RpcCredentials
 
 DEFAULT_NODE = "http://127.0.0.1:8645"
+OPEN_ENDED_STEPS = 1 << 31
+"""Jobs with at least this many steps left are shown as open-ended (the built-in job has 2^32 - 1)."""
 
 
 def _fmt(value: float) -> str:
@@ -38,8 +40,13 @@ class Reporter:
     def line(self, stats: MinerStats) -> str:
         steps, macs, tiles = stats.rates()
         best = stats.best_ticket.hex()[:10] if stats.best_ticket else "-"
-        return (f"height {stats.height} job {stats.job} | {steps:.1f} steps/s {_fmt(macs)}MAC/s "
-                f"{_fmt(tiles)} tiles/s | best {best} | blocks {stats.blocks_found}")
+        left = "open-ended" if stats.steps_left >= OPEN_ENDED_STEPS else f"{stats.steps_left} left"
+        rejected = f"{stats.blocks_rejected} rejected"
+        if stats.rejections:
+            rejected += " (" + ", ".join(f"{reason} {n}" for reason, n in sorted(stats.rejections.items())) + ")"
+        return (f"height {stats.height} job {stats.job} ({left}) | {steps:.1f} steps/s {_fmt(macs)}MAC/s "
+                f"{_fmt(tiles)} tiles/s | best {best} | blocks {stats.blocks_found} accepted, "
+                f"{stats.blocks_stale} stale, {rejected}")
 
     def __call__(self, stats: MinerStats, event: str | None) -> None:
         now = time.monotonic()
@@ -128,7 +135,8 @@ def main(node_url: str, datadir: Path | None, cookie: Path | None, address: str,
         except PouwError as exc:
             raise click.ClickException(str(exc)) from None
     stats = loop.stats
-    click.echo(f"\n[miner] done: {stats.blocks_found} blocks, {stats.steps} steps, {stats.tiles} tiles", err=True)
+    click.echo(f"\n[miner] done: {stats.blocks_found} blocks accepted, {stats.blocks_stale} stale, "
+               f"{stats.blocks_rejected} rejected, {stats.steps} steps, {stats.tiles} tiles", err=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ and the honest miner also with ``_int_mm``, the int8 path that an attacker's wid
 The attacker-advantage ratio is attacker cost / honest cost per ticket: >= 1 means no advantage.
 A control run with t = 4r (which ``PouwParams.validate`` forbids) shows the ratio falling below 1
 when the rule t <= r is broken.
+
+The second part (:mod:`benchmarks.suites.strategies`) plays the strategies against the v2 rules
+and reports reward per unit of work against honest mining: grinding (re-stamping a step; a fresh σ
+for one-step blocks) and fabrication of a fraction of the segments, with the real verifier.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 import torch
 
 from benchmarks.framework import RunContext, SuiteReport, figure, measure, plain_log_ticks, rounded
+from benchmarks.suites import strategies
 from pouw.backends import get_backend
 from pouw.noise import NoiseFactors, draw_noise, exact_matmul
 from pouw.params import DEVNET, PAYLOAD_BOUND, PRESETS, PouwParams
@@ -38,7 +43,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 NAME = "attack"
-DESCRIPTION = "cost per ticket of shortcut attackers (zero, low-rank, sparse, saturated operand) vs honest"
+DESCRIPTION = ("cost per ticket of shortcut attackers (zero, low-rank, sparse, saturated operand) vs honest; "
+               "reward per unit of work of grinding and fabrication vs honest mining")
 LOW_RANK = 8
 SPARSE_DENSITY = 1 / 16
 CONTROL = dataclasses.replace(DEVNET, name="control t=4r", rank=16, chunk=64)
@@ -188,19 +194,33 @@ def run(ctx: RunContext) -> SuiteReport:
     honest_presets = [s for s in studies if s["params"] != CONTROL.name]
     worst = min(row["advantage_ratio_macs"] for s in honest_presets for row in s["attackers"])
     control = min(row["advantage_ratio_macs"] for row in studies[-1]["attackers"])
+    plays = [strategies.study("devnet", ctx.backend(), ctx.pick(20_000, 5_000, 2_000), ctx.pick(8, 4, 2))]
+    odds = [strategies.shard_odds(name) for name in ("devnet", "testnet", "mainnet")]
     return SuiteReport(
         parameters={"repeats": repeats, "low_rank": LOW_RANK, "sparse_density": SPARSE_DENSITY,
                     "timing_note": "attacker and honest_f64 use the same exact float64 GEMM on the CPU; "
                                    "honest_int8 is the miner's _int_mm path",
                     "shapes": {s["params"]: s["shape_mkn"] for s in studies}},
-        results={"studies": studies, "min_advantage_ratio_macs": worst, "control_min_ratio_macs": control},
+        results={"studies": studies, "min_advantage_ratio_macs": worst, "control_min_ratio_macs": control,
+                 "strategies": [rounded_tree(play) for play in plays],
+                 "builtin_shard_odds": rounded_tree(odds),
+                 "honest_on_top": all(play["honest_on_top"] for play in plays)},
         headline=[
             f"{s['params']} (r={s['rank']}, t={s['chunk']}): "
             + ", ".join(f"{row['attacker'].split(' ')[0]} x{row['advantage_ratio_macs']:.3g}" for row in s["attackers"])
             + " (MACs, attacker/honest)"
             for s in studies
+        ] + [
+            f"{play['preset']} reward per MAC vs honest: "
+            + ", ".join(f"{row['strategy']} x{row['ratio_to_honest']:.3g}" for row in play["strategies"][1:])
+            + f" (honest on top: {play['honest_on_top']})"
+            for play in plays
+        ] + [
+            f"{o['preset']} built-in job: {o['expected_steps_per_win']:.3g} steps per win, cap "
+            f"{o['max_steps_per_block']}: a shard ends spent with probability {o['spent_shard_probability']:.3g}"
+            for o in odds
         ],
-        figures={NAME: plot(studies)},
+        figures={NAME: plot(studies), "attack_strategies": plot_strategies(plays)},
     )
 
 
@@ -225,4 +245,32 @@ def plot(studies: list[dict[str, Any]]) -> Figure:
         ax.set_title(f"attacker advantage ratio: {title} (>= 1: none)")
         ax.grid(alpha=0.3, axis="y", which="both")
         ax.legend(fontsize=7)
+    return fig
+
+
+def rounded_tree(value: Any) -> Any:
+    if isinstance(value, float):
+        return rounded(value)
+    if isinstance(value, dict):
+        return {k: rounded_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded_tree(v) for v in value]
+    return value
+
+
+def plot_strategies(plays: list[dict[str, Any]]) -> Figure:
+    fig, (ax,) = figure(1, width=8.0)
+    names = [row["strategy"] for row in plays[0]["strategies"]]
+    x = np.arange(len(names))
+    width = 0.8 / len(plays)
+    for i, play in enumerate(plays):
+        ax.bar(x + (i - (len(plays) - 1) / 2) * width,
+               [max(row["ratio_to_honest"], 1e-4) for row in play["strategies"]], width, label=play["preset"])
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(x, names, rotation=15, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("reward per MAC / honest (floor 1e-4)")
+    ax.set_title("v2 rules: reward per unit of work vs honest mining (< 1: honest on top)")
+    ax.grid(alpha=0.3, axis="y", which="both")
+    ax.legend(fontsize=7)
     return fig

@@ -50,16 +50,17 @@ class TemplateBuilder:
             raise PouwError("chain service is not started")
         return self._db
 
-    def best_job(self, state: StateReader) -> tuple[bytes, JobRecord]:
+    def best_job(self, state: StateReader, exclude: frozenset[bytes] = frozenset()) -> tuple[bytes, JobRecord]:
         """The active job that pays best per MAC (the built-in job when none pays), skipping jobs whose
-        owner has a cancel pending: those are left to finish, so the cancel can be mined."""
+        owner has a cancel pending: those are left to finish, so the cancel can be mined; and skipping
+        ``exclude``, the jobs a miner has no draw left on under this tip (docs/protocol.md Part IV §6.1)."""
         cancelling = {
             tx.body.job_id for txid in self.mempool.txids()
             if (tx := self.mempool.get(txid)) is not None and isinstance(tx.body, JobCancel)
         }
         best: tuple[int, int, bytes, JobRecord] | None = None
         for job_id, job in iter_jobs(state):
-            if not job.active or job_id in cancelling:
+            if not job.active or job_id in cancelling or job_id in exclude:
                 continue
             macs = model_config(job.spec).macs_per_step()
             # compare fee_per_step / macs exactly: a/b > c/d  <=>  a*d > c*b
@@ -67,18 +68,19 @@ class TemplateBuilder:
             if best is None or key[0] * best[1] > best[0] * key[1]:
                 best = (key[0], key[1], job_id, job)
         if best is None:
-            raise PouwError("no active job to mine")
+            raise PouwError("no active job to mine" + (" outside the excluded ones" if exclude else ""))
         return best[2], best[3]
 
-    def build(self, miner: bytes, job_id: bytes | None) -> Template:
-        """A template on the head for ``miner``, training ``job_id`` (the best job when None)."""
+    def build(self, miner: bytes, job_id: bytes | None, exclude: frozenset[bytes] = frozenset()) -> Template:
+        """A template on the head for ``miner``, training ``job_id`` (the best job outside ``exclude``
+        when None). It says how many steps the job has left and the most a seal on it may claim."""
         head = self.db.head
         parent = self.db.get_header(head.hash)
         if parent is None:
             raise PouwError("head header missing")
         state = self.db.state
         if job_id is None:
-            job_id, job = self.best_job(state)
+            job_id, job = self.best_job(state, exclude)
         else:
             found = get_job(state, job_id)
             if found is None or not found.active:
@@ -96,7 +98,8 @@ class TemplateBuilder:
             target=expected_target(self.preset, ctx, self.headers.genesis.header.target), miner=miner,
             job_id=job_id, start_state_hash=job.state_hash, txs=txs, spec=job.spec,
         )
-        template = Template(header=header, txs=txs, job=job, parent_hash=head.hash, created=time.monotonic())
+        template = Template(header=header, txs=txs, job=job, parent_hash=head.hash, created=time.monotonic(),
+                            max_steps_per_block=self.preset.pouw.max_steps_per_block)
         self._templates[template.template_id] = template
         while len(self._templates) > MAX_TEMPLATES:
             self._templates.popitem(last=False)
@@ -112,22 +115,20 @@ class TemplateBuilder:
         raise PouwError("this node runs without proofs")
 
     def seal(self, template_id: bytes, steps: int, final_state_hash: bytes, trajectory_root: bytes,
-             proof: bytes, work: bytes) -> Block | None:
+             proof: bytes, work: bytes, prefix_root: bytes | None = None) -> Block | None:
         """The block a miner's result makes of a template; None when the head moved past its parent."""
         template = self._templates.get(template_id)
         if template is None:
             raise InvalidBlock(Reason.MALFORMED, "unknown or expired template")
         if self.db.head.hash != template.parent_hash:
             return None
-        if isinstance(self._verifier, PouwSealVerifier):
-            prefix = prefix_root_of_work(work)  # fixed by the work's leaves: the miner need not send it
-        else:
+        if prefix_root is None:  # derived from the work; undecodable work fails the seal check later
             try:
-                prefix = prefix_root_of_work(work)
+                prefix_root = prefix_root_of_work(work)
             except InvalidBlock:
-                prefix = bytes(32)
+                prefix_root = bytes(32)
         return seal_block(
             self.db.state, template.header, template.txs, self.rules, steps=steps,
             final_state_hash=final_state_hash, trajectory_root=trajectory_root, proof=proof, work=work,
-            prefix_root=prefix,
+            prefix_root=prefix_root,
         )

@@ -68,12 +68,23 @@ class Template:
     job: JobRecord
     parent_hash: bytes
     created: float = field(compare=False)
+    max_steps_per_block: int = 0
 
     @property
     def template_id(self) -> bytes:
         """The header's hash: templates sharing a lottery seed σ (same parent, job and miner, other
         time or transactions) are still told apart."""
         return self.header.hash
+
+    @property
+    def steps_left(self) -> int:
+        """Steps the job has left: a seal claiming more is rejected (``bad-job-progress``)."""
+        return self.job.steps_left
+
+    @property
+    def max_steps(self) -> int:
+        """The most steps a seal on this template may claim: the job's steps left, capped per block."""
+        return min(self.job.steps_left, self.max_steps_per_block)
 
 
 @dataclass(frozen=True)

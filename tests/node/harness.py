@@ -35,7 +35,8 @@ async def start_service(datadir: Path, preset: Preset = REGTEST_PRESET, clock: f
 
 
 def mine_header(service: ChainService, header: Header) -> MineResult:
-    """Train the header's job from its start state until a tile of ``header`` wins."""
+    """Train the header's job from its start state until a tile of ``header`` wins, never past the
+    steps the job has left (a seal claiming more is invalid: ``bad-job-progress``)."""
     job = get_job(service.db.state, header.job_id)
     if job is None:
         raise ValueError("unknown job")
@@ -43,19 +44,20 @@ def mine_header(service: ChainService, header: Header) -> MineResult:
     start = ModelState.decode(service.job_start_model(header.job_id), config)
     miner = Miner(service.preset.pouw, config, digits(), start,
                   trajectory_seed(header.job_id, header.start_state_hash, header.miner), CPU)
-    for _ in range(1000):
-        result = miner.mine(header.lottery_seed, header.target, 64)
+    max_steps = min(job.steps_left, service.preset.pouw.max_steps_per_block)
+    while miner.steps < max_steps:
+        result = miner.mine(header.lottery_seed, header.target, min(64, max_steps - miner.steps))
         if result is not None:
             return result
-        if miner.exhausted:
-            break
     raise RuntimeError("no winning tile found")
 
 
-def forge(service: ChainService, key: PrivateKey, txs: tuple[SignedTx, ...] = (), **header_changes: object) -> Block:
-    """A block on the head mined for real under a header with ``header_changes`` applied; its state
-    root is computed without signature checks, so a test can put a badly signed tx inside."""
-    template = service._template(key.address, None)
+def forge(service: ChainService, key: PrivateKey, txs: tuple[SignedTx, ...] = (), job_id: bytes | None = None,
+          **header_changes: object) -> Block:
+    """A block on the head (training ``job_id``, or the best job) mined for real under a header with
+    ``header_changes`` applied; its state root is computed without signature checks, so a test can
+    put a badly signed tx inside."""
+    template = service._template(key.address, job_id)
     header = dataclasses.replace(template.header, tx_root=tx_root(txs))
     header = dataclasses.replace(header, **header_changes)  # type: ignore[arg-type]
     result = mine_header(service, header)
@@ -71,12 +73,13 @@ def forge(service: ChainService, key: PrivateKey, txs: tuple[SignedTx, ...] = ()
     return Block(header=header, seal=seal, txs=txs, work=result.work_bytes)
 
 
-async def mine_block(service: ChainService, key: PrivateKey, txs: tuple[SignedTx, ...] | None = None) -> Block:
+async def mine_block(service: ChainService, key: PrivateKey, txs: tuple[SignedTx, ...] | None = None,
+                     job_id: bytes | None = None) -> Block:
     """Mine one valid block on the head with the mempool's transactions (or ``txs``) and import it."""
     if txs is None:
-        template = await service.template(key.address)
+        template = await service.template(key.address, job_id)
         txs = template.txs
-    block = await service.read(forge, service, key, txs)
+    block = await service.read(forge, service, key, txs, job_id)
     outcome = await service.submit_block(block)
     if outcome.status.value != "accepted":
         raise AssertionError(f"mined block not accepted: {outcome}")
