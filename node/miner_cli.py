@@ -55,6 +55,7 @@ class Reporter:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pouw-chain", prog_name="pouw-mine", message="%(prog)s %(version)s")
 @click.option("--node", "node_url", default=lambda: os.environ.get("POUW_NODE", DEFAULT_NODE),
               show_default=DEFAULT_NODE,
               help="The node's HTTP API URL (env POUW_NODE).")
