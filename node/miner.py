@@ -87,6 +87,7 @@ class MinerStats:
     tiles: int = 0
     blocks_found: int = 0
     blocks_rejected: int = 0
+    blocks_stale: int = 0
     best_ticket: bytes | None = None
     height: int = 0
     job: str = ""
@@ -199,6 +200,7 @@ class MiningLoop:
             self.report(self.stats, f"block {answer['height']} {answer['hash'][:16]} accepted "
                                     f"({claim.steps} steps of {self.stats.job})")
         elif answer.get("status") == "stale":
+            self.stats.blocks_stale += 1
             self.report(self.stats, "found a block on a stale tip; refreshing")
         else:
             self.stats.blocks_rejected += 1

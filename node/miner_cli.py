@@ -12,6 +12,7 @@ import torch
 
 from chain.errors import PouwError, ValidationError
 from node.miner import MinerError, MinerStats, MiningLoop, NodeClient
+from node.miner_metrics import MinerMetrics
 from pouw.backends import get_backend
 from wallet.address import InvalidAddress, decode_address
 
@@ -28,19 +29,24 @@ def _fmt(value: float) -> str:
 class Reporter:
     """A live status line on a terminal; plain log lines (at most every few seconds) otherwise."""
 
-    def __init__(self, tty: bool, interval: float = 5.0) -> None:
+    def __init__(self, tty: bool, interval: float = 5.0, metrics: MinerMetrics | None = None) -> None:
         self.tty = tty
         self.interval = interval
+        self.metrics = metrics
         self._last = 0.0
 
     def line(self, stats: MinerStats) -> str:
         steps, macs, tiles = stats.rates()
         best = stats.best_ticket.hex()[:10] if stats.best_ticket else "-"
+        stale = stats.blocks_stale
         return (f"height {stats.height} job {stats.job} | {steps:.1f} steps/s {_fmt(macs)}MAC/s "
-                f"{_fmt(tiles)} tiles/s | best {best} | blocks {stats.blocks_found}")
+                f"{_fmt(tiles)} tiles/s | best {best} | blocks {stats.blocks_found} accepted, {stale} stale, "
+                f"{stats.blocks_rejected} rejected")
 
     def __call__(self, stats: MinerStats, event: str | None) -> None:
         now = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.observe(stats)
         if event is not None:
             if self.tty:
                 sys.stderr.write("\r\x1b[2K")
@@ -68,8 +74,10 @@ class Reporter:
 @click.option("--blocks", "max_blocks", type=click.IntRange(1), default=None, help="Stop after N blocks found.")
 @click.option("--retry-for", type=click.FloatRange(0), default=60.0, show_default=True,
               help="Seconds to keep retrying when the node stops answering.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
+              help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: any free port, printed).")
 def main(node_url: str, address: str, gpu: int | None, use_cpu: bool, job: str | None, threads: int,
-         max_blocks: int | None, retry_for: float) -> None:
+         max_blocks: int | None, retry_for: float, metrics_port: int | None) -> None:
     """Train clients' models for a pouw-chain node and earn blocks."""
     if gpu is not None and use_cpu:
         raise click.UsageError("choose --cpu or --gpu N, not both")
@@ -97,7 +105,15 @@ def main(node_url: str, address: str, gpu: int | None, use_cpu: bool, job: str |
         raise click.ClickException(str(exc)) from None
     click.echo(f"[miner] mining {status['preset']} at height {status['height']} on {backend.name} "
                f"for {address} via {node_url}", err=True)
-    loop = MiningLoop(client, address, backend, job, Reporter(sys.stderr.isatty()))
+    metrics = None
+    if metrics_port is not None:
+        metrics = MinerMetrics(backend.name, address)
+        try:
+            bound = metrics.serve(metrics_port)
+        except OSError as exc:
+            raise click.ClickException(f"cannot serve metrics on 127.0.0.1:{metrics_port}: {exc.strerror}") from None
+        click.echo(f"[miner] metrics on http://127.0.0.1:{bound}/metrics", err=True)
+    loop = MiningLoop(client, address, backend, job, Reporter(sys.stderr.isatty(), metrics=metrics))
     failing_since: float | None = None
     while max_blocks is None or loop.stats.blocks_found < max_blocks:
         try:
@@ -115,7 +131,8 @@ def main(node_url: str, address: str, gpu: int | None, use_cpu: bool, job: str |
         except PouwError as exc:
             raise click.ClickException(str(exc)) from None
     stats = loop.stats
-    click.echo(f"\n[miner] done: {stats.blocks_found} blocks, {stats.steps} steps, {stats.tiles} tiles", err=True)
+    click.echo(f"\n[miner] done: {stats.blocks_found} blocks accepted, {stats.blocks_stale} stale, "
+               f"{stats.blocks_rejected} rejected, {stats.steps} steps, {stats.tiles} tiles", err=True)
 
 
 if __name__ == "__main__":

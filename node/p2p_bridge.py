@@ -11,6 +11,7 @@ elsewhere (its API, its miner) are announced through :attr:`ChainService.announc
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from chain.chaindb import BlockStatus as StoredStatus
 from chain.errors import Reason, ValidationError
 from chain.types import Block, Header, Seal, SealedHeader, SignedTx
 from consensus.validation import FutureBlock
+from node import metrics
 from node.chain_service import BlockStatusText, ChainService
 from p2p.backend import (
     BlockOutcome,
@@ -145,7 +147,9 @@ class NodeBackend:
         return await self.chain.read(accept)
 
     async def submit_block(self, block: Block, peer: str) -> BlockOutcome:
+        began = time.perf_counter()
         outcome = await self.chain.submit_block(block, local=False)
+        metrics.block_outcome(outcome.status.value, outcome.reason, "p2p", time.perf_counter() - began)
         status = {
             BlockStatusText.ACCEPTED: BlockStatus.ACCEPTED, BlockStatusText.KNOWN: BlockStatus.ALREADY_KNOWN,
             BlockStatusText.ORPHAN: BlockStatus.ORPHAN, BlockStatusText.HELD: BlockStatus.HELD,
