@@ -159,6 +159,7 @@ class Api:
                 "mempool": len(chain.mempool), "mempool_bytes": chain.mempool.size_bytes,
                 "block_time": chain.preset.block_time, "min_fee": chain.preset.min_fee,
                 "fee_per_byte": chain.preset.fee_per_byte,
+                "blocks_imported": chain.blocks_imported, "blocks_rejected": chain.blocks_rejected,
             }
 
         body = await chain.read(read)
@@ -250,7 +251,13 @@ class Api:
 
     async def jobs(self, request: web.Request) -> web.Response:
         def read() -> list[dict[str, Any]]:
-            return [views.job(job_id, record) for job_id, record in iter_jobs(self.chain.db.state)]
+            rows = []
+            for job_id, record in iter_jobs(self.chain.db.state):
+                row = views.job(job_id, record)
+                latest = self.chain.job_history(job_id, limit=1)[-1:]  # the latest held-out evaluation
+                row["accuracy"] = latest[0][2] / latest[0][3] if latest and latest[0][3] else None
+                rows.append(row)
+            return rows
 
         rows = await self.chain.read(read)
         rows.sort(key=lambda r: (-r["updated_height"], r["job_id"]))
