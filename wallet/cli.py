@@ -1,6 +1,7 @@
 """``pouw-wallet``: the command line over the key store (``new``, ``list``, ``address``, ``export``,
-``import``) and over a node's HTTP API (``balance``, ``send``, ``history``, ``job submit|status|
-download|cancel``).
+``import``) and over a node's HTTP API (``balance``, ``send``, ``history``, ``job submit|status|list|
+wait|download|predict|cancel``, ``dataset publish``). ``--json`` on every command that prints data
+gives one JSON document on stdout instead; ``--version`` prints the version.
 
 Every command receives a :class:`CliContext` (``ctx.obj``) that holds the global options and knows
 how to open the wallet and obtain a password; commands that talk to a node take ``--node URL``
@@ -429,7 +430,7 @@ def balance(cli: CliContext, account: str, node_url: str, as_json: bool) -> None
 def history(cli: CliContext, account: str, limit: int, node_url: str, as_json: bool) -> None:
     """Transactions from or to wallet NAME (or any ADDRESS), pending first, then newest first.
 
-    Block rewards are no transactions and do not appear; the node scans its recent blocks only.
+    Block rewards are no transactions and do not appear; the node answers from its address index.
     """
     address = _account_address(cli, account)
     view = NodeClient(node_url).account(address, history=limit)
