@@ -26,12 +26,12 @@ devnet: $(VENV)/.installed
 	$(PY) -m node.devnet $(DEVNET_ARGS)
 
 test: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check chain consensus pouw p2p wallet node benchmarks tests
+	$(VENV)/bin/ruff check chain consensus pouw p2p wallet node store benchmarks tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check chain consensus pouw p2p wallet node benchmarks tests
+	$(VENV)/bin/ruff check chain consensus pouw p2p wallet node store benchmarks tests
 
 typecheck: $(VENV)/.installed-test
 	$(VENV)/bin/mypy

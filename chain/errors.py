@@ -60,11 +60,24 @@ class Reason(StrEnum):
     BLOCK_TOO_LARGE = "block-too-large"
     TOO_MANY_TXS = "too-many-txs"
     BAD_VERSION = "bad-version"
+    MUTATED = "mutated-block"
+    """The body does not match what the block's hash commits to: the bytes were changed on the way,
+    the block (its hash) may still be valid. Never remembered as invalid."""
     # block store
     REORG_TOO_DEEP = "reorg-too-deep"
     # training engine (pouw/)
     BAD_DATASET = "bad-dataset"
     BACKEND_UNAVAILABLE = "backend-unavailable"
+
+
+MUTATION_REASONS = frozenset({Reason.BAD_TX_ROOT, Reason.MUTATED})
+
+
+def is_mutation(reason: Reason) -> bool:
+    """Whether a failure for ``reason`` may come from a body that the block's hash does not fix
+    (Bitcoin's "mutated" blocks): such a block is dropped, and its hash is never remembered as
+    invalid — the genuine block may still arrive under the same hash."""
+    return reason in MUTATION_REASONS
 
 
 class PouwError(Exception):
@@ -78,6 +91,10 @@ class ValidationError(PouwError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+
+    def __reduce__(self) -> tuple[type[ValidationError], tuple[Reason, str]]:
+        """Pickle by (reason, detail), so the typed error crosses a process pool intact."""
+        return type(self), (self.reason, self.detail)
 
 
 class InvalidEncoding(ValidationError):

@@ -16,10 +16,12 @@ nothing here reads the wall clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from chain.encoding import MAX_MESSAGE_BYTES
-from chain.errors import InvalidBlock, InvalidEncoding, Reason
+from chain.errors import InvalidBlock, InvalidEncoding, Reason, ValidationError
 from chain.genesis import BLOCK_VERSION
 from chain.state import StateDiff, StateReader
 from chain.transition import apply_block
@@ -83,12 +85,41 @@ def check_header(preset: Preset, header: Header, ctx: HeaderContext, genesis_tar
         raise InvalidBlock(Reason.BAD_TARGET, f"target {header.target:#x} != {want:#x}")
 
 
-def connect_block(preset: Preset, verifier: SealVerifier, pre: StateReader, block: Block) -> StateDiff:
+class OffloadedChecks(Protocol):
+    """The signature and trajectory-replay checks of one block, running elsewhere (a process pool)."""
+
+    def signature_error(self) -> ValidationError | None:
+        """The first bad signature's error (waits for the checks), or None."""
+
+    def work_error(self) -> ValidationError | None:
+        """The replay's error (waits for the checks), or None."""
+
+
+Offload = Callable[[StateReader, Block], OffloadedChecks]
+"""Starts a block's signature and replay checks elsewhere; called after the tx root is checked."""
+
+
+def connect_block(
+    preset: Preset, verifier: SealVerifier, pre: StateReader, block: Block, offload: Offload | None = None
+) -> StateDiff:
     """Stage 5, everything that needs the pre-state, in order: tx root, signatures and the state
-    transition (with the post-state root), then the trajectory replay. (The node runs the signature
-    and replay parts in a process pool; see node/chain_service.py.)"""
+    transition (with the post-state root), then the trajectory replay.
+
+    With ``offload`` the signatures and the replay run elsewhere (the node's process pool) while
+    this thread runs the transition; the first failure is still reported in the order above."""
     if tx_root(block.txs) != block.header.tx_root:
         raise InvalidBlock(Reason.BAD_TX_ROOT, "tx root does not match the transactions")
-    diff = apply_block(pre, block, preset.chain_rules)
-    verifier.check_work(pre, block)
+    if offload is None:
+        diff = apply_block(pre, block, preset.chain_rules)
+        verifier.check_work(pre, block)
+        return diff
+    checks = offload(pre, block)
+    transition_error: ValidationError | None = None
+    try:
+        diff = apply_block(pre, block, preset.chain_rules, check_signatures=False)
+    except ValidationError as exc:
+        transition_error = exc
+    for error in (checks.signature_error(), transition_error, checks.work_error()):
+        if error is not None:
+            raise error
     return diff

@@ -1,17 +1,23 @@
 """The node's HTTP JSON API (aiohttp): status, blocks, transactions, accounts, jobs, mempool, mining.
 
-Every route answers JSON (binary downloads excepted). Bad input — malformed JSON, wrong types,
-unknown routes, oversized bodies, invalid transactions — gets a 4xx with ``{"error": ..., "reason":
-...}``; an unexpected fault gets a JSON 500 without a stack trace (logged on the node). Routes live
-under ``/api``; ``/metrics`` serves Prometheus text; ``/`` serves the dashboard when present.
+Every route answers JSON (binary downloads excepted). Bad input — malformed or too deeply nested
+JSON, wrong types, non-ASCII digits, unknown routes, oversized bodies, invalid transactions — gets a
+4xx with ``{"error": ..., "reason": ...}``; no input gives a 5xx. An unexpected fault still answers
+typed JSON without a stack trace (logged on the node): 400 for an input-shaped Python error, 503 for
+anything else. Who may call what is :mod:`node.api_security`'s (cookie/password auth on every
+state-changing route, JSON content type, Host/Origin checks, connection caps and timeouts).
+Routes live under ``/api``; ``/metrics`` serves Prometheus text; ``/`` serves the dashboard when present.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
+import ipaddress
 import itertools
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,8 +32,9 @@ from chain.types import Header, SignedTx
 from consensus.pouw_seal import builtin_datasets
 from consensus.seal import trajectory_seed
 from node import metrics, views
+from node.api_security import API_GUARD, API_SECURITY, ApiSecurity, ConnectionGuard
 from node.chain_service import ChainService
-from node.views import BadRequest
+from node.views import BadRequest, parse_uint
 
 log = logging.getLogger("pouw.node.api")
 
@@ -36,6 +43,22 @@ PeersFn = Callable[[], list[dict[str, Any]]]
 ConnectFn = Callable[[str, int], Awaitable[bool]]
 MAX_JSON_BODY = 2 * MAX_MESSAGE_BYTES + 4096
 """Largest request body: a block's work data travels hex-encoded."""
+MAX_TX_BYTES = 8 * 1024 * 1024
+LARGE_BODY = 64 * 1024
+"""Bodies above this size (or of unknown size) are read under :data:`MAX_LARGE_BODIES`."""
+MAX_LARGE_BODIES = 2
+"""Large bodies read and parsed at once; more wait up to :data:`LARGE_BODY_WAIT` s, then get a 429."""
+LARGE_BODY_WAIT = 5.0
+BODY_TIMEOUT = 60.0
+"""Seconds to receive a whole request body (a slow sender is cut off with a 408)."""
+MAX_JSON_DEPTH = 8
+MAX_JSON_CONTAINERS = 64
+MAX_JSON_SEPARATORS = 4096
+"""Caps on a JSON body's ``[``/``{`` and ``,``/``:`` bytes (counted even inside strings, before
+parsing): every API body is one flat object, so these only stop nesting bombs and bodies that would
+parse into millions of objects."""
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+INPUT_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, UnicodeError, RecursionError)
 
 
 def error(status: int, message: str, reason: str | None = None) -> web.Response:
@@ -56,28 +79,104 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return error(exc.status, exc.reason, exc.reason.lower().replace(" ", "-"))
     except PouwError as exc:
         return error(409, str(exc), "unavailable")
+    except INPUT_ERRORS:
+        log.exception("unexpected input error on %s %s", request.method, request.path)
+        return error(400, "the request could not be processed", "unexpected-input")
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
-        return error(500, "internal error", "internal")
+        return error(503, "the node could not answer this request", "internal")
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
+def json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """A JSON object from ``raw``, refusing nesting bombs and value floods before parsing."""
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_CONTAINERS:
+        raise BadRequest(f"body nests more than {MAX_JSON_CONTAINERS} JSON arrays/objects")
+    if raw.count(b",") + raw.count(b":") > MAX_JSON_SEPARATORS:
+        raise BadRequest("body has too many JSON values")
     try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        body = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("body is not valid JSON") from None
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise BadRequest(f"body nests deeper than {MAX_JSON_DEPTH} levels")
     return body
+
+
+_large_bodies: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+def _large_body_slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slots = _large_bodies.get(loop)
+    if slots is None:
+        _large_bodies.clear()  # one event loop at a time in a node; tests start fresh ones
+        slots = _large_bodies[loop] = asyncio.Semaphore(MAX_LARGE_BODIES)
+    return slots
+
+
+async def read_json(request: web.Request, max_bytes: int | None = None) -> dict[str, Any]:
+    """The request's JSON object body, read within :data:`BODY_TIMEOUT` (and a large-body slot)."""
+    size = request.content_length
+    if max_bytes is not None and size is not None and size > max_bytes:
+        raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=size)
+    if size is not None and size <= LARGE_BODY:
+        return parse_json_body(await _read_body(request, max_bytes))
+    slots = _large_body_slots()
+    try:
+        await asyncio.wait_for(slots.acquire(), LARGE_BODY_WAIT)
+    except TimeoutError:
+        raise web.HTTPTooManyRequests(reason="Too many large requests at once") from None
+    try:
+        raw = await _read_body(request, max_bytes)
+        return await asyncio.to_thread(parse_json_body, raw) if len(raw) > LARGE_BODY else parse_json_body(raw)
+    finally:
+        slots.release()
+
+
+async def _read_body(request: web.Request, max_bytes: int | None) -> bytes:
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            raw = await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(reason="Request body too slow") from None
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=len(raw))
+    return raw
 
 
 def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 12:
-        raise BadRequest(f"{name} must be a non-negative integer")
-    return max(low, min(int(raw), high))
+    return max(low, min(parse_uint(raw, name, 12), high))
+
+
+def parse_host(text: str) -> str:
+    """A peer's host as the API accepts it: an IP literal or an ASCII DNS name."""
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    if not HOST_NAME.fullmatch(bare) or ".." in bare:
+        raise BadRequest("address must be HOST:PORT with an IP address or an ASCII host name")
+    return bare
 
 
 def expected_block_macs(reference_work: int, target: int) -> int:
@@ -176,8 +275,8 @@ class Api:
         return web.json_response({"blocks": rows})
 
     async def _find_block(self, ident: str) -> Any:
-        if ident.isdigit() and len(ident) < 20:
-            found = await self.chain.read(self.chain.db.block_at, int(ident))
+        if len(ident) != 64:
+            found = await self.chain.read(self.chain.db.block_at, parse_uint(ident, "block id", 19))
         else:
             found = await self.chain.read(self.chain.db.get_block, views.parse_hash(ident, "block id"))
         if found is None:
@@ -193,7 +292,7 @@ class Api:
         return web.Response(body=found.encode(), content_type="application/octet-stream")
 
     async def post_block(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await read_json(request, 2 * self.chain.preset.max_block_bytes + 4096)
         raw = views.parse_hex(body.get("block"), "block", self.chain.preset.max_block_bytes)
         began = time.perf_counter()
         outcome = await self.chain.submit_raw_block(raw)
@@ -204,8 +303,8 @@ class Api:
              "detail": outcome.detail, "became_tip": outcome.became_tip}, status=status)
 
     async def post_tx(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        raw = views.parse_hex(body.get("tx"), "tx", 8 * 1024 * 1024)
+        body = await read_json(request, 2 * MAX_TX_BYTES + 4096)
+        raw = views.parse_hex(body.get("tx"), "tx", MAX_TX_BYTES)
         try:
             tx = SignedTx.decode(raw)
         except InvalidEncoding as exc:
@@ -323,13 +422,17 @@ class Api:
 
     async def connect_peer(self, request: web.Request) -> web.Response:
         """Ask the node to connect to a peer now (like ``bitcoin-cli addnode ... onetry``)."""
-        body = await read_json(request)
-        host, sep, port = str(field(body, "address", str)).rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        body = await read_json(request, LARGE_BODY)
+        host, sep, port_text = field(body, "address", str).rpartition(":")
+        if not sep or not host:
             raise BadRequest("address must be HOST:PORT")
+        port = parse_uint(port_text, "port", 5)
+        if not 0 < port < 65536:
+            raise BadRequest("port must be 1-65535")
+        host = parse_host(host)
         if self.connect is None:
-            raise web.HTTPServiceUnavailable(reason="P2P is not running")
-        connected = await self.connect(host, int(port))
+            raise web.HTTPConflict(reason="P2P is not running")
+        connected = await self.connect(host, port)
         return web.json_response({"connected": bool(connected)})
 
     async def network(self, request: web.Request) -> web.Response:
@@ -436,8 +539,18 @@ class Api:
 
 def make_app(
     chain: ChainService, peers: PeersFn | None = None, client_max_size: int = MAX_JSON_BODY,
-    connect: ConnectFn | None = None,
+    connect: ConnectFn | None = None, security: ApiSecurity | None = None, guard: ConnectionGuard | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json], client_max_size=client_max_size)
+    """The API app. ``security`` defaults to loopback-only with an in-memory cookie (no file): a test
+    authenticates with ``app[API_SECURITY].client_headers()``. Serve it with
+    :class:`node.api_security.GuardedSite` so the connection caps and timeouts apply."""
+    security = security or ApiSecurity()
+    guard = guard or ConnectionGuard()
+    app = web.Application(middlewares=[guard.middleware, errors_as_json, security.middleware],
+                          client_max_size=client_max_size)
+    app[API_SECURITY] = security
+    app[API_GUARD] = guard
+    app.on_startup.append(security.on_startup)
+    app.on_cleanup.append(security.on_cleanup)
     app.add_routes(Api(chain, peers, connect).routes())
     return app

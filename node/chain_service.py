@@ -1,10 +1,13 @@
-"""The node's chain: the ChainDB, the mempool, the validation pipeline and mining templates.
+"""The node's chain, as the rest of the node sees it: one async facade over the node core.
 
-:class:`ChainService` is what the HTTP API, the p2p layer and the miner RPC talk to. It keeps the
-event loop free: every ChainDB access runs on ONE dedicated writer thread (LevelDB has a single
-owner and ChainDB a single writer), and the expensive checks — signatures and the trajectory replay
-— run in a process pool while that thread runs the state transition. Reads that the API serves are
-point lookups and run on that thread too, so they always see a consistent head.
+:class:`ChainService` is what the HTTP API, the p2p layer and the miner RPC talk to. It owns ONE
+dedicated writer thread: every part of the core (:mod:`node.core`) and every ChainDB access runs
+there (LevelDB has a single owner and ChainDB a single writer), and the expensive checks —
+signatures and the trajectory replay — run in the verification pool while that thread runs the
+state transition. Async callers reach the chain only through the facade's coroutines (``read``
+runs a query on the writer thread); synchronous callers on the event loop (the p2p backend) read
+:attr:`ChainService.view`, an immutable :class:`~node.core.types.ChainView` (a store snapshot and
+copies) that the writer thread publishes after every change.
 
 Pipeline (consensus/validation.py gives the normative order): decode and size → known parent →
 not known invalid → header (timestamp, ASERT target) → winning tile → [ChainDB import: tx root →
@@ -18,139 +21,40 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
-import multiprocessing
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from types import MappingProxyType
+from typing import Any, TypeVar
 
-from chain import schema
-from chain.builder import make_header, seal_block
-from chain.chaindb import BlockStatus, ChainDB, ChainHead, ImportResult
-from chain.crypto import verify_signature
-from chain.encoding import pack, unpack
-from chain.errors import InvalidBlock, InvalidTransaction, PouwError, Reason, ValidationError
-from chain.hashing import tagged_hash
-from chain.state import JobRecord, StateDiff, StateReader, get_account, get_dataset, get_job, iter_jobs
-from chain.store import KeyValueStore, LevelDBStore
-from chain.transition import apply_block
-from chain.types import Block, DatasetPublish, Header, JobCancel, SealedHeader, SignedTx, block_hash_of, tx_root
-from consensus.difficulty import block_work, median_time_past
+from chain.errors import InvalidBlock, PouwError, StoreError, ValidationError
+from chain.state import JobRecord, StateReader, get_account
+from chain.types import Block, Header, SealedHeader, SignedTx
+from consensus.difficulty import block_work
 from consensus.mempool import Mempool
-from consensus.pouw_seal import PouwSealVerifier, WorkContext, builtin_datasets, verify_work
-from consensus.presets import Preset, model_config
+from consensus.pouw_seal import PouwSealVerifier
+from consensus.presets import Preset
 from consensus.seal import NoProofSealVerifier
-from consensus.validation import (
-    FutureBlock,
-    HeaderContext,
-    check_header,
-    connect_block,
-    decode_block,
-    expected_target,
-)
+from consensus.validation import FutureBlock, HeaderContext, decode_block
+from node.core.header_tree import MAX_HEADER_TREE, HeaderDeferred, HeaderTree
+from node.core.importer import MAX_HELD_FUTURE, BlockImporter
+from node.core.models import ModelIndex
+from node.core.templates import MAX_TEMPLATES, TemplateBuilder
+from node.core.types import Announcer, BlockOutcome, BlockStatusText, ChainView, HeaderEntry, Template
+from node.core.verdicts import MAX_INVALID_REMEMBERED, Verdicts
+from node.core.verify_pool import VerifyPool
+from store.chaindb import ChainDB, ChainHead, ImportResult
+from store.kv import KeyValueStore, LevelDBStore
+
+__all__ = [
+    "MAX_HEADER_TREE", "MAX_HELD_FUTURE", "MAX_INVALID_REMEMBERED", "MAX_TEMPLATES", "Announcer",
+    "BlockOutcome", "BlockStatusText", "ChainService", "ChainView", "HeaderEntry", "Template",
+]
 
 log = logging.getLogger("pouw.node.chain")
 
-
-class Announcer(Protocol):
-    """Relays what the node accepted from outside p2p (the p2p service implements it)."""
-
-    def announce_block(self, block: Block) -> None: ...
-
-    def announce_tx(self, tx: SignedTx) -> None: ...
-
 T = TypeVar("T")
-
-MAX_INVALID_REMEMBERED = 10_000
-MAX_HELD_FUTURE = 64
-MAX_TEMPLATES = 64
-MAX_ANCHOR_CACHE = 4_096
-MAX_HEADER_TREE = 100_000
-
-
-class BlockStatusText(StrEnum):
-    ACCEPTED = "accepted"
-    """Stored; ``became_tip`` says whether it is the new head."""
-    KNOWN = "known"
-    ORPHAN = "orphan"
-    """Parent unknown: the caller should fetch the parent."""
-    INVALID = "invalid"
-    HELD = "held"
-    """Timestamp too far in the future: kept and retried, not punished."""
-    STALE = "stale"
-    """A mining result for a template whose parent is no longer the head."""
-
-
-@dataclass(frozen=True)
-class BlockOutcome:
-    status: BlockStatusText
-    block_hash: bytes
-    height: int
-    reason: str | None = None
-    detail: str = ""
-    became_tip: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.status in (BlockStatusText.ACCEPTED, BlockStatusText.KNOWN)
-
-
-@dataclass(frozen=True)
-class HeaderEntry:
-    """A header known to the node, with its hash and the cumulative work of its chain."""
-
-    sealed: SealedHeader
-    hash: bytes
-    work: int
-
-
-@dataclass(frozen=True)
-class Template:
-    """A block template handed to a miner: the header is final; the seal is what mining decides."""
-
-    header: Header
-    txs: tuple[SignedTx, ...]
-    job: JobRecord
-    parent_hash: bytes
-    created: float = field(compare=False)
-
-    @property
-    def template_id(self) -> bytes:
-        return self.header.mining_hash
-
-
-def _verify_in_worker(ctx: WorkContext | None, raw_block: bytes, backend: str) -> tuple[str | None, str | None]:
-    """Process-pool task: (signature error, work error) as "reason: detail" strings, None if fine."""
-    block = Block.decode(raw_block)
-    sig_error = None
-    for index, tx in enumerate(block.txs):
-        try:
-            verify_signature(tx.pubkey, tx.digest, tx.signature)
-        except InvalidTransaction as exc:
-            sig_error = f"{exc.reason.value}|tx {index}: {exc.detail}"
-            break
-    work_error = None
-    if ctx is not None:
-        try:
-            verify_work(ctx, block, backend)
-        except InvalidBlock as exc:
-            work_error = f"{exc.reason.value}|{exc.detail}"
-    return sig_error, work_error
-
-
-def _worker_init() -> None:
-    """Verification workers replay small matmuls, which run fastest single-threaded."""
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def _raise_encoded(error: str) -> None:
-    reason, _, detail = error.partition("|")
-    raise InvalidBlock(Reason(reason), detail)
 
 
 class ChainService:
@@ -169,8 +73,7 @@ class ChainService:
         self.datadir = datadir
         self._store_arg = store
         self._proof = proof
-        self._verify_workers = verify_workers
-        self.verifier: PouwSealVerifier | NoProofSealVerifier
+        self.verifier: PouwSealVerifier | NoProofSealVerifier = NoProofSealVerifier()
         self.genesis, self._genesis_state = preset.genesis()
         self.mempool = Mempool(
             self.rules, max_txs=mempool_max_txs, max_bytes=mempool_max_bytes,
@@ -179,62 +82,114 @@ class ChainService:
         self._db: ChainDB | None = None
         self._store: KeyValueStore | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chaindb")
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-        self._invalid: OrderedDict[bytes, str] = OrderedDict()
-        self._held: OrderedDict[bytes, Block] = OrderedDict()
-        self._templates: OrderedDict[bytes, Template] = OrderedDict()
-        self._anchors: OrderedDict[bytes, bytes] = OrderedDict()
-        self._initial_evaluations: dict[bytes, tuple[int, int, int]] = {}
-        self.header_tree: OrderedDict[bytes, HeaderEntry] = OrderedDict()
-        self.best_header = HeaderEntry(SealedHeader(self.genesis.header, self.genesis.seal), self.genesis.hash, 0)
+        self._stopped = False
+        self.verdicts = Verdicts()
+        self.headers = HeaderTree(preset, self.genesis, self.verdicts, clock)
+        self.models = ModelIndex()
+        self.pool = VerifyPool(verify_workers if proof else 0, backend)
+        self.templates = TemplateBuilder(preset, self.mempool, self.headers, clock)
+        self.importer = BlockImporter(preset, self.mempool, self.headers, self.verdicts, self.models,
+                                      self.pool, clock)
+        self._view: ChainView | None = None
         self.announcer: Announcer | None = None
         self._tip_listeners: list[Callable[[Block], Awaitable[None] | None]] = []
         self._tx_listeners: list[Callable[[SignedTx], Awaitable[None] | None]] = []
         self.started = time.monotonic()
-        self.blocks_imported = 0
-        self.blocks_rejected = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self._call(self._open)
-        if self._verify_workers > 0 and self._proof:
-            ctx = multiprocessing.get_context("spawn")
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                self._verify_workers, mp_context=ctx, initializer=_worker_init
-            )
+        self.pool.start()
 
     def _open(self) -> None:
         self.datadir.mkdir(parents=True, exist_ok=True)
         self._store = self._store_arg or LevelDBStore(self.datadir / "chain")
+        started = time.monotonic()
+        entries = self._store.verify()  # every checksum: a corrupt store is refused here, in one line
+        log.info("store verified: %d entries in %.1f s", entries, time.monotonic() - started)
         if self._proof:
-            self.verifier = PouwSealVerifier(self.preset, self._model_bytes, self.dataset_bytes, self.backend)
-        else:
-            self.verifier = NoProofSealVerifier()
+            self.verifier = PouwSealVerifier(self.preset, self.models.model_bytes, self.models.dataset_bytes,
+                                             self.backend)
         self._db = ChainDB(
-            self._store, self.genesis, self._genesis_state, self._connect,
+            self._store, self.genesis, self._genesis_state, self.importer.connect,
             lambda header: block_work(header.target), max_reorg_depth=self.preset.max_reorg_depth,
+            reconnect=self.importer.reconnect,
         )
-        self._prune_header_tree()
+        self.models.attach(self._store, self._db, self.verifier)
+        self.headers.attach(self._db, self.verifier)
+        self.templates.attach(self._db, self.verifier)
+        self.importer.attach(self._db, self.verifier)
+        self._publish()
+
+    @property
+    def running(self) -> bool:
+        return self._db is not None or self.pool.running
 
     async def stop(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Stop the pool, close the store and the writer thread. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.pool.stop()
         if self._db is not None:
-            await self._call(self._db.close)
-            self._db = None
+            await self._call(self._close)
         self._thread.shutdown(wait=True)
+
+    def _close(self) -> None:
+        self._view = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, functools.partial(fn, *args, **kwargs))
 
+    async def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` on the writer thread, then publish a fresh :attr:`view`."""
+        def run() -> T:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if self._db is not None:
+                    try:
+                        self._publish()
+                    except StoreError as exc:  # readers keep the last view until the store is back
+                        log.warning("chain view not refreshed: %s", exc)
+        return await self._call(run)
+
     @property
     def db(self) -> ChainDB:
+        """The ChainDB: only for code running on the writer thread (``read``, the core)."""
         if self._db is None:
             raise PouwError("chain service is not started")
         return self._db
+
+    # -- the published view ---------------------------------------------------------------------
+
+    def _publish(self) -> None:
+        """On the writer thread: snapshot what event-loop readers may see."""
+        db = self.db
+        pending = {txid: tx for txid in self.mempool.txids() if (tx := self.mempool.get(txid)) is not None}
+        last = self._view
+        if last is not None and last.head == db.head and last.best_header == self.headers.best:
+            locator, path = last.locator, last.fetch_path
+        else:
+            locator, path = tuple(self.headers.locator()), tuple(self.headers.fetch_path())
+        self._view = ChainView(
+            head=db.head, best_header=self.headers.best, reader=db.snapshot(),
+            mempool=MappingProxyType(pending), locator=locator, fetch_path=path,
+        )
+
+    @property
+    def view(self) -> ChainView:
+        """The chain after the writer's last change; safe to read from the event loop."""
+        if self._view is None:
+            raise PouwError("chain service is not started")
+        return self._view
+
+    # -- listeners ------------------------------------------------------------------------------
 
     def on_tip(self, listener: Callable[[Block], Awaitable[None] | None]) -> None:
         self._tip_listeners.append(listener)
@@ -251,284 +206,86 @@ class ChainService:
             except Exception:  # a listener's bug must not stop block processing
                 log.exception("listener failed")
 
-    # -- stores the verifier reads ----------------------------------------------------------------
+    # -- header tree (writer thread) --------------------------------------------------------------
 
-    def _model_bytes(self, model_hash: bytes) -> bytes | None:
-        return self._store.get(schema.model_key(model_hash)) if self._store is not None else None
+    @property
+    def header_tree(self) -> OrderedDict[bytes, HeaderEntry]:
+        return self.headers.entries
 
-    def dataset_bytes(self, dataset_id: bytes) -> bytes | None:
-        """A published dataset's bytes, read from the transaction that published it."""
-        record = get_dataset(self.db.state, dataset_id)
-        if record is None or record.txid == bytes(32):
-            return None
-        where = self.db.tx_location(record.txid)
-        block = self.db.get_block(where.block_hash) if where is not None else None
-        if block is None:
-            return None
-        body = block.txs[where.position].body  # type: ignore[union-attr]
-        return body.data if isinstance(body, DatasetPublish) else None
-
-    # -- the ChainDB's connect: stage 5 ---------------------------------------------------------
-
-    def _connect(self, pre: StateReader, block: Block) -> StateDiff:
-        """Stage 5 (consensus.validation.connect_block); with a process pool, its signatures and
-        trajectory replay run there while this thread runs the transition, and failures are still
-        reported in the pipeline's order."""
-        if self._pool is None:
-            return connect_block(self.preset, self.verifier, pre, block)
-        if tx_root(block.txs) != block.header.tx_root:
-            raise InvalidBlock(Reason.BAD_TX_ROOT, "tx root does not match the transactions")
-        ctx = self.verifier.work_context(pre, block) if isinstance(self.verifier, PouwSealVerifier) else None
-        future = self._pool.submit(_verify_in_worker, ctx, block.encode(), self.backend)
-        try:
-            diff: StateDiff | None = apply_block(pre, block, self.rules, check_signatures=False)
-            transition_error: InvalidBlock | None = None
-        except InvalidBlock as exc:
-            diff, transition_error = None, exc
-        sig_error, work_error = future.result()
-        if sig_error is not None:
-            _raise_encoded(sig_error)
-        if transition_error is not None:
-            raise transition_error
-        if work_error is not None:
-            _raise_encoded(work_error)
-        if diff is None:  # pragma: no cover - either a diff or an error
-            raise InvalidBlock(Reason.MALFORMED, "no state diff")
-        return diff
-
-    # -- header context ---------------------------------------------------------------------------
-
-    def _ancestor_timestamps(self, parent_hash: bytes, count: int) -> list[int]:
-        stamps: list[int] = []
-        cursor: bytes | None = parent_hash
-        while cursor is not None and len(stamps) < count:
-            header = self.get_header(cursor)
-            if header is None:
-                break
-            stamps.append(header.timestamp)
-            cursor = header.prev_hash if header.height > 0 else None
-        stamps.reverse()
-        return stamps
-
-    def _anchor(self, parent_hash: bytes, parent: Header) -> Header | None:
-        """The height-1 block of the parent's branch (the ASERT anchor), memoised per block."""
-        if parent.height == 0:
-            return None
-        if parent.height == 1:
-            return parent
-        chain: list[bytes] = []
-        cursor = parent_hash
-        anchor_hash: bytes | None = None
-        while anchor_hash is None:
-            cached = self._anchors.get(cursor)
-            if cached is not None:
-                anchor_hash = cached
-                break
-            header = self.get_header(cursor)
-            if header is None:
-                raise InvalidBlock(Reason.UNKNOWN_PARENT, "broken ancestry")
-            if header.height == 1:
-                anchor_hash = cursor
-                break
-            chain.append(cursor)
-            cursor = header.prev_hash
-        for h in chain:
-            self._anchors[h] = anchor_hash
-        while len(self._anchors) > MAX_ANCHOR_CACHE:
-            self._anchors.popitem(last=False)
-        return self.get_header(anchor_hash)
-
-    def header_context(self, parent_hash: bytes) -> HeaderContext:
-        parent = self.get_header(parent_hash)
-        if parent is None:
-            raise InvalidBlock(Reason.UNKNOWN_PARENT, parent_hash.hex())
-        return HeaderContext(
-            parent=parent, parent_hash=parent_hash,
-            median_time_past=median_time_past(self._ancestor_timestamps(parent_hash, 11)),
-            anchor=self._anchor(parent_hash, parent),
-        )
-
-    def next_target(self, parent_hash: bytes) -> int:
-        return expected_target(self.preset, self.header_context(parent_hash), self.genesis.header.target)
-
-    # -- the header tree (headers-first sync) -----------------------------------------------------
+    @property
+    def best_header(self) -> HeaderEntry:
+        return self.headers.best
 
     def get_header(self, block_hash: bytes) -> Header | None:
-        """A header from the block store or from headers accepted ahead of their blocks."""
-        entry = self.header_tree.get(block_hash)
-        return entry.sealed.header if entry is not None else self.db.get_header(block_hash)
+        return self.headers.get_header(block_hash)
 
     def header_work(self, block_hash: bytes) -> int | None:
-        entry = self.header_tree.get(block_hash)
-        if entry is not None:
-            return entry.work
-        index = self.db.get_index(block_hash)
-        return index.work if index is not None else None
+        return self.headers.header_work(block_hash)
+
+    def header_context(self, parent_hash: bytes) -> HeaderContext:
+        return self.headers.header_context(parent_hash)
+
+    def next_target(self, parent_hash: bytes) -> int:
+        return self.headers.next_target(parent_hash)
 
     def accept_header(self, sealed: SealedHeader) -> bool:
-        """Cheap checks of a header whose block we do not have yet (parent known, header rules,
-        winning tile when the job is known), then remember it. Returns False if already known."""
-        header = sealed.header
-        block_hash = block_hash_of(header, sealed.seal)
-        if block_hash in self.header_tree or self.db.get_index(block_hash) is not None:
-            return False
-        if block_hash in self._invalid:
-            raise InvalidBlock(Reason.KNOWN_INVALID, self._invalid[block_hash])
-        parent_work = self.header_work(header.prev_hash)
-        if parent_work is None:
-            raise InvalidBlock(Reason.UNKNOWN_PARENT, header.prev_hash.hex())
-        try:
-            check_header(self.preset, header, self.header_context(header.prev_hash), self.genesis.header.target,
-                         int(self.clock()))
-            if isinstance(self.verifier, PouwSealVerifier):
-                self.verifier.check_tile(header, sealed.seal, self.db.state)
-        except FutureBlock:
-            raise
-        except ValidationError as exc:
-            self._remember_invalid(block_hash, f"{exc.reason.value}: {exc.detail}")
-            raise
-        entry = HeaderEntry(sealed, block_hash, parent_work + block_work(header.target))
-        self.header_tree[block_hash] = entry
-        if entry.work > self.best_header.work:
-            self.best_header = entry
-        while len(self.header_tree) > MAX_HEADER_TREE:
-            self.header_tree.popitem(last=False)
-        return True
+        """Writer thread: check and remember one header (see :meth:`HeaderTree.accept`)."""
+        return self.headers.accept(sealed)
 
-    def _prune_header_tree(self) -> None:
-        """Forget headers whose blocks are now stored; keep the best header pointer honest."""
-        for block_hash in [h for h in self.header_tree if self.db.get_index(h) is not None]:
-            del self.header_tree[block_hash]
-        head = self.db.head
-        if self.best_header.hash not in self.header_tree or self.best_header.work <= head.work:
-            best = max(self.header_tree.values(), key=lambda e: e.work, default=None)
-            if best is None or best.work <= head.work:
-                sealed = self.db.get_sealed_header(head.hash)
-                if sealed is not None:
-                    self.best_header = HeaderEntry(sealed, head.hash, head.work)
-            else:
-                self.best_header = best
+    async def accept_headers(self, headers: Sequence[SealedHeader]) -> tuple[int, ValidationError | None, int]:
+        """Check and remember headers in order, stopping at the first that fails:
+        (new headers, the error or None, position of the failing header). A header from the future,
+        or one whose tile cannot be checked yet, stops the batch without an error (not punished).
 
-    def _header_stored(self, block: Block) -> None:
-        """A block arrived for a header: the block store holds its header from now on."""
-        block_hash = block.hash
-        self.header_tree.pop(block_hash, None)
-        head = self.db.head
-        if self.best_header.hash == block_hash or head.work > self.best_header.work:
-            self.best_header = HeaderEntry(SealedHeader(block.header, block.seal), block_hash,
-                                           self.header_work(block_hash) or head.work)
-            if head.work > self.best_header.work:
-                self._prune_header_tree()
+        The winning tiles — the costly part — are checked in the verification pool (or its thread),
+        between two short turns on the writer thread, so reads are not queued behind them."""
+        jobs = await self._call(self._tile_jobs, headers)
+        items: list[tuple[bytes, bytes, bytes]] = []
+        for sealed, job in zip(headers, jobs, strict=True):
+            if job is None:
+                break
+            items.append((sealed.header.encode(), sealed.seal.encode(), job.encode()))
+        tile_errors = await self.pool.check_tiles(self.preset.name, items)
+
+        def accept() -> tuple[int, ValidationError | None, int]:
+            new = 0
+            for position, sealed in enumerate(headers):
+                checked = position < len(tile_errors)
+                try:
+                    new += self.headers.accept(sealed, tile_checked=checked,
+                                               tile_error=tile_errors[position] if checked else None)
+                except (FutureBlock, HeaderDeferred):
+                    return new, None, position
+                except ValidationError as exc:
+                    return new, exc, position
+            return new, None, len(headers)
+
+        return await self._write(accept)
+
+    def _tile_jobs(self, headers: Sequence[SealedHeader]) -> list[JobRecord | None]:
+        """Writer thread: the job each header's tile check needs (None: unknown at the head)."""
+        if not isinstance(self.verifier, PouwSealVerifier):
+            return [None] * len(headers)
+        return [self.headers.tile_job(sealed.header) for sealed in headers]
 
     # -- blocks -----------------------------------------------------------------------------------
 
-    def _remember_invalid(self, block_hash: bytes, reason: str) -> None:
-        self._invalid[block_hash] = reason
-        while len(self._invalid) > MAX_INVALID_REMEMBERED:
-            self._invalid.popitem(last=False)
+    def dataset_bytes(self, dataset_id: bytes) -> bytes | None:
+        """Writer thread: a published dataset's bytes."""
+        return self.models.dataset_bytes(dataset_id)
 
-    def _import(self, block: Block) -> tuple[BlockOutcome, ImportResult | None]:
-        """Stages 2–5 for one decoded block, on the writer thread."""
-        block_hash = block.hash
-        height = block.height
-        if block_hash in self._invalid:
-            return BlockOutcome(BlockStatusText.INVALID, block_hash, height, Reason.KNOWN_INVALID.value,
-                                self._invalid[block_hash]), None
-        known = self.db.get_index(block_hash)
-        if known is not None:
-            if known.status == BlockStatus.INVALID:
-                return BlockOutcome(BlockStatusText.INVALID, block_hash, height, Reason.KNOWN_INVALID.value), None
-            return BlockOutcome(BlockStatusText.KNOWN, block_hash, height), None
-        parent_index = self.db.get_index(block.header.prev_hash)
-        if parent_index is None:
-            return BlockOutcome(BlockStatusText.ORPHAN, block_hash, height, Reason.UNKNOWN_PARENT.value), None
-        try:
-            if parent_index.status == BlockStatus.INVALID:
-                raise InvalidBlock(Reason.KNOWN_INVALID, "parent is invalid")
-            ctx = self.header_context(block.header.prev_hash)
-            check_header(self.preset, block.header, ctx, self.genesis.header.target, int(self.clock()))
-            if isinstance(self.verifier, PouwSealVerifier):
-                self.verifier.check_tile(block.header, block.seal, self.db.state)
-            self._store_model(block)
-            result = self.db.import_block(block)
-        except FutureBlock as exc:
-            self._held[block_hash] = block
-            while len(self._held) > MAX_HELD_FUTURE:
-                self._held.popitem(last=False)
-            return BlockOutcome(BlockStatusText.HELD, block_hash, height, exc.reason.value, exc.detail), None
-        except ValidationError as exc:
-            self._remember_invalid(block_hash, f"{exc.reason.value}: {exc.detail}")
-            self.blocks_rejected += 1
-            log.info("rejected block %d %s: %s", height, block_hash.hex()[:16], exc)
-            return BlockOutcome(BlockStatusText.INVALID, block_hash, height, exc.reason.value, exc.detail), None
-        self.blocks_imported += 1
-        self._header_stored(block)
-        became_tip = self.db.head.hash == block_hash or any(b.hash == block_hash for b in result.new_canonical)
-        self._after_import(result)
-        return BlockOutcome(BlockStatusText.ACCEPTED, block_hash, height, became_tip=became_tip), result
+    @property
+    def blocks_imported(self) -> int:
+        return self.importer.blocks_imported
 
-    def _store_model(self, block: Block) -> None:
-        """Keep the block's final model (content-addressed; harmless if the block later fails)."""
-        if not isinstance(self.verifier, PouwSealVerifier) or not block.work:
-            return
-        from pouw.proof import WorkData
-
-        try:
-            final = WorkData.decode(block.work).final_state
-        except ValidationError as exc:
-            raise InvalidBlock(Reason.BAD_SEAL, f"work: {exc.detail}") from exc
-        if tagged_hash("pouw/model", final) == block.seal.final_state_hash and self._store is not None:
-            self._store.put(schema.model_key(block.seal.final_state_hash), final)
-
-    def _after_import(self, result: ImportResult) -> None:
-        """Node-side bookkeeping after the head moved: the evaluation history of trained jobs."""
-        state = self.db.state
-        for block in result.new_canonical:
-            job = get_job(state, block.header.job_id)
-            if job is None or self._store is None:
-                continue
-            try:
-                evaluation = self._evaluate(job)
-            except Exception:  # a report, never a reason to fail an import
-                log.exception("evaluation of job %s failed", block.header.job_id.hex()[:16])
-                continue
-            if evaluation is not None:
-                correct, total, loss = evaluation
-                self._store.put(
-                    schema.eval_key(block.header.job_id, block.height),
-                    pack([job.steps_done, correct, total, loss]),
-                )
-
-    def _evaluate(self, job: JobRecord, initial: bool = False) -> tuple[int, int, int] | None:
-        """(correct, total, loss) of the job's current model — or of its initial one — on held-out data."""
-        if not isinstance(self.verifier, PouwSealVerifier):
-            return None
-        from pouw.backends import get_backend
-        from pouw.datasets import Dataset
-        from pouw.evaluate import evaluate
-        from pouw.model import ModelState, init_state
-
-        dataset = builtin_datasets().get(job.spec.dataset_id)
-        if dataset is None:
-            data = self.dataset_bytes(job.spec.dataset_id)
-            if data is None:
-                return None
-            dataset = Dataset.decode(data)
-        config = model_config(job.spec)
-        if initial:
-            state = init_state(config, job.init_seed)
-        else:
-            raw = self._model_bytes(job.state_hash)
-            if raw is None:
-                return None
-            state = ModelState.decode(raw, config)
-        result = evaluate(config, state, dataset, get_backend("cpu"))
-        return result.correct, result.total, result.loss
+    @property
+    def blocks_rejected(self) -> int:
+        return self.importer.blocks_rejected
 
     async def submit_block(self, block: Block, *, local: bool = True) -> BlockOutcome:
         """Validate and store ``block``. ``local`` blocks (API, miner, retried held blocks) are
         announced to peers when accepted; blocks from p2p are relayed by the p2p layer itself."""
-        outcome, result = await self._call(self._import, block)
+        outcome, result = await self._write(self.importer.import_block, block)
         if result is not None:
             await self._after_head_change(result)
         if local and outcome.status is BlockStatusText.ACCEPTED and self.announcer is not None:
@@ -545,30 +302,24 @@ class ChainService:
     async def _after_head_change(self, result: ImportResult) -> None:
         if not result.new_canonical:
             return
-        await self._call(self._update_mempool, result)
+        await self._write(self.importer.update_mempool, result)
         tip = result.new_canonical[-1]
         log.info("new tip %d %s (%d txs)", tip.height, tip.hash.hex()[:16], len(tip.txs))
         await self._notify(self._tip_listeners, tip)
 
-    def _update_mempool(self, result: ImportResult) -> None:
-        now = int(self.clock())
-        state = self.db.state
-        for block in result.old_canonical:
-            self.mempool.readd(list(block.txs), state, now)
-        for block in result.new_canonical:
-            self.mempool.remove_for_block(list(block.txs), state)
-        # Rewards of undone blocks vanished: their miners' pending txs may no longer be affordable; and
-        # a job a block trained may have finished, which invalidates its owner's pending cancel.
-        touched = {block.header.miner for block in result.old_canonical}
-        for block in result.new_canonical:
-            job = get_job(state, block.header.job_id)
-            if job is not None:
-                touched.add(job.owner)
-        self.mempool.revalidate(touched, state)
+    @property
+    def import_paused(self) -> str | None:
+        """Why block import is paused (the store refused a write: disk full), or None."""
+        return self.importer.paused
 
     async def retry_held(self) -> list[BlockOutcome]:
-        """Retry blocks held for a future timestamp (the daemon calls this periodically)."""
-        held, self._held = list(self._held.values()), OrderedDict()
+        """Retry blocks held for a future timestamp or a paused import, after trying to end a
+        pause (the daemon calls this periodically)."""
+        if self.importer.paused is not None and self._store is not None:
+            store = self._store
+            if not await self._write(self.importer.resume, store):
+                return []
+        held = await self._call(self.importer.take_held)
         return [await self.submit_block(block) for block in held]
 
     # -- transactions -----------------------------------------------------------------------------
@@ -577,13 +328,18 @@ class ChainService:
         """Admit ``tx`` to the mempool (raises a ValidationError subclass with the reason); a local
         one is announced to peers."""
         now = int(self.clock())
-        await self._call(self.mempool.add, tx, self.db.state, now)
+        await self._write(lambda: self.mempool.add(tx, self.db.state, now))
         await self._notify(self._tx_listeners, tx)
         if local and self.announcer is not None:
             self.announcer.announce_tx(tx)
         return tx.txid
 
+    async def expire_mempool(self, now: int) -> None:
+        """Drop pending transactions older than the mempool's expiry."""
+        await self._write(self.mempool.expire, now)
+
     def find_tx(self, txid: bytes) -> tuple[SignedTx, Block | None] | None:
+        """Writer thread: a pending tx, or a canonical one with its block."""
         pending = self.mempool.get(txid)
         if pending is not None:
             return pending, None
@@ -598,83 +354,24 @@ class ChainService:
     # -- mining -----------------------------------------------------------------------------------
 
     def best_job(self, state: StateReader) -> tuple[bytes, JobRecord]:
-        """The active job that pays best per MAC (the built-in job when none pays), skipping jobs whose
-        owner has a cancel pending: those are left to finish, so the cancel can be mined."""
-        cancelling = {
-            tx.body.job_id for txid in self.mempool.txids()
-            if (tx := self.mempool.get(txid)) is not None and isinstance(tx.body, JobCancel)
-        }
-        best: tuple[int, int, bytes, JobRecord] | None = None
-        for job_id, job in iter_jobs(state):
-            if not job.active or job_id in cancelling:
-                continue
-            macs = model_config(job.spec).macs_per_step()
-            # compare fee_per_step / macs exactly: a/b > c/d  <=>  a*d > c*b
-            key = (job.spec.fee_per_step, macs)
-            if best is None or key[0] * best[1] > best[0] * key[1]:
-                best = (key[0], key[1], job_id, job)
-        if best is None:
-            raise PouwError("no active job to mine")
-        return best[2], best[3]
+        return self.templates.best_job(state)
 
     def _template(self, miner: bytes, job_id: bytes | None) -> Template:
-        head = self.db.head
-        parent = self.db.get_header(head.hash)
-        if parent is None:
-            raise PouwError("head header missing")
-        state = self.db.state
-        if job_id is None:
-            job_id, job = self.best_job(state)
-        else:
-            found = get_job(state, job_id)
-            if found is None or not found.active:
-                raise InvalidBlock(Reason.JOB_NOT_ACTIVE if found else Reason.UNKNOWN_JOB, job_id.hex())
-            job = found
-        ctx = self.header_context(head.hash)
-        now = int(self.clock())
-        # A cancel of the job being mined could meet a job this very block finishes: leave it out.
-        txs = tuple(
-            tx for tx in self.mempool.select(state, self.rules.max_block_txs, self.preset.max_block_bytes // 2)
-            if not (isinstance(tx.body, JobCancel) and tx.body.job_id == job_id)
-        )
-        header = make_header(
-            parent=parent, parent_hash=head.hash, timestamp=max(now, ctx.median_time_past + 1),
-            target=expected_target(self.preset, ctx, self.genesis.header.target), miner=miner,
-            job_id=job_id, start_state_hash=job.state_hash, txs=txs,
-        )
-        template = Template(header=header, txs=txs, job=job, parent_hash=head.hash, created=time.monotonic())
-        self._templates[template.template_id] = template
-        while len(self._templates) > MAX_TEMPLATES:
-            self._templates.popitem(last=False)
-        return template
+        """Writer thread: see :meth:`TemplateBuilder.build`."""
+        return self.templates.build(miner, job_id)
 
     async def template(self, miner: bytes, job_id: bytes | None = None) -> Template:
-        return await self._call(self._template, miner, job_id)
+        return await self._call(self.templates.build, miner, job_id)
 
     def job_start_model(self, job_id: bytes) -> bytes:
-        job = get_job(self.db.state, job_id)
-        if job is None:
-            raise InvalidBlock(Reason.UNKNOWN_JOB, job_id.hex())
-        if isinstance(self.verifier, PouwSealVerifier):
-            return self.verifier.start_state(job_id, job)
-        raise PouwError("this node runs without proofs")
-
-    def _seal(self, template_id: bytes, steps: int, final_state_hash: bytes, trajectory_root: bytes,
-              proof: bytes, work: bytes) -> Block | None:
-        template = self._templates.get(template_id)
-        if template is None:
-            raise InvalidBlock(Reason.MALFORMED, "unknown or expired template")
-        if self.db.head.hash != template.parent_hash:
-            return None
-        return seal_block(
-            self.db.state, template.header, template.txs, self.rules, steps=steps,
-            final_state_hash=final_state_hash, trajectory_root=trajectory_root, proof=proof, work=work,
-        )
+        """Writer thread: the encoded model the job's next block trains from."""
+        return self.templates.job_start_model(job_id)
 
     async def submit_work(self, template_id: bytes, steps: int, final_state_hash: bytes,
                           trajectory_root: bytes, proof: bytes, work: bytes) -> BlockOutcome:
         try:
-            block = await self._call(self._seal, template_id, steps, final_state_hash, trajectory_root, proof, work)
+            block = await self._call(self.templates.seal, template_id, steps, final_state_hash,
+                                     trajectory_root, proof, work)
         except ValidationError as exc:
             return BlockOutcome(BlockStatusText.INVALID, bytes(32), -1, exc.reason.value, exc.detail)
         if block is None:
@@ -689,7 +386,8 @@ class ChainService:
 
     @property
     def head(self) -> ChainHead:
-        return self.db.head
+        """The head as last published (safe from any thread)."""
+        return self._view.head if self._view is not None else self.db.head
 
     def head_header(self) -> Header:
         header = self.db.get_header(self.db.head.hash)
@@ -698,24 +396,8 @@ class ChainService:
         return header
 
     def job_history(self, job_id: bytes, limit: int = 500) -> list[tuple[int, int, int, int, int]]:
-        """(height, steps_done, correct, total, loss) of the job's model: the untrained model at the
-        job's creation, then after each block that trained it."""
-        job = get_job(self.db.state, job_id)
-        if self._store is None or job is None:
-            return []
-        rows = []
-        initial = self._initial_evaluations.get(job_id)
-        if initial is None:
-            initial = self._evaluate(job, initial=True)
-            if initial is not None:
-                self._initial_evaluations[job_id] = initial
-        if initial is not None:
-            rows.append((job.created_height, 0, *initial))
-        for key, raw in self._store.iterate(schema.DB_EVAL + job_id):
-            height = int.from_bytes(key[-8:], "big")
-            steps, correct, total, loss = unpack(raw)
-            rows.append((height, steps, correct, total, loss))
-        return rows[:1] + rows[1:][-limit:]
+        """Writer thread: see :meth:`ModelIndex.job_history`."""
+        return self.models.job_history(job_id, limit)
 
     def recent_blocks(self, count: int, before: int | None = None) -> Iterator[Block]:
         top = self.db.head.height if before is None else min(before, self.db.head.height)

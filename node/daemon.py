@@ -24,6 +24,7 @@ from aiohttp import web
 from chain.errors import PouwError
 from consensus.presets import get_preset
 from node.api import make_app
+from node.api_security import ApiSecurity, GuardedSite
 from node.chain_service import ChainService
 from node.dashboard import add_dashboard
 from node.p2p_bridge import peer_views, start_p2p
@@ -52,6 +53,8 @@ class NodeConfig:
     proof: bool = True
     verify_workers: int = 1
     log_level: str = "info"
+    rpc_password: str | None = None
+    rpc_allow_hosts: list[str] = field(default_factory=list)
 
 
 class DatadirLock:
@@ -88,6 +91,7 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.preset = get_preset(config.preset)
+        self.api_security = ApiSecurity(config.datadir, config.rpc_host, config.rpc_password, config.rpc_allow_hosts)
         self.lock = DatadirLock(config.datadir)
         self.chain = ChainService(
             self.preset, config.datadir, proof=config.proof, verify_workers=config.verify_workers,
@@ -110,11 +114,11 @@ class Node:
         self.lock.acquire()
         try:
             await self.chain.start()
-            app = make_app(self.chain, self.peers, connect=self.connect_peer)
+            app = make_app(self.chain, self.peers, connect=self.connect_peer, security=self.api_security)
             add_dashboard(app)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.config.rpc_host, self.config.rpc_port)
+            site = GuardedSite(self._runner, self.config.rpc_host, self.config.rpc_port)
             try:
                 await site.start()
             except OSError as exc:
@@ -148,7 +152,7 @@ class Node:
             try:
                 await self.chain.retry_held()
                 now = int(time.time())
-                await self.chain.read(self.chain.mempool.expire, now)
+                await self.chain.expire_mempool(now)
             except Exception:
                 log.exception("periodic chores failed")
 
@@ -166,8 +170,7 @@ class Node:
             await self._runner.cleanup()
             self._runner = None
         with contextlib.suppress(PouwError):
-            if self.chain._db is not None or self.chain._pool is not None:
-                await self.chain.stop()
+            await self.chain.stop()
         self.lock.release()
 
 

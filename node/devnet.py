@@ -32,6 +32,7 @@ from chain.types import COIN, JobSpec, JobSubmit, Transfer, job_id_of
 from consensus.presets import DEVNET_PRESET
 from wallet.address import encode_address
 from wallet.amounts import format_amount
+from wallet.client import RpcCredentials
 from wallet.keystore import ScryptParams, Wallet
 from wallet.txbuild import sign_tx
 
@@ -53,16 +54,21 @@ def free_port() -> int:
 
 
 class Api:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, datadir: Path) -> None:
         self.url = f"http://127.0.0.1:{port}"
+        self.credentials = RpcCredentials(datadir=datadir)
 
     def get(self, path: str, timeout: float = 30) -> Any:
         with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
             return json.loads(response.read())
 
     def post(self, path: str, body: Any) -> Any:
+        headers = {"Content-Type": "application/json"}
+        auth = self.credentials.header(reload=True)  # the node's .cookie, written when it started
+        if auth is not None:
+            headers["Authorization"] = auth
         request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+                                         headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return json.loads(response.read())
@@ -78,7 +84,7 @@ class Devnet:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.rpc_ports = [free_port() for _ in range(NODES)]
         self.p2p_ports = [free_port() for _ in range(NODES)]
-        self.apis = [Api(port) for port in self.rpc_ports]
+        self.apis = [Api(port, root / f"node{i}") for i, port in enumerate(self.rpc_ports)]
         self.logs = root / "logs"
         self.summary: dict[str, Any] = {}
         self.addresses: dict[str, str] = {}
@@ -168,7 +174,8 @@ class Devnet:
         alice, bob = self.wallets()
         alice_addr = self.addresses["alice"]
         first = self.apis[0]
-        self.spawn("miner", ["node.miner_cli", "--cpu", "--node", first.url, "--address", alice_addr])
+        self.spawn("miner", ["node.miner_cli", "--cpu", "--node", first.url, "--datadir", str(self.root / "node0"),
+                             "--address", alice_addr])
         self.say("miner started on node0, paying alice and training the built-in digits job")
         start_height = first.get("/api/status")["height"]
         self.wait("alice's first coins", lambda: first.get(f"/api/accounts/{alice_addr}")["balance"] >= TRANSFER + FEE)

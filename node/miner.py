@@ -23,6 +23,7 @@ from pouw.backends import Backend
 from pouw.datasets import Dataset, digits
 from pouw.mining import Miner, MiningProgress
 from pouw.model import ModelConfig, ModelState
+from wallet.client import COOKIE_ENV, DATADIR_ENV, PASSWORD_ENV, RpcCredentials
 
 TEMPLATE_MAX_AGE = 20.0
 """Seconds before a template is refreshed even if the tip did not move (to pick up new txs)."""
@@ -34,17 +35,51 @@ class MinerError(PouwError):
     """The miner cannot go on (node unreachable, bad answer, no device)."""
 
 
-class NodeClient:
-    """A small synchronous client for the node's HTTP API."""
+class _Unauthorized(MinerError):
+    """The node refused our credential (or we had none)."""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+
+class NodeClient:
+    """A small synchronous client for the node's HTTP API; POSTs carry the node's cookie or RPC
+    password (:class:`wallet.client.RpcCredentials`), re-read once after a 401."""
+
+    def __init__(self, url: str, timeout: float = 30.0, credentials: RpcCredentials | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.credentials = credentials or RpcCredentials()
+
+    def _preset(self) -> str | None:
+        try:
+            preset = self.get_json("/api/status").get("preset")
+        except (MinerError, AttributeError):
+            return None
+        return preset if isinstance(preset, str) and preset.isidentifier() else None
 
     def _request(self, path: str, body: dict[str, Any] | None = None) -> bytes:
+        if body is None:
+            return self._send(path, None, None)
+        auth = self.credentials.header(self._preset)
+        try:
+            return self._send(path, body, auth)
+        except _Unauthorized as exc:
+            fresh = self.credentials.header(self._preset, reload=True)
+            if fresh is not None and fresh != auth:
+                try:
+                    return self._send(path, body, fresh)  # the node restarted with a new cookie
+                except _Unauthorized:
+                    pass
+            raise MinerError(f"{exc} (tried {self.credentials.where()}; pass --datadir/--cookie, "
+                             f"or set {COOKIE_ENV}, {DATADIR_ENV} or {PASSWORD_ENV})") from None
+
+    def _send(self, path: str, body: dict[str, Any] | None, auth: str | None) -> bytes:
         data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"}
+        if auth is not None:
+            headers["Authorization"] = auth
+        elif self.credentials.password is not None:
+            headers["Authorization"] = f"Bearer {self.credentials.password}"
         request = urllib.request.Request(self.url + path, data=data, method="POST" if body is not None else "GET",
-                                         headers={"Content-Type": "application/json"})
+                                         headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return bytes(response.read())
@@ -56,6 +91,8 @@ class NodeClient:
                 message = exc.reason
             if body is not None and exc.code in (400, 409):
                 return bytes(payload)
+            if exc.code == 401:
+                raise _Unauthorized(f"node answered 401: {message}") from None
             raise MinerError(f"node answered {exc.code}: {message}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 import click
 import torch
@@ -15,6 +16,7 @@ from node.miner import MinerError, MinerStats, MiningLoop, NodeClient
 from node.miner_metrics import MinerMetrics
 from pouw.backends import get_backend
 from wallet.address import InvalidAddress, decode_address
+from wallet.client import COOKIE_ENV, DATADIR_ENV, RpcCredentials
 
 DEFAULT_NODE = "http://127.0.0.1:8645"
 
@@ -65,6 +67,11 @@ class Reporter:
 @click.option("--node", "node_url", default=lambda: os.environ.get("POUW_NODE", DEFAULT_NODE),
               show_default=DEFAULT_NODE,
               help="The node's HTTP API URL (env POUW_NODE).")
+@click.option("--datadir", type=click.Path(file_okay=False, path_type=Path), envvar=DATADIR_ENV,
+              help="The node's datadir, whose .cookie authenticates block submissions "
+                   f"(env {DATADIR_ENV}; default ~/.pouw/<the node's preset>).")
+@click.option("--cookie", type=click.Path(dir_okay=False, path_type=Path), envvar=COOKIE_ENV,
+              help=f"The node's cookie file (env {COOKIE_ENV}); overrides --datadir.")
 @click.option("--address", required=True, help="Address (pw1...) that earns the block rewards.")
 @click.option("--gpu", type=int, default=None, help="Mine on CUDA device N.")
 @click.option("--cpu", "use_cpu", is_flag=True, help="Mine on the CPU (default when --gpu is not given).")
@@ -76,8 +83,9 @@ class Reporter:
               help="Seconds to keep retrying when the node stops answering.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
               help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: any free port, printed).")
-def main(node_url: str, address: str, gpu: int | None, use_cpu: bool, job: str | None, threads: int,
-         max_blocks: int | None, retry_for: float, metrics_port: int | None) -> None:
+def main(node_url: str, datadir: Path | None, cookie: Path | None, address: str, gpu: int | None,
+         use_cpu: bool, job: str | None, threads: int, max_blocks: int | None, retry_for: float,
+         metrics_port: int | None) -> None:
     """Train clients' models for a pouw-chain node and earn blocks."""
     if gpu is not None and use_cpu:
         raise click.UsageError("choose --cpu or --gpu N, not both")
@@ -98,7 +106,7 @@ def main(node_url: str, address: str, gpu: int | None, use_cpu: bool, job: str |
     except ValidationError as exc:
         raise click.ClickException(f"device: {exc.detail}") from None
     logging.basicConfig(level=logging.WARNING)
-    client = NodeClient(node_url)
+    client = NodeClient(node_url, credentials=RpcCredentials(cookie=cookie, datadir=datadir))
     try:
         status = client.get_json("/api/status")
     except MinerError as exc:

@@ -1,9 +1,11 @@
 """The node's side of the p2p seam: :class:`NodeBackend` implements ``p2p.backend.ChainBackend`` over the
 :class:`~node.chain_service.ChainService`, and :func:`start_p2p` wires the service into a running node.
 
-Cheap lookups (tip, locators, headers, which blocks to fetch, mempool membership) answer directly
-from LevelDB point reads and in-memory indexes; everything that validates (headers, blocks,
-transactions) goes through the ChainService's writer thread and process pool, off the event loop.
+Cheap lookups (tip, locators, headers, which blocks to fetch, mempool membership) answer from the
+service's published :class:`~node.core.types.ChainView` — a LevelDB snapshot and immutable copies
+made by the writer thread — so the event loop never touches the live store or mempool; everything
+that validates (headers, blocks, transactions) goes through the ChainService's writer thread and
+process pool, off the event loop.
 Objects that arrive from p2p are relayed by the p2p service itself; objects the node accepts from
 elsewhere (its API, its miner) are announced through :attr:`ChainService.announcer`.
 """
@@ -11,17 +13,17 @@ elsewhere (its API, its miner) are announced through :attr:`ChainService.announc
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from chain.chaindb import BlockStatus as StoredStatus
-from chain.errors import Reason, ValidationError
+from chain.errors import Reason, StoreError, ValidationError
 from chain.types import Block, Header, Seal, SealedHeader, SignedTx
-from consensus.validation import FutureBlock
 from node import metrics
-from node.chain_service import BlockStatusText, ChainService
+from node.chain_service import BlockStatusText, ChainService, ChainView
 from p2p.backend import (
     BlockOutcome,
     BlockStatus,
@@ -32,7 +34,9 @@ from p2p.backend import (
     TxStatus,
 )
 from p2p.service import P2PService
-from p2p.sync import locator_heights
+from store.chaindb import BlockStatus as StoredStatus
+
+log = logging.getLogger("pouw.node.p2p")
 
 INVALID_TX_REASONS = frozenset({
     Reason.BAD_SIGNATURE, Reason.HIGH_S, Reason.BAD_PUBLIC_KEY, Reason.WRONG_CHAIN_ID, Reason.MALFORMED,
@@ -42,12 +46,15 @@ INVALID_TX_REASONS = frozenset({
 
 
 class NodeBackend:
-    """ChainBackend over a ChainService (see p2p/backend.py for each method's contract)."""
+    """ChainBackend over a ChainService (see p2p/backend.py for each method's contract).
+
+    The synchronous lookups run on the event loop, so they read only the service's published
+    :class:`~node.core.types.ChainView` (a store snapshot and immutable copies), never the live
+    store or mempool that the writer thread owns; everything that changes the chain goes through
+    the service's coroutines."""
 
     def __init__(self, chain: ChainService) -> None:
         self.chain = chain
-        self._path_key: bytes | None = None
-        self._path: list[tuple[int, bytes]] = []
 
     @property
     def chain_id(self) -> int:
@@ -58,43 +65,33 @@ class NodeBackend:
         return self.chain.genesis.hash
 
     def tip(self) -> ChainTip:
-        head = self.chain.head
+        head = self.chain.view.head
         return ChainTip(height=head.height, hash=head.hash, work=head.work)
 
     def block_locator(self) -> list[bytes]:
-        best = self.chain.best_header
-        db = self.chain.db
-        cursor_hash, cursor = best.hash, best.sealed.header
-        hashes: list[bytes] = []
-        for height in locator_heights(cursor.height):
-            while cursor.height > height:
-                if db.is_canonical(cursor_hash):
-                    jump = db.canonical_hash(height)
-                    header = db.get_header(jump) if jump is not None else None
-                    if jump is not None and header is not None:
-                        cursor_hash, cursor = jump, header
-                        break
-                parent = self.chain.get_header(cursor.prev_hash)
-                if parent is None:
-                    return hashes if self.genesis_hash in hashes else [*hashes, self.genesis_hash]
-                cursor_hash, cursor = cursor.prev_hash, parent
-            hashes.append(cursor_hash)
-        return hashes
+        return list(self.chain.view.locator)
 
     def headers_after(self, locator: Sequence[bytes], stop: bytes, limit: int) -> list[tuple[Header, Seal]]:
-        db = self.chain.db
+        try:
+            return self._headers_after(locator, stop, limit)
+        except StoreError as exc:  # the view's snapshot went stale (store reopened) or the store failed
+            log.warning("headers for a peer not read: %s", exc)
+            return []
+
+    def _headers_after(self, locator: Sequence[bytes], stop: bytes, limit: int) -> list[tuple[Header, Seal]]:
+        reader = self.chain.view.reader
         start = 0
         for block_hash in locator:
-            if db.is_canonical(block_hash):
-                index = db.get_index(block_hash)
+            if reader.is_canonical(block_hash):
+                index = reader.get_index(block_hash)
                 if index is not None:
                     start = index.height
                     break
         out: list[tuple[Header, Seal]] = []
         height = start + 1
         while len(out) < limit:
-            found = db.canonical_hash(height)
-            sealed = db.get_sealed_header(found) if found is not None else None
+            found = reader.canonical_hash(height)
+            sealed = reader.get_sealed_header(found) if found is not None else None
             if found is None or sealed is None:
                 break
             out.append((sealed.header, sealed.seal))
@@ -103,48 +100,42 @@ class NodeBackend:
             height += 1
         return out
 
-    def _stored(self, block_hash: bytes) -> bool:
-        index = self.chain.db.get_index(block_hash)
+    @staticmethod
+    def _stored(view: ChainView, block_hash: bytes) -> bool:
+        try:
+            index = view.reader.get_index(block_hash)
+        except StoreError as exc:
+            log.warning("block index not read: %s", exc)
+            return False
         return index is not None and index.status != StoredStatus.INVALID
 
     def blocks_to_fetch(self, limit: int) -> list[tuple[int, bytes]]:
-        best = self.chain.best_header
-        if self._path_key != best.hash:
-            path: list[tuple[int, bytes]] = []
-            cursor_hash, cursor = best.hash, best.sealed.header
-            while not self._stored(cursor_hash):
-                path.append((cursor.height, cursor_hash))
-                parent = self.chain.get_header(cursor.prev_hash)
-                if parent is None:
-                    break
-                cursor_hash, cursor = cursor.prev_hash, parent
-            path.reverse()
-            self._path, self._path_key = path, best.hash
-        while self._path and self._stored(self._path[0][1]):
-            self._path.pop(0)
-        return [entry for entry in self._path if not self._stored(entry[1])][:limit]
+        view = self.chain.view
+        out: list[tuple[int, bytes]] = []
+        for entry in view.fetch_path:
+            if len(out) >= limit:
+                break
+            if not self._stored(view, entry[1]):
+                out.append(entry)
+        return out
 
     def has_block(self, block_hash: bytes) -> bool:
-        return self._stored(block_hash)
+        return self._stored(self.chain.view, block_hash)
 
     def get_block(self, block_hash: bytes) -> Block | None:
-        return self.chain.db.get_block(block_hash)
+        try:
+            return self.chain.view.reader.get_block(block_hash)
+        except StoreError as exc:
+            log.warning("block for a peer not read: %s", exc)
+            return None
 
     async def accept_headers(self, headers: Sequence[tuple[Header, Seal]]) -> HeadersOutcome:
-        def accept() -> HeadersOutcome:
-            new = 0
-            for position, (header, seal) in enumerate(headers):
-                try:
-                    new += self.chain.accept_header(SealedHeader(header, seal))
-                except FutureBlock:
-                    return HeadersOutcome(HeadersStatus.OK, new)  # held back, not punished
-                except ValidationError as exc:
-                    if exc.reason is Reason.UNKNOWN_PARENT and position == 0:
-                        return HeadersOutcome(HeadersStatus.UNCONNECTED, new, exc.reason)
-                    return HeadersOutcome(HeadersStatus.INVALID, new, exc.reason)
+        new, error, position = await self.chain.accept_headers([SealedHeader(h, s) for h, s in headers])
+        if error is None:
             return HeadersOutcome(HeadersStatus.OK, new)
-
-        return await self.chain.read(accept)
+        if error.reason is Reason.UNKNOWN_PARENT and position == 0:
+            return HeadersOutcome(HeadersStatus.UNCONNECTED, new, error.reason)
+        return HeadersOutcome(HeadersStatus.INVALID, new, error.reason)
 
     async def submit_block(self, block: Block, peer: str) -> BlockOutcome:
         began = time.perf_counter()
@@ -159,10 +150,15 @@ class NodeBackend:
         return BlockOutcome(status, reason, outcome.detail)
 
     def has_tx(self, txid: bytes) -> bool:
-        return txid in self.chain.mempool or self.chain.db.tx_location(txid) is not None
+        view = self.chain.view
+        try:
+            return txid in view.mempool or view.reader.tx_location(txid) is not None
+        except StoreError as exc:
+            log.warning("tx index not read: %s", exc)
+            return False
 
     def get_tx(self, txid: bytes) -> SignedTx | None:
-        return self.chain.mempool.get(txid)
+        return self.chain.view.mempool.get(txid)
 
     async def submit_tx(self, tx: SignedTx, peer: str) -> TxOutcome:
         try:
@@ -175,10 +171,7 @@ class NodeBackend:
         return TxOutcome(TxStatus.ACCEPTED)
 
     def mempool_txids(self, limit: int) -> list[bytes]:
-        try:
-            return list(self.chain.mempool.txids())[:limit]
-        except RuntimeError:  # the writer thread changed the pool mid-iteration; the caller retries later
-            return []
+        return list(itertools.islice(self.chain.view.mempool, limit))
 
 
 def peer_views(service: P2PService) -> list[dict[str, Any]]:

@@ -33,13 +33,25 @@ def address(raw: bytes) -> str:
 
 
 def parse_address(text: str) -> bytes:
+    if not text.isascii() or len(text) > 128:
+        raise BadRequest("bad address: not a pw1... address")
     try:
         return decode_address(text)
     except InvalidAddress as exc:
         raise BadRequest(f"bad address: {exc}") from exc
 
 
+def parse_uint(text: str, what: str, max_digits: int) -> int:
+    """A non-negative decimal integer of ASCII digits only: ``str.isdigit`` and ``int`` also take
+    ``²`` or Arabic-Indic digits, which no client means."""
+    if not text or len(text) > max_digits or not text.isascii() or not text.isdigit():
+        raise BadRequest(f"{what} must be a non-negative integer of at most {max_digits} ASCII digits")
+    return int(text)
+
+
 def parse_hash(text: str, what: str = "hash") -> bytes:
+    if len(text) != 64 or not text.isascii():
+        raise BadRequest(f"{what} must be 64 hex digits")
     try:
         raw = bytes.fromhex(text)
     except ValueError:

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.framework import RunContext, Samples, SuiteReport, figure, measure, rounded, unavailable
 from benchmarks.localnet import LocalNet, connection_problem, repo_module, wait_for
-from chain.chaindb import ChainDB, connect_by_rules
 from chain.crypto import verify_signature, verify_signature_reference
 from chain.hashing import tagged_hash
-from chain.store import LevelDBStore
 from chain.transition import Overlay, apply_tx
 from chain.types import SignedTx
+from store.chaindb import ChainDB, connect_by_rules
+from store.kv import LevelDBStore
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -24,6 +24,7 @@ from chain.types import Transfer
 from consensus.presets import REGTEST_PRESET
 from node.miner import MiningLoop, NodeClient
 from pouw.backends import get_backend
+from wallet.client import RpcCredentials
 from wallet.txbuild import sign_tx
 
 if TYPE_CHECKING:
@@ -45,7 +46,8 @@ def topology(count: int) -> list[list[int]]:
 
 def blocks(ctx: RunContext, nodes: list[Any], count: int) -> dict[str, Any]:
     """Mine ``count`` blocks on node 0, one at a time, timing each one's arrival at the others."""
-    loop = MiningLoop(NodeClient(nodes[0].url), MINER_ADDRESS, get_backend("cpu"))
+    client = NodeClient(nodes[0].url, credentials=RpcCredentials(datadir=nodes[0].datadir))
+    loop = MiningLoop(client, MINER_ADDRESS, get_backend("cpu"))
 
     def mine_one() -> str:
         loop.run(max_blocks=loop.stats.blocks_found + 1)

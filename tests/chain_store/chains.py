@@ -10,9 +10,13 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chain import schema
 from chain.builder import make_header, seal_block
-from chain.chaindb import (
+from chain.hashing import tagged_hash
+from chain.state import State, get_account, get_job
+from chain.transition import apply_block
+from chain.types import ZERO_HASH, Block
+from store import schema
+from store.chaindb import (
     DEFAULT_MAX_REORG_DEPTH,
     BlockIndex,
     BlockStatus,
@@ -21,11 +25,7 @@ from chain.chaindb import (
     connect_by_rules,
     decode_undo,
 )
-from chain.hashing import tagged_hash
-from chain.state import State, get_account, get_job
-from chain.store import KeyValueStore
-from chain.transition import apply_block
-from chain.types import ZERO_HASH, Block
+from store.kv import KeyValueStore
 from tests.factories import BUILTIN, KEYS, RULES, genesis, next_block, transfer
 
 

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from chain.encoding import unpack
-from chain.store import LevelDBStore
 from chain.types import Block
+from store.kv import LevelDBStore
 from tests.chain_store.chains import open_chaindb
 
 

@@ -10,8 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chain import schema
-from chain.chaindb import (
+from chain import schema as chain_schema
+from chain.errors import InvalidBlock, Reason, StoreError, ValidationError
+from chain.genesis import genesis_block, genesis_state
+from chain.state import State, get_account
+from chain.types import Block
+from store import schema
+from store.chaindb import (
     BlockStatus,
     ChainDB,
     connect_by_rules,
@@ -19,11 +24,7 @@ from chain.chaindb import (
     encode_undo,
     expected_work,
 )
-from chain.errors import InvalidBlock, Reason, StoreError, ValidationError
-from chain.genesis import genesis_block, genesis_state
-from chain.state import State, get_account
-from chain.store import KeyValueStore, LevelDBStore, MemoryStore
-from chain.types import Block
+from store.kv import KeyValueStore, LevelDBStore, MemoryStore
 from tests.chain_store.chains import (
     Branch,
     assert_consistent,
@@ -322,7 +323,7 @@ def test_opening_checks_the_genesis(tmp_path: Path) -> None:
 
     with pytest.raises(InvalidBlock) as mismatch:  # a genesis state its block does not commit to
         ChainDB(MemoryStore(), genesis_block(GENESIS), genesis_state(other).apply(
-            {schema.account_key(bytes(20)): b"\x92\x01\x00"}), connect_by_rules(RULES))
+            {chain_schema.account_key(bytes(20)): b"\x92\x01\x00"}), connect_by_rules(RULES))
     assert mismatch.value.reason == Reason.BAD_STATE_ROOT
 
     foreign = MemoryStore()

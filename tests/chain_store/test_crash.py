@@ -20,8 +20,8 @@ import pytest
 
 from chain.encoding import pack
 from chain.state import State
-from chain.store import LevelDBStore
 from chain.types import Block
+from store.kv import LevelDBStore
 from tests.chain_store.chains import assert_consistent, grow, heavy_block, open_chaindb
 from tests.factories import GENESIS
 

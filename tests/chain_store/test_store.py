@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chain.errors import StoreError
-from chain.store import KeyValueStore, LevelDBStore, MemoryStore
+from store.kv import KeyValueStore, LevelDBStore, MemoryStore
 
 
 @pytest.fixture(params=["memory", "leveldb"])
@@ -118,3 +118,59 @@ def test_leveldb_unusable_path_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"not a directory")
     with pytest.raises(StoreError):
         LevelDBStore(tmp_path / "file" / "db")
+
+
+def _table_store(path: Path) -> Path:
+    """A LevelDB whose entries sit in a table (.ldb) file, not only in the log; returns that file."""
+    with LevelDBStore(path) as store:
+        store.write_batch({b"k%04d" % i: bytes([i % 251]) * 512 for i in range(400)})
+    with LevelDBStore(path):
+        pass  # reopening turns the log into a level-0 table
+    tables = sorted(path.glob("*.ldb"), key=lambda p: p.stat().st_size)
+    assert tables, "no table file written"
+    return tables[-1]
+
+
+def test_leveldb_flipped_table_bytes_are_refused(tmp_path: Path) -> None:
+    """Flipped bytes inside a table are caught by the block checksums: a StoreError, never a value."""
+    table = _table_store(tmp_path / "db")
+    data = bytearray(table.read_bytes())
+    for offset in range(len(data) // 3, len(data) // 3 + 16):
+        data[offset] ^= 0xFF
+    table.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="corrupt"):
+        with LevelDBStore(tmp_path / "db") as store:
+            store.verify()
+    with LevelDBStore(tmp_path / "db") as store:
+        with pytest.raises(StoreError, match="corrupt"):
+            for i in range(400):
+                store.get(b"k%04d" % i)
+        with pytest.raises(StoreError, match="corrupt"):
+            list(store.iterate(b"k"))
+
+
+def test_leveldb_truncated_table_is_a_store_error(tmp_path: Path) -> None:
+    table = _table_store(tmp_path / "db")
+    data = table.read_bytes()
+    table.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StoreError):
+        with LevelDBStore(tmp_path / "db") as store:
+            store.verify()
+            for i in range(400):
+                store.get(b"k%04d" % i)
+
+
+def test_leveldb_snapshot_is_frozen_and_fails_cleanly_after_close(tmp_path: Path) -> None:
+    store = LevelDBStore(tmp_path / "db")
+    store.put(b"a", b"1")
+    frozen = store.snapshot()
+    store.write_batch({b"a": b"2", b"b": b"3"})
+    assert frozen.get(b"a") == b"1" and frozen.get(b"b") is None
+    assert list(frozen.iterate()) == [(b"a", b"1")]
+    store.reopen()
+    assert store.get(b"a") == b"2"
+    with pytest.raises(StoreError, match="closed"):
+        frozen.get(b"a")
+    store.close()
+    with pytest.raises(StoreError):
+        store.snapshot()

@@ -8,6 +8,7 @@ and mempools across nodes, and on a failure the nodes' logs are kept and their p
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -21,6 +22,8 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from wallet.client import COOKIE_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -125,9 +128,20 @@ class TestNode:
             self.process.wait()
         self.process = None
 
+    @property
+    def cookie_path(self) -> Path:
+        """The API cookie the running node wrote (``__cookie__:<secret>``)."""
+        return self.datadir / COOKIE_FILE
+
+    def auth_header(self) -> str:
+        """``Authorization`` for a state-changing call: HTTP Basic with the node's cookie, as bitcoind."""
+        return "Basic " + base64.b64encode(self.cookie_path.read_bytes().strip()).decode("ascii")
+
     def _request(self, path: str, data: bytes | None = None, method: str | None = None) -> bytes:
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if method not in (None, "GET", "HEAD"):
+            headers["Authorization"] = self.auth_header()
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return bytes(response.read())
@@ -175,6 +189,7 @@ class TestMiner:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [PYTHON, "-m", "node.miner_cli", "--cpu", "--threads", "1", "--node", self.node.url,
+             "--datadir", str(self.node.datadir),
              "--address", self.address, *self.extra_args],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )

@@ -83,7 +83,8 @@ def test_miner_gives_up_clearly_when_its_node_dies(network: Network) -> None:
 
     node = network.add_node()
     miner = subprocess.Popen(
-        [sys.executable, "-m", "node.miner_cli", "--cpu", "--node", node.url, "--address", MINER, "--retry-for", "3"],
+        [sys.executable, "-m", "node.miner_cli", "--cpu", "--node", node.url, "--datadir", str(node.datadir),
+         "--address", MINER, "--retry-for", "3"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chain.types import COIN, Transfer
 from node.api import make_app
+from node.api_security import API_SECURITY
 from node.chain_service import ChainService
 from tests.functional.framework import test_seed
 from tests.node.harness import mine_block, start_service
@@ -30,7 +31,7 @@ OTHER = PrivateKey(b"\x04" * 32)
 async def client(tmp_path: Path) -> AsyncIterator[tuple[TestClient, ChainService]]:  # type: ignore[type-arg]
     service = await start_service(tmp_path / "node")
     app = make_app(service, client_max_size=1 << 20)
-    async with TestClient(TestServer(app)) as test_client:
+    async with TestClient(TestServer(app), headers=app[API_SECURITY].client_headers()) as test_client:
         yield test_client, service
     await service.stop()
 

@@ -11,6 +11,7 @@ from chain.state import get_job
 from chain.types import COIN, Transfer
 from consensus.presets import REGTEST_PRESET
 from node.api import make_app
+from node.api_security import API_SECURITY
 from tests.node.harness import mine_block, start_service
 from wallet.address import encode_address
 from wallet.keys import PrivateKey
@@ -36,7 +37,8 @@ async def test_heavier_branch_through_the_api(tmp_path: Path) -> None:
         # Branch B: three blocks by Bob (same target, so more work).
         blocks_b = [await mine_block(b, BOB) for _ in range(3)]
 
-        async with TestClient(TestServer(make_app(a))) as http:
+        app = make_app(a)
+        async with TestClient(TestServer(app), headers=app[API_SECURITY].client_headers()) as http:
             for block in blocks_b:
                 answer = await http.post("/api/blocks", json={"block": block.encode().hex()})
                 assert answer.status == 200, await answer.text()

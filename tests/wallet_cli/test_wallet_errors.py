@@ -63,7 +63,7 @@ def test_local_mistakes_and_an_unreachable_node(tmp_path: Path) -> None:
 
 def test_rejections_by_a_node(network: Network, tmp_path: Path) -> None:
     node = network.add_node()
-    cli = WalletCli(tmp_path, node.url)
+    cli = WalletCli(tmp_path, node.url, node.datadir)
     cli.new("alice")  # holds nothing
     bob = cli.new("bob")
     before = snapshot(cli.wallet_dir)

@@ -44,7 +44,7 @@ def field(output: str, name: str) -> str:
 
 def test_mine_send_history_and_jobs(network: Network, tmp_path: Path) -> None:
     node = network.add_node()
-    cli = WalletCli(tmp_path, node.url)
+    cli = WalletCli(tmp_path, node.url, node.datadir)
     alice, bob = cli.new("alice"), cli.new("bob")
 
     # Mine to alice's new wallet; every block so far is hers and carries nothing but the subsidy.

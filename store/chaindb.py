@@ -1,9 +1,9 @@
 """The chain database: the block tree, the canonical chain, the head state and block import.
 
-Owns what a node keeps about the chain in one :class:`~chain.store.KeyValueStore`: blocks and
+Owns what a node keeps about the chain in one :class:`~store.kv.KeyValueStore`: blocks and
 headers by hash, a :class:`BlockIndex` entry per block, the canonical height → hash index, the head
 state, an undo record per canonical block, the tx index and the head pointer (key layouts in
-:mod:`chain.schema`). Fork choice is most cumulative expected work, ties to the first seen.
+:mod:`store.schema`). Fork choice is most cumulative expected work, ties to the first seen.
 
 ``import_block`` (py-evm style) stores a block, and when its chain is heavier than the head, makes
 it the head: it rolls back to the fork point with undo records and connects the new branch through
@@ -22,14 +22,14 @@ from enum import IntEnum
 from types import TracebackType
 from typing import TypeVar
 
-from chain import schema
 from chain.encoding import BigUInt, Container, UInt, pack, unpack, wire
-from chain.errors import InvalidBlock, InvalidEncoding, Reason, StoreError, ValidationError
+from chain.errors import InvalidBlock, InvalidEncoding, Reason, StoreError, ValidationError, is_mutation
 from chain.rules import ChainRules
 from chain.state import StateDiff, StateReader, merge_sorted, state_root_of
-from chain.store import KeyValueReader, KeyValueStore
 from chain.transition import apply_block
-from chain.types import HASH32, ZERO_HASH, Block, Header, SealedHeader, SignedTx, Transfer
+from chain.types import HASH32, ZERO_HASH, Block, Header, SealedHeader, SignedTx, Transfer, block_hash_of
+from store import schema
+from store.kv import KeyValueReader, KeyValueStore
 
 Connect = Callable[[StateReader, Block], StateDiff]
 """Validates ``block`` against the state of its parent and returns its state diff, or raises
@@ -189,16 +189,88 @@ def _short(block_hash: bytes) -> str:
 # The chain database
 
 
-class ChainDB:
-    """The node's chain database over one store. Single writer: not safe across threads."""
+class ChainReader:
+    """Read access to a chain database: blocks, headers, the block index, the canonical chain, the
+    tx and address indexes and the head state. Over a store snapshot (:meth:`ChainDB.snapshot`) it
+    is an immutable view that any thread may read while the writer moves on."""
+
+    def __init__(self, kv: KeyValueReader, head: ChainHead | None = None) -> None:
+        self._store: KeyValueReader = kv
+        self._frozen_head = head
+
+    @property
+    def head(self) -> ChainHead:
+        if self._frozen_head is None:
+            raise StoreError("this reader has no head")
+        return self._frozen_head
+
+    # -- accessors ----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> StateReader:
+        """The head state, read live from the store."""
+        return StoredState(self._store)
+
+    def get_block(self, block_hash: bytes) -> Block | None:
+        block = _load(self._store, schema.block_key(block_hash), Block)
+        if block is not None and block.hash != block_hash:
+            raise StoreError(f"store is corrupt: the block stored under {_short(block_hash)} hashes to "
+                             f"{_short(block.hash)}")
+        return block
+
+    def get_header(self, block_hash: bytes) -> Header | None:
+        sealed = self.get_sealed_header(block_hash)
+        return sealed.header if sealed is not None else None
+
+    def get_sealed_header(self, block_hash: bytes) -> SealedHeader | None:
+        """Header and seal without the block body (what headers-first sync sends)."""
+        sealed = _load(self._store, schema.header_key(block_hash), SealedHeader)
+        if sealed is not None and block_hash_of(sealed.header, sealed.seal) != block_hash:
+            raise StoreError(f"store is corrupt: the header stored under {_short(block_hash)} does not hash to it")
+        return sealed
+
+    def get_index(self, block_hash: bytes) -> BlockIndex | None:
+        return _load(self._store, schema.index_key(block_hash), BlockIndex)
+
+    def canonical_hash(self, height: int) -> bytes | None:
+        return self._store.get(schema.canonical_key(height))
+
+    def block_at(self, height: int) -> Block | None:
+        block_hash = self.canonical_hash(height)
+        return self.get_block(block_hash) if block_hash is not None else None
+
+    def is_canonical(self, block_hash: bytes) -> bool:
+        entry = self.get_index(block_hash)
+        return entry is not None and self.canonical_hash(entry.height) == block_hash
+
+    def tx_location(self, txid: bytes) -> TxLocation | None:
+        return _load(self._store, schema.tx_key(txid), TxLocation)
+
+    def address_txids(self, address: bytes, limit: int) -> list[tuple[int, int, bytes]]:
+        """(height, position, txid) of the canonical transactions sent or received by ``address``,
+        newest first, at most ``limit`` of them."""
+        rows = [
+            (int.from_bytes(key[-12:-4], "big"), int.from_bytes(key[-4:], "big"), txid)
+            for key, txid in self._store.iterate(schema.DB_ADDRESS_TX + address)
+        ]
+        return rows[::-1][:limit]
+
+
+class ChainDB(ChainReader):
+    """The node's chain database over one store. Single writer: not safe across threads; other
+    threads read a :meth:`snapshot`."""
 
     def __init__(
         self, store: KeyValueStore, genesis_block: Block, genesis_state: StateReader,
         connect: Connect, work_of: WorkOf = expected_work, *,
-        max_reorg_depth: int = DEFAULT_MAX_REORG_DEPTH,
+        max_reorg_depth: int = DEFAULT_MAX_REORG_DEPTH, reconnect: Connect | None = None,
     ) -> None:
-        self._store = store
+        super().__init__(store)
+        self._store: KeyValueStore = store
         self._connect = connect
+        self._reconnect = reconnect or connect
+        """Connects a block whose index says valid (it connected before, from these very bytes):
+        the node skips the checks whose verdict cannot change, e.g. signatures and the replay."""
         self._work_of = work_of
         self.max_reorg_depth = max_reorg_depth
         self.genesis_hash = genesis_block.hash
@@ -246,6 +318,14 @@ class ChainDB:
             raise StoreError("head pointer is missing or names an unknown block")
         return ChainHead(hash=head_hash, height=entry.height, work=entry.work)
 
+    @property
+    def head(self) -> ChainHead:
+        return self._head
+
+    def snapshot(self) -> ChainReader:
+        """An immutable view of the database as it is now, head included."""
+        return ChainReader(self._store.snapshot(), self._head)
+
     def close(self) -> None:
         self._store.close()
 
@@ -256,54 +336,6 @@ class ChainDB:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-    # -- accessors ----------------------------------------------------------------------------
-
-    @property
-    def head(self) -> ChainHead:
-        return self._head
-
-    @property
-    def state(self) -> StateReader:
-        """The head state, read live from the store."""
-        return StoredState(self._store)
-
-    def get_block(self, block_hash: bytes) -> Block | None:
-        return _load(self._store, schema.block_key(block_hash), Block)
-
-    def get_header(self, block_hash: bytes) -> Header | None:
-        sealed = self.get_sealed_header(block_hash)
-        return sealed.header if sealed is not None else None
-
-    def get_sealed_header(self, block_hash: bytes) -> SealedHeader | None:
-        """Header and seal without the block body (what headers-first sync sends)."""
-        return _load(self._store, schema.header_key(block_hash), SealedHeader)
-
-    def get_index(self, block_hash: bytes) -> BlockIndex | None:
-        return _load(self._store, schema.index_key(block_hash), BlockIndex)
-
-    def canonical_hash(self, height: int) -> bytes | None:
-        return self._store.get(schema.canonical_key(height))
-
-    def block_at(self, height: int) -> Block | None:
-        block_hash = self.canonical_hash(height)
-        return self.get_block(block_hash) if block_hash is not None else None
-
-    def is_canonical(self, block_hash: bytes) -> bool:
-        entry = self.get_index(block_hash)
-        return entry is not None and self.canonical_hash(entry.height) == block_hash
-
-    def tx_location(self, txid: bytes) -> TxLocation | None:
-        return _load(self._store, schema.tx_key(txid), TxLocation)
-
-    def address_txids(self, address: bytes, limit: int) -> list[tuple[int, int, bytes]]:
-        """(height, position, txid) of the canonical transactions sent or received by ``address``,
-        newest first, at most ``limit`` of them."""
-        rows = [
-            (int.from_bytes(key[-12:-4], "big"), int.from_bytes(key[-4:], "big"), txid)
-            for key, txid in self._store.iterate(schema.DB_ADDRESS_TX + address)
-        ]
-        return rows[::-1][:limit]
 
     # -- import -------------------------------------------------------------------------------
 
@@ -353,9 +385,15 @@ class ChainDB:
         new: list[Block] = []
         for i, (block_hash, entry) in enumerate(branch):
             block = tip if block_hash == tip_hash else _require(pending, schema.block_key(block_hash), Block)
+            connect = self._reconnect if entry.status == BlockStatus.VALID else self._connect
             try:
-                diff = self._connect(state, block)
+                diff = connect(state, block)
             except ValidationError as exc:
+                if is_mutation(exc.reason):
+                    # The body does not match the hash: the block behind the hash may be fine. Keep
+                    # what connected, judge nothing, store nothing of the tip (docs Part V).
+                    self._keep_connected(branch[:i])
+                    raise
                 self._reject_branch(tip_hash, tip, tip_entry, branch[:i], branch[i:])
                 if block_hash == tip_hash:
                     raise
@@ -437,6 +475,13 @@ class ChainDB:
             if entry.status != BlockStatus.VALID:
                 pending.put(schema.index_key(block_hash), replace(entry, status=BlockStatus.VALID).encode())
         self._mark_invalid(pending, failed)
+        pending.commit()
+
+    def _keep_connected(self, connected: list[tuple[bytes, BlockIndex]]) -> None:
+        pending = PendingWrites(self._store)
+        for block_hash, entry in connected:
+            if entry.status != BlockStatus.VALID:
+                pending.put(schema.index_key(block_hash), replace(entry, status=BlockStatus.VALID).encode())
         pending.commit()
 
     @staticmethod
