@@ -111,7 +111,7 @@ def against_sklearn(ctx: RunContext) -> dict[str, Any]:
         chain = evaluate(config, state, ds)
         mlp = MLPClassifier(hidden_layer_sizes=(64,), max_iter=2000, random_state=0).fit(xtr, ytr)
         reference = float(mlp.score(xte, yte))
-        model = ModelFile(config, state, ds.n_classes, feature_scaling=ds.scaling)
+        model = ModelFile(config, state, ds.n_classes)  # ds.x_test is quantized already
         with torch.no_grad():
             exported = model.to_torch()(model.torch_input(ds.x_test)).argmax(dim=1).numpy()
         agreement = float((exported == model.predict(ds.x_test)).mean())
