@@ -43,7 +43,7 @@ def test_versions() -> None:
 
 def test_float_csv_job_lifecycle_download_and_predict(network: Network, tmp_path: Path) -> None:
     node = network.add_node()
-    cli = WalletCli(tmp_path, node.url)
+    cli = WalletCli(tmp_path, node.url, node.datadir)
     alice = cli.new("alice")
     miner = network.add_miner(node, alice)
     wait_until(lambda: node.balance(alice) > 0, 60, "coins for alice")
