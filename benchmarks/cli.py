@@ -48,6 +48,7 @@ def run_suite(name: str, ctx: RunContext, out: Path) -> bool:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pouw-chain", prog_name="pouw-bench", message="%(prog)s %(version)s")
 @click.argument("suites", nargs=-1, type=click.Choice(list(SUITES)))
 @click.option("--quick", is_flag=True, help="Small sizes and few repeats (minutes on a laptop CPU).")
 @click.option("--tiny", is_flag=True, hidden=True, help="Smallest sizes, for the smoke test.")

@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,11 +27,11 @@ from aiohttp import web
 
 from chain.encoding import MAX_MESSAGE_BYTES
 from chain.errors import InvalidEncoding, PouwError, ValidationError
-from chain.state import get_job, iter_jobs
+from chain.state import JobStatus, get_job, iter_jobs
 from chain.types import Header, SignedTx
 from consensus.pouw_seal import builtin_datasets
 from consensus.seal import trajectory_seed
-from node import views
+from node import metrics, views
 from node.api_security import API_GUARD, API_SECURITY, ApiSecurity, ConnectionGuard
 from node.chain_service import ChainService
 from node.views import BadRequest, parse_uint
@@ -216,6 +217,8 @@ class Api:
         self.chain = chain
         self.peers = peers or (lambda: [])
         self.connect = connect
+        self.collector = metrics.ChainCollector()
+        metrics.set_build_info(metrics.package_version(), chain.preset.name, chain.preset.chain_id)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -257,6 +260,7 @@ class Api:
                 "mempool": len(chain.mempool), "mempool_bytes": chain.mempool.size_bytes,
                 "block_time": chain.preset.block_time, "min_fee": chain.preset.min_fee,
                 "fee_per_byte": chain.preset.fee_per_byte,
+                "blocks_imported": chain.blocks_imported, "blocks_rejected": chain.blocks_rejected,
             }
 
         body = await chain.read(read)
@@ -292,7 +296,9 @@ class Api:
     async def post_block(self, request: web.Request) -> web.Response:
         body = await read_json(request, 2 * self.chain.preset.max_block_bytes + 4096)
         raw = views.parse_hex(body.get("block"), "block", self.chain.preset.max_block_bytes)
+        began = time.perf_counter()
         outcome = await self.chain.submit_raw_block(raw)
+        metrics.block_outcome(outcome.status.value, outcome.reason, "api", time.perf_counter() - began)
         status = 200 if outcome.ok else (202 if outcome.status in ("orphan", "held") else 400)
         return web.json_response(
             {"status": outcome.status.value, "hash": outcome.block_hash.hex(), "reason": outcome.reason,
@@ -305,7 +311,12 @@ class Api:
             tx = SignedTx.decode(raw)
         except InvalidEncoding as exc:
             raise BadRequest(f"transaction encoding: {exc}") from exc
-        txid = await self.chain.submit_tx(tx)
+        try:
+            txid = await self.chain.submit_tx(tx)
+        except ValidationError as exc:
+            metrics.tx_submitted(exc.reason.value)
+            raise
+        metrics.tx_submitted("accepted")
         return web.json_response({"txid": txid.hex(), "status": "pending"})
 
     async def get_tx(self, request: web.Request) -> web.Response:
@@ -341,7 +352,13 @@ class Api:
 
     async def jobs(self, request: web.Request) -> web.Response:
         def read() -> list[dict[str, Any]]:
-            return [views.job(job_id, record) for job_id, record in iter_jobs(self.chain.db.state)]
+            rows = []
+            for job_id, record in iter_jobs(self.chain.db.state):
+                row = views.job(job_id, record)
+                latest = self.chain.job_history(job_id, limit=1)[-1:]  # the latest held-out evaluation
+                row["accuracy"] = latest[0][2] / latest[0][3] if latest and latest[0][3] else None
+                rows.append(row)
+            return rows
 
         rows = await self.chain.read(read)
         rows.sort(key=lambda r: (-r["updated_height"], r["job_id"]))
@@ -473,6 +490,7 @@ class Api:
         steps = field(body, "steps", int)
         if not 0 < steps < (1 << 32):
             raise BadRequest("steps out of range")
+        began = time.perf_counter()
         outcome = await self.chain.submit_work(
             template_id, steps,
             views.parse_hash(field(body, "final_state_hash", str), "final_state_hash"),
@@ -482,6 +500,8 @@ class Api:
             views.parse_hash(field(body, "prefix_root", str), "prefix_root") if "prefix_root" in body else None,
         )
         status = 200 if outcome.ok else (409 if outcome.status == "stale" else 400)
+        metrics.work_submitted(outcome.status.value)
+        metrics.block_outcome(outcome.status.value, outcome.reason, "miner", time.perf_counter() - began)
         return web.json_response(
             {"status": outcome.status.value, "hash": outcome.block_hash.hex(), "height": outcome.height,
              "reason": outcome.reason, "detail": outcome.detail, "became_tip": outcome.became_tip},
@@ -490,33 +510,40 @@ class Api:
     # -- metrics ----------------------------------------------------------------------------------
 
     async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text (``prometheus_client``): see node/metrics.py and docs/operations.md."""
         chain = self.chain
+        peers = self.peers()
+        reference = chain.preset.pouw.reference_work
 
-        def read() -> str:
+        def read() -> metrics.ChainSnapshot:
+            from consensus.presets import model_config
+
             head = chain.head
             header = chain.head_header()
-            lines = [
-                "# HELP pouw_height Height of the best chain.", "# TYPE pouw_height gauge",
-                f"pouw_height {head.height}",
-                "# HELP pouw_tip_timestamp Timestamp of the tip block.", "# TYPE pouw_tip_timestamp gauge",
-                f"pouw_tip_timestamp {header.timestamp}",
-                "# HELP pouw_target_log2 log2 of the current target.", "# TYPE pouw_target_log2 gauge",
-                f"pouw_target_log2 {header.target.bit_length()}",
-                "# HELP pouw_mempool_txs Transactions in the mempool.", "# TYPE pouw_mempool_txs gauge",
-                f"pouw_mempool_txs {len(chain.mempool)}",
-                "# HELP pouw_mempool_bytes Bytes in the mempool.", "# TYPE pouw_mempool_bytes gauge",
-                f"pouw_mempool_bytes {chain.mempool.size_bytes}",
-                "# HELP pouw_blocks_imported_total Blocks accepted.", "# TYPE pouw_blocks_imported_total counter",
-                f"pouw_blocks_imported_total {chain.blocks_imported}",
-                "# HELP pouw_blocks_rejected_total Blocks rejected.", "# TYPE pouw_blocks_rejected_total counter",
-                f"pouw_blocks_rejected_total {chain.blocks_rejected}",
-                "# HELP pouw_peers Connected peers.", "# TYPE pouw_peers gauge",
-                f"pouw_peers {len(self.peers())}",
-                *chain.submissions.metric_lines(),
-            ]
-            return "\n".join(lines) + "\n"
+            steps = macs = active = 0
+            for _, record in iter_jobs(chain.db.state):
+                steps += record.steps_done
+                macs += record.steps_done * model_config(record.spec).macs_per_step()
+                active += int(record.status == JobStatus.ACTIVE)
+            headers = []
+            for height in range(max(1, head.height - 30), head.height + 1):
+                block_hash = chain.db.canonical_hash(height)
+                found = chain.db.get_header(block_hash) if block_hash is not None else None
+                if found is not None:
+                    headers.append(found)
+            rate = useful_work_window(reference, headers)["mac_rate"] if len(headers) > 1 else None
+            return metrics.ChainSnapshot(
+                height=head.height, tip_timestamp=header.timestamp, now=chain.clock(),
+                target_bits=header.target.bit_length(), mempool_txs=len(chain.mempool),
+                mempool_bytes=chain.mempool.size_bytes, peers=len(peers),
+                best_peer_height=max((int(p.get("height", 0)) for p in peers), default=0),
+                useful_steps=steps, useful_macs=macs, jobs_active=active,
+                network_mac_rate=None if rate is None else int(rate),
+            )
 
-        return web.Response(text=await chain.read(read), content_type="text/plain")
+        self.collector.update(await chain.read(read))
+        body, content_type = metrics.render([self.collector, chain.submissions])
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def make_app(

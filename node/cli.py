@@ -41,6 +41,7 @@ def load_config(path: Path) -> dict[str, Any]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pouw-chain", prog_name="pouw-node", message="%(prog)s %(version)s")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file whose keys mirror these flags (flags win).")
 @click.option("--datadir", type=click.Path(file_okay=False, path_type=Path),

@@ -4,8 +4,11 @@ Starts three ``pouw-node`` processes (devnet preset) connected in a line, create
 runs a CPU ``pouw-mine`` paying the first wallet and training the built-in digits job, sends a
 transfer from the first wallet to the second once it has funds and waits for it to confirm,
 submits a second small training job, and prints a summary: height and peers of every node, blocks
-per miner, each job's steps and held-out accuracy, balances, and where the logs are. Ctrl-C (or
-``--blocks N``) stops every process it started.
+per miner, each job's steps and held-out accuracy, balances, and where the logs are. While it runs,
+a live line every few seconds shows height, peers, the built-in job's accuracy and the balances.
+Ctrl-C, SIGTERM (as ``timeout`` sends) or ``--blocks N`` stops every process it started; the summary
+is printed and written to ``<dir>/summary.json`` in every case (with ``"interrupted": true`` when
+a signal cut the run short, holding whatever was known by then).
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ from wallet.keystore import ScryptParams, Wallet
 from wallet.txbuild import sign_tx
 
 NODES = 3
+LIVE_SECONDS = 5.0
+"""Seconds between two live lines."""
+FINAL_SYNC_SECONDS = 15.0
+"""After an interrupt, how long the summary waits for the nodes to agree on a tip."""
 TRANSFER = 2 * COIN
 FEE = 20_000
 DEVNET_PASSWORD = "devnet"
@@ -52,8 +59,8 @@ class Api:
         self.url = f"http://127.0.0.1:{port}"
         self.credentials = RpcCredentials(datadir=datadir)
 
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+    def get(self, path: str, timeout: float = 30) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
             return json.loads(response.read())
 
     def get_bytes(self, path: str) -> bytes:
@@ -103,6 +110,11 @@ class Devnet:
         self.apis = [Api(port, root / f"node{i}") for i, port in enumerate(self.rpc_ports)]
         self.logs = root / "logs"
         self.summary: dict[str, Any] = {}
+        self.addresses: dict[str, str] = {}
+        self.txid: str | None = None
+        self.job_id: str | None = None
+        self.interrupted = False
+        self._last_live = time.monotonic()
 
     def say(self, text: str) -> None:
         print(f"[devnet] {text}", file=self.out, flush=True)
@@ -115,9 +127,34 @@ class Devnet:
         self.processes.append(process)
         return process
 
+    def live(self) -> None:
+        """One line: height, peers of each node, the built-in job's accuracy, balances."""
+        self._last_live = time.monotonic()
+        parts = []
+        try:
+            statuses = [api.get("/api/status", timeout=5) for api in self.apis]
+        except (OSError, ValueError):
+            return  # the nodes are not all up yet
+        parts.append(f"height {statuses[0]['height']}")
+        parts.append("peers " + "/".join(str(s["peers"]) for s in statuses))
+        try:
+            first = self.apis[0]
+            job = next((j for j in first.get("/api/jobs", timeout=5)["jobs"] if j["name"] == "digits"), None)
+            if job is not None:
+                history = first.get(f"/api/jobs/{job['job_id']}", timeout=5)["history"]
+                accuracy = f"{100 * history[-1]['accuracy']:.1f} %" if history else "-"
+                parts.append(f"digits {accuracy} after {job['steps_done']} steps")
+            for name, addr in self.addresses.items():
+                parts.append(f"{name} {format_amount(first.get(f'/api/accounts/{addr}', timeout=5)['balance'])}")
+        except (OSError, ValueError, KeyError):
+            pass
+        self.say("live: " + " | ".join(parts))
+
     def wait(self, what: str, predicate: Any, timeout: float = 300) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if time.monotonic() - self._last_live >= LIVE_SECONDS:
+                self.live()
             for process in self.processes:
                 if process.poll() is not None:
                     command = " ".join(str(arg) for arg in process.args)  # type: ignore[union-attr]
@@ -149,6 +186,7 @@ class Devnet:
             if name not in wallet.names():
                 wallet.create(name, DEVNET_PASSWORD)
             keys.append(wallet.load(name, DEVNET_PASSWORD))
+        self.addresses = {"alice": encode_address(keys[0].address), "bob": encode_address(keys[1].address)}
         self.say(f"wallets in {self.root / 'wallets'} (password {DEVNET_PASSWORD!r}): "
                  f"alice {encode_address(keys[0].address)}, bob {encode_address(keys[1].address)}")
         return keys[0], keys[1]
@@ -157,7 +195,7 @@ class Devnet:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.start_nodes()
         alice, bob = self.wallets()
-        alice_addr, bob_addr = encode_address(alice.address), encode_address(bob.address)
+        alice_addr = self.addresses["alice"]
         first = self.apis[0]
         self.spawn("miner", ["node.miner_cli", "--cpu", "--node", first.url, "--datadir", str(self.root / "node0"),
                              "--address", alice_addr])
@@ -168,7 +206,7 @@ class Devnet:
         nonce = first.get(f"/api/accounts/{alice_addr}")["next_nonce"]
         transfer = sign_tx(alice, Transfer(chain_id=DEVNET_PRESET.chain_id, nonce=nonce, fee=FEE, to=bob.address,
                                            amount=TRANSFER, memo=b"hello from make devnet"))
-        txid = first.post("/api/tx", {"tx": transfer.encode().hex()})["txid"]
+        txid = self.txid = first.post("/api/tx", {"tx": transfer.encode().hex()})["txid"]
         self.say(f"alice sends {format_amount(TRANSFER)} to bob: tx {txid[:16]}")
         tx = self.wait("the transfer to confirm", lambda: (t := first.get(f"/api/tx/{txid}"))["status"] == "confirmed"
                        and t)
@@ -179,7 +217,7 @@ class Devnet:
         submit = sign_tx(alice, JobSubmit(chain_id=DEVNET_PRESET.chain_id, nonce=nonce + 1, fee=FEE, spec=spec,
                                           name="devnet-small-job"))
         first.post("/api/tx", {"tx": submit.encode().hex()})
-        job_id = job_id_of(submit.txid).hex()
+        job_id = self.job_id = job_id_of(submit.txid).hex()
         self.say(f"alice submits a second job (6000 steps at 100 units/step): job {job_id[:16]}")
         self.wait("the second job to be trained", lambda: first.get(f"/api/jobs/{job_id}")["steps_done"] > 0)
 
@@ -187,19 +225,40 @@ class Devnet:
             target = start_height + self.blocks
             self.wait(f"height {target}", lambda: first.get("/api/status")["height"] >= target)
         else:
-            self.say("running; press Ctrl-C to stop (the summary follows)")
+            self.say(f"running; press Ctrl-C to stop (the summary follows); a live line every {LIVE_SECONDS:g} s")
             try:
                 while True:
                     time.sleep(1)
                     self.wait("processes", lambda: True)
             except KeyboardInterrupt:
-                pass
-        self.wait("every node on one tip", lambda: len({api.get("/api/status")["tip"] for api in self.apis}) == 1, 120)
-        return self.report(alice_addr, bob_addr, txid, job_id)
+                self.interrupted = True
+        return self.report()
 
-    def report(self, alice: str, bob: str, txid: str, job_id: str) -> dict[str, Any]:
+    def one_tip(self, timeout: float) -> bool:
+        try:
+            self.wait("every node on one tip",
+                      lambda: len({api.get("/api/status", timeout=5)["tip"] for api in self.apis}) == 1, timeout)
+            return True
+        except RuntimeError as exc:
+            self.say(f"warning: {exc}")
+            return False
+
+    def report(self) -> dict[str, Any]:
+        """Print the summary and write summary.json, from whatever the nodes answer now."""
+        synced = self.one_tip(FINAL_SYNC_SECONDS if self.interrupted else 120)
         first = self.apis[0]
-        nodes = [api.get("/api/status") for api in self.apis]
+        nodes = []
+        for api in self.apis:
+            try:
+                nodes.append(api.get("/api/status", timeout=10))
+            except (OSError, ValueError):
+                nodes.append({"height": None, "tip": "", "peers": 0})
+        if nodes[0]["height"] is None:
+            summary: dict[str, Any] = {"interrupted": self.interrupted, "height": None, "tip": "", "nodes": [],
+                                       "logs": str(self.logs), "error": "node0 did not answer"}
+            self.say("node0 did not answer: no summary beyond this line")
+            (self.root / "summary.json").write_text(json.dumps(summary, indent=2))
+            return summary
         blocks = first.get("/api/blocks?limit=200")["blocks"]
         miners = Counter(b["miner"] for b in blocks if b["height"] > 0)
         minted = minted_per_miner(first, blocks)
@@ -211,13 +270,15 @@ class Devnet:
                          "accuracy": history[-1]["accuracy"] if history else None,
                          "initial_accuracy": history[0]["accuracy"] if history else None})
         summary = {
+            "interrupted": self.interrupted, "synced": synced,
             "height": nodes[0]["height"], "tip": nodes[0]["tip"],
             "nodes": [{"url": api.url, "height": s["height"], "tip": s["tip"], "peers": s["peers"]}
                       for api, s in zip(self.apis, nodes, strict=True)],
-            "blocks_per_miner": dict(miners), "minted": minted, "transfer": first.get(f"/api/tx/{txid}"),
-            "jobs": jobs, "balances": {"alice": first.get(f"/api/accounts/{alice}")["balance"],
-                                       "bob": first.get(f"/api/accounts/{bob}")["balance"]},
-            "addresses": {"alice": alice, "bob": bob}, "logs": str(self.logs), "second_job": job_id,
+            "blocks_per_miner": dict(miners), "minted": minted,
+            "transfer": first.get(f"/api/tx/{self.txid}") if self.txid else None,
+            "jobs": jobs,
+            "balances": {name: first.get(f"/api/accounts/{addr}")["balance"] for name, addr in self.addresses.items()},
+            "addresses": dict(self.addresses), "logs": str(self.logs), "second_job": self.job_id,
         }
         self.print_summary(summary)
         (self.root / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -238,7 +299,11 @@ class Devnet:
                 f"held-out accuracy {start} -> {accuracy}")
         for name, units in s["balances"].items():
             say(f"  {name:<5} {s['addresses'][name]}  {format_amount(units)} coins")
-        say(f"  transfer {s['transfer']['txid'][:16]} confirmed in block {s['transfer'].get('height')}")
+        if s["transfer"] is not None:
+            say(f"  transfer {s['transfer']['txid'][:16]} {s['transfer']['status']}"
+                + (f" in block {s['transfer']['height']}" if "height" in s["transfer"] else ""))
+        if s["interrupted"]:
+            say("  (interrupted: the summary holds what was known at that moment)")
         say(f"logs: {s['logs']}")
         say("=" * 72)
 
@@ -276,9 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         devnet.run()
-        return 0
+        return 0  # Ctrl-C or SIGTERM once it runs is the normal way to stop it
     except KeyboardInterrupt:
         devnet.say("interrupted")
+        devnet.interrupted = True
+        try:
+            devnet.report()
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            devnet.say(f"no summary: {exc}")
         return 130
     except RuntimeError as exc:
         devnet.say(f"error: {exc}")

@@ -13,6 +13,7 @@ import torch
 
 from chain.errors import PouwError, ValidationError
 from node.miner import MinerError, MinerStats, MiningLoop, NodeClient
+from node.miner_metrics import MinerMetrics
 from pouw.backends import get_backend
 from wallet.address import InvalidAddress, decode_address
 from wallet.client import COOKIE_ENV, DATADIR_ENV, RpcCredentials
@@ -32,9 +33,10 @@ def _fmt(value: float) -> str:
 class Reporter:
     """A live status line on a terminal; plain log lines (at most every few seconds) otherwise."""
 
-    def __init__(self, tty: bool, interval: float = 5.0) -> None:
+    def __init__(self, tty: bool, interval: float = 5.0, metrics: MinerMetrics | None = None) -> None:
         self.tty = tty
         self.interval = interval
+        self.metrics = metrics
         self._last = 0.0
 
     def line(self, stats: MinerStats) -> str:
@@ -50,6 +52,8 @@ class Reporter:
 
     def __call__(self, stats: MinerStats, event: str | None) -> None:
         now = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.observe(stats)
         if event is not None:
             if self.tty:
                 sys.stderr.write("\r\x1b[2K")
@@ -64,6 +68,7 @@ class Reporter:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pouw-chain", prog_name="pouw-mine", message="%(prog)s %(version)s")
 @click.option("--node", "node_url", default=lambda: os.environ.get("POUW_NODE", DEFAULT_NODE),
               show_default=DEFAULT_NODE,
               help="The node's HTTP API URL (env POUW_NODE).")
@@ -84,9 +89,11 @@ class Reporter:
 @click.option("--blocks", "max_blocks", type=click.IntRange(1), default=None, help="Stop after N blocks found.")
 @click.option("--retry-for", type=click.FloatRange(0), default=60.0, show_default=True,
               help="Seconds to keep retrying when the node stops answering.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
+              help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: any free port, printed).")
 def main(node_url: str, datadir: Path | None, cookie: Path | None, address: str, gpu: int | None,
          use_cpu: bool, backend_kind: str, job: str | None, threads: int, max_blocks: int | None,
-         retry_for: float) -> None:
+         retry_for: float, metrics_port: int | None) -> None:
     """Train clients' models for a pouw-chain node and earn blocks."""
     if gpu is not None and use_cpu:
         raise click.UsageError("choose --cpu or --gpu N, not both")
@@ -117,7 +124,15 @@ def main(node_url: str, datadir: Path | None, cookie: Path | None, address: str,
         raise click.ClickException(str(exc)) from None
     click.echo(f"[miner] mining {status['preset']} at height {status['height']} on {backend.label} "
                f"for {address} via {node_url}", err=True)
-    loop = MiningLoop(client, address, backend, job, Reporter(sys.stderr.isatty()))
+    metrics = None
+    if metrics_port is not None:
+        metrics = MinerMetrics(backend.name, address)
+        try:
+            bound = metrics.serve(metrics_port)
+        except OSError as exc:
+            raise click.ClickException(f"cannot serve metrics on 127.0.0.1:{metrics_port}: {exc.strerror}") from None
+        click.echo(f"[miner] metrics on http://127.0.0.1:{bound}/metrics", err=True)
+    loop = MiningLoop(client, address, backend, job, Reporter(sys.stderr.isatty(), metrics=metrics))
     failing_since: float | None = None
     while max_blocks is None or loop.stats.blocks_found < max_blocks:
         try:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from chain.errors import Reason, StoreError, ValidationError
 from chain.types import Block, Header, Seal, SealedHeader, SignedTx
+from node import metrics
 from node.chain_service import BlockStatusText, ChainService, ChainView
 from p2p.backend import (
     BlockOutcome,
@@ -146,10 +148,12 @@ class NodeBackend:
 
     async def submit_block(self, block: Block, peer: str) -> BlockOutcome:
         self._blocks_in_progress += 1
+        began = time.perf_counter()
         try:
             outcome = await self.chain.submit_block(block, local=False)
         finally:
             self._blocks_in_progress -= 1
+        metrics.block_outcome(outcome.status.value, outcome.reason, "p2p", time.perf_counter() - began)
         status = {
             BlockStatusText.ACCEPTED: BlockStatus.ACCEPTED, BlockStatusText.KNOWN: BlockStatus.ALREADY_KNOWN,
             BlockStatusText.ORPHAN: BlockStatus.ORPHAN, BlockStatusText.HELD: BlockStatus.HELD,

@@ -17,6 +17,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Iterator
+
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from chain.errors import Reason
 
@@ -28,7 +32,7 @@ REJECTED = "rejected"
 _KNOWN_REASONS = frozenset(reason.value for reason in Reason) | {"stale", "unknown-template"}
 
 
-class SubmissionCounter:
+class SubmissionCounter(Collector):
     """Thread-safe counts of submissions by (outcome, reason); reason is ``""`` for accepted ones."""
 
     def __init__(self) -> None:
@@ -56,15 +60,14 @@ class SubmissionCounter:
     def total(self, outcome: str) -> int:
         return sum(n for (kind, _), n in self.counts().items() if kind == outcome)
 
-    def metric_lines(self) -> list[str]:
-        """Prometheus text-format lines (HELP, TYPE and one sample per seen outcome and reason)."""
-        lines = [
-            "# HELP pouw_mining_submissions_total Mined work submitted to this node, by outcome and reason.",
-            "# TYPE pouw_mining_submissions_total counter",
-        ]
+    def collect(self) -> Iterator[Metric]:
+        """``pouw_mining_submissions_total{outcome,reason}`` for ``prometheus_client`` (the node's
+        ``/metrics`` renders it with the other families); accepted is always present, from 0."""
+        family = CounterMetricFamily("pouw_mining_submissions",
+                                     "Mined work submitted to this node, by outcome and reason.",
+                                     labels=["outcome", "reason"])
         counts = self.counts()
-        if (ACCEPTED, "") not in counts:
-            counts[(ACCEPTED, "")] = 0
+        counts.setdefault((ACCEPTED, ""), 0)
         for (outcome, reason), n in sorted(counts.items()):
-            lines.append(f'pouw_mining_submissions_total{{outcome="{outcome}",reason="{reason}"}} {n}')
-        return lines
+            family.add_metric([outcome, reason], n)
+        yield family

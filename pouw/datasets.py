@@ -5,16 +5,21 @@ the input layer obeys the matmul operand bound), the feature width is a multiple
 ``0..n_classes-1``. The canonical bytes are
 ``pack(["pouw/dataset/1", n_classes, n_features, x_train, y_train, x_test, y_test])`` with features
 as one byte each (row-major) and labels as little-endian uint16; the id is ``hash_bytes`` of them
-(the name is a label, not content).
+(the name is a label, not content). A dataset quantized from float features (:mod:`pouw.quantize`)
+is a ``pouw/dataset/2`` record: the same seven fields then the scaling as canonical JSON bytes
+(``{"high": [...], "low": [...]}``, sorted keys, no spaces), so that anyone predicting with a model
+trained on it maps new float rows the same way. Validators never compute with the scaling.
 
 Sources: ``digits`` (sklearn's bundled 8x8 digits, ``q = (v*63 + 8) // 16``, test rows are those
 whose index is a multiple of 5), ``synthetic:k=v,...`` (a Prng-driven teacher network labels random
-inputs) and ``.npz`` files with ``x_train, y_train, x_test, y_test`` (and optionally ``n_classes``).
+inputs), ``.npz`` files with ``x_train, y_train, x_test, y_test`` (and optionally ``n_classes``) or
+``x, y`` (a held-out share drawn by a seed), and ``.csv`` files (features, then an integer label).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -28,8 +33,11 @@ from chain.errors import InvalidEncoding, Reason, ValidationError
 from chain.hashing import hash_bytes
 from pouw.model import DIM_QUANTUM, MAX_DIM, PAYLOAD_MAX
 from pouw.prng import Prng
+from pouw.quantize import Scaling, apply_scaling, check_scaling, fit_scaling, is_float_data, read_csv
 
 FORMAT_TAG = "pouw/dataset/1"
+FORMAT_TAG_SCALED = "pouw/dataset/2"
+MAX_SCALING_BYTES = 1 << 20
 MAX_CLASSES = 4096
 MAX_ROWS = 1 << 22
 MAX_ENCODED_BYTES = 1 << 31
@@ -77,6 +85,7 @@ class Dataset:
     x_test: Features
     y_test: Labels
     n_classes: int
+    scaling: Scaling | None = None
 
     def __post_init__(self) -> None:
         if type(self.n_classes) is not int or not 2 <= self.n_classes <= MAX_CLASSES:
@@ -102,11 +111,14 @@ class Dataset:
         return len(self.x_train)
 
     def encode(self) -> bytes:
-        return pack([
-            FORMAT_TAG, self.n_classes, self.n_features,
+        fields: list[Any] = [
+            FORMAT_TAG if self.scaling is None else FORMAT_TAG_SCALED, self.n_classes, self.n_features,
             self.x_train.tobytes(), self.y_train.astype("<u2").tobytes(),
             self.x_test.tobytes(), self.y_test.astype("<u2").tobytes(),
-        ])  # fmt: skip
+        ]  # fmt: skip
+        if self.scaling is not None:
+            fields.append(scaling_bytes(self.scaling))
+        return pack(fields)
 
     @functools.cached_property
     def id(self) -> bytes:
@@ -117,9 +129,11 @@ class Dataset:
     def decode(cls, data: bytes, name: str = "") -> Dataset:
         """Inverse of :meth:`encode`; malformed bytes raise :class:`InvalidEncoding`."""
         obj = unpack(data, max_size=MAX_ENCODED_BYTES)
-        if type(obj) is not list or len(obj) != 7 or obj[0] != FORMAT_TAG:
-            raise InvalidEncoding(Reason.MALFORMED, f"not a {FORMAT_TAG} record")
-        _, n_classes, width, xtr, ytr, xte, yte = obj
+        scaled = type(obj) is list and len(obj) == 8 and obj[0] == FORMAT_TAG_SCALED
+        if type(obj) is not list or not (scaled or (len(obj) == 7 and obj[0] == FORMAT_TAG)):
+            raise InvalidEncoding(Reason.MALFORMED, f"not a {FORMAT_TAG} or {FORMAT_TAG_SCALED} record")
+        _, n_classes, width, xtr, ytr, xte, yte = obj[:7]
+        scaling = _decode_scaling(obj[7], width) if scaled else None
         if type(n_classes) is not int or type(width) is not int or width <= 0:
             raise InvalidEncoding(Reason.WRONG_TYPE, "n_classes and n_features are integers")
         if not all(type(b) is bytes for b in (xtr, ytr, xte, yte)):
@@ -132,19 +146,50 @@ class Dataset:
             return x, np.frombuffer(y_raw, dtype="<u2")  # type: ignore[return-value]
 
         try:
-            return cls(name, *split(xtr, ytr), *split(xte, yte), n_classes=n_classes)
+            return cls(name, *split(xtr, ytr), *split(xte, yte), n_classes=n_classes, scaling=scaling)
         except ValidationError as exc:
             raise InvalidEncoding(Reason.OUT_OF_RANGE, exc.detail) from exc
 
 
-def load_dataset(name_or_path: str) -> Dataset:
-    """``digits``, ``synthetic:n=..,d=..,classes=..,seed=..[,test=..,hidden=..]`` or a ``.npz`` path."""
+def scaling_bytes(scaling: Scaling) -> bytes:
+    """The canonical bytes of a scaling record."""
+    return json.dumps({"high": scaling["high"], "low": scaling["low"]}, sort_keys=True,
+                      separators=(",", ":"), allow_nan=False).encode()
+
+
+def _decode_scaling(raw: Any, width: int) -> Scaling:
+    if type(raw) is not bytes or len(raw) > MAX_SCALING_BYTES:
+        raise InvalidEncoding(Reason.WRONG_TYPE, "the scaling travels as at most 1 MiB of bytes")
+    try:
+        scaling = check_scaling(json.loads(raw), width)
+    except (ValueError, ValidationError) as exc:
+        raise InvalidEncoding(Reason.MALFORMED, f"bad feature scaling: {exc}") from None
+    if scaling_bytes(scaling) != raw:
+        raise InvalidEncoding(Reason.MALFORMED, "feature scaling is not in canonical form")
+    return scaling
+
+
+def load_dataset(name_or_path: str, test_share: float = 0.2, seed: int = 0) -> Dataset:
+    """``digits``, ``synthetic:n=..,d=..,classes=..,seed=..[,test=..,hidden=..]``, a ``.npz`` or a
+    ``.csv`` path (``test_share``/``seed``: the held-out split of a file that has none)."""
     if name_or_path == "digits":
         return digits()
     if name_or_path == "synthetic" or name_or_path.startswith("synthetic:"):
         return synthetic(**parse_synthetic(name_or_path))
     if name_or_path.endswith(".npz"):
-        return load_npz(name_or_path)
+        return load_npz(name_or_path, test_share, seed)
+    if name_or_path.endswith(".csv"):
+        try:
+            table = read_csv(name_or_path)
+        except FileNotFoundError as exc:
+            raise ValidationError(Reason.UNKNOWN_DATASET, f"no such file {name_or_path!r}") from exc
+        if table.shape[1] < 2:
+            raise _bad(f"{name_or_path!r} needs at least one feature column and a label column")
+        labels = table[:, -1]
+        if not np.array_equal(labels, np.round(labels)) or labels.min(initial=0) < 0:
+            raise _bad("the last .csv column holds the labels: non-negative integers")
+        return from_arrays(os.path.basename(name_or_path), *split_rows(table[:, :-1], labels.astype(np.int64),
+                                                                        test_share, seed))
     raise ValidationError(Reason.UNKNOWN_DATASET, f"unknown dataset {name_or_path!r}")
 
 
@@ -199,8 +244,38 @@ def synthetic(n: int, d: int, classes: int, seed: int, test: int, hidden: int) -
     return Dataset(name, x[:n], y[:n], x[n:], y[n:], n_classes=classes)
 
 
-def load_npz(path: str) -> Dataset:
-    """A user's ``.npz``: integer arrays, features in 0..63 (zero-padded to a multiple of 64 wide)."""
+def split_rows(x: npt.NDArray[Any], y: npt.NDArray[Any], test_share: float,
+               seed: int) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
+    """(x_train, y_train, x_test, y_test): ``round(test_share * rows)`` rows held out, drawn by
+    ``Prng("pouw/split", seed)`` (a client's choice, reproducible; not a consensus rule)."""
+    if x.ndim != 2 or len(x) != len(y) or len(x) < 2:
+        raise _bad("need a 2-D feature array and one label per row (at least 2 rows)")
+    n_test = min(len(x) - 1, round(test_share * len(x)))
+    order = np.argsort(Prng("pouw/split", seed).u64s(len(x)), kind="stable")
+    test = np.zeros(len(x), dtype=bool)
+    test[order[:n_test]] = True
+    return x[~test], y[~test], x[test], y[test]
+
+
+def from_arrays(name: str, x_train: npt.NDArray[Any], y_train: npt.NDArray[Any], x_test: npt.NDArray[Any],
+                y_test: npt.NDArray[Any], n_classes: int | None = None) -> Dataset:
+    """A dataset from a client's arrays: float features (or integers outside 0..63) are quantized
+    with a scaling fitted on the training rows; features are zero-padded to a multiple of 64."""
+    labels = np.concatenate([np.asarray(y_train).ravel(), np.asarray(y_test).ravel()])
+    if labels.dtype.kind not in "iu":
+        raise _bad("labels must be integers")
+    classes = int(labels.max(initial=1)) + 1 if n_classes is None else n_classes
+    scaling = None
+    if is_float_data(x_train) or is_float_data(x_test):
+        scaling = fit_scaling(x_train)
+        x_train, x_test = apply_scaling(x_train, scaling), apply_scaling(x_test, scaling)
+    return Dataset(name, _pad_width(np.asarray(x_train), "x_train"), y_train, _pad_width(np.asarray(x_test), "x_test"),
+                   y_test, n_classes=classes, scaling=scaling)
+
+
+def load_npz(path: str, test_share: float = 0.2, seed: int = 0) -> Dataset:
+    """A user's ``.npz``: x_train/y_train/x_test/y_test (or x/y, split by ``test_share``, ``seed``);
+    float features are quantized (:func:`from_arrays`)."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: np.asarray(archive[key]) for key in archive.files}
@@ -208,20 +283,17 @@ def load_npz(path: str) -> Dataset:
         raise ValidationError(Reason.UNKNOWN_DATASET, f"no such file {path!r}") from exc
     except (OSError, ValueError, EOFError) as exc:
         raise _bad(f"{path!r} is not a readable npz without pickles: {exc}") from exc
+    if {"x", "y"} <= arrays.keys() and "x_train" not in arrays:
+        arrays.update(zip(("x_train", "y_train", "x_test", "y_test"),
+                          split_rows(arrays["x"], arrays["y"], test_share, seed), strict=True))
     missing = {"x_train", "y_train", "x_test", "y_test"} - arrays.keys()
     if missing:
-        raise _bad(f"{path!r} lacks {sorted(missing)}")
-    labels = np.concatenate([arrays["y_train"].ravel(), arrays["y_test"].ravel()])
-    if labels.dtype.kind not in "iu":
-        raise _bad("labels must be integers")
-    n_classes = arrays.get("n_classes", np.asarray(int(labels.max(initial=1)) + 1))
-    if n_classes.shape != () or n_classes.dtype.kind not in "iu":
+        raise _bad(f"{path!r} lacks {sorted(missing)} (or x and y)")
+    n_classes = arrays.get("n_classes")
+    if n_classes is not None and (n_classes.shape != () or n_classes.dtype.kind not in "iu"):
         raise _bad("n_classes must be an integer scalar")
-    x_train, x_test = (_pad_width(arrays[key], key) for key in ("x_train", "x_test"))
-    return Dataset(
-        os.path.basename(path), x_train, arrays["y_train"], x_test, arrays["y_test"],
-        n_classes=int(n_classes),
-    )  # fmt: skip
+    return from_arrays(os.path.basename(path), arrays["x_train"], arrays["y_train"], arrays["x_test"],
+                       arrays["y_test"], None if n_classes is None else int(n_classes))
 
 
 def _pad_width(x: npt.NDArray[Any], what: str) -> npt.NDArray[Any]:

@@ -1,9 +1,10 @@
 """Held-out accuracy and integer loss of a model state (a report, not a consensus rule).
 
-The test split is cut into chunks of ``batch_size`` rows (the last one zero-padded; zero rows do
-not move a chunk's scale) and run through the engine's forward pass. Prediction is the first
-argmax over the real classes. The loss is ``sum((logit - onehot)**2)`` over real classes with the
-logits at exponent ``EVAL_LOSS_EXP`` and clamped to ``+-2**16`` of those units.
+Every test row runs through the engine's forward pass on its own (:func:`pouw.modelfile.forward_rows`:
+the engine's batch-wide requantization made a row's prediction depend on its neighbours), so the
+node's figure is exactly what ``pouw.modelfile.ModelFile.predict`` gives a client. Prediction is the
+first argmax over the real classes. The loss is ``sum((logit - onehot)**2)`` over real classes with
+each row's logits at exponent ``EVAL_LOSS_EXP`` and clamped to ``+-2**16`` of those units.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+import numpy.typing as npt
 
 from pouw.backends import Backend
 from pouw.datasets import Dataset
-from pouw.engine import check_compatible, logits, round_half_up
+from pouw.engine import check_compatible
 from pouw.model import ModelConfig, ModelState
+from pouw.modelfile import forward_rows, quantized_weights
 
 EVAL_LOSS_EXP = -8
 EVAL_LOGIT_LIMIT = 1 << 16
+EVAL_CHUNK_ROWS = 4096
+"""Rows per forward call (memory only: rows are independent)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,27 +43,29 @@ class Evaluation:
         return self.loss / (self.total << (-2 * EVAL_LOSS_EXP)) if self.total else 0.0
 
 
-def evaluate(config: ModelConfig, state: ModelState, dataset: Dataset, backend: Backend) -> Evaluation:
+def evaluate(config: ModelConfig, state: ModelState, dataset: Dataset, backend: Backend | None = None) -> Evaluation:
+    """Held-out accuracy and loss of ``state`` (``backend`` is accepted for callers; numpy does the work)."""
     check_compatible(config, dataset)
-    chunk = config.batch_size
+    weights_q = quantized_weights(state)
     correct = loss = 0
-    for start in range(0, len(dataset.x_test), chunk):
-        x = dataset.x_test[start : start + chunk]
-        y = torch.from_numpy(dataset.y_test[start : start + chunk].copy()).to(backend.device)
-        padded = np.zeros((chunk, x.shape[1]), dtype=np.int8)
-        padded[: len(x)] = x
-        out = logits(config, state, padded, backend)
-        real = out.mant[: len(x), : dataset.n_classes]
-        correct += int((real.argmax(dim=1) == y).sum())
-        loss += _squared_error(real, out.exp, y)
+    for start in range(0, len(dataset.x_test), EVAL_CHUNK_ROWS):
+        x = dataset.x_test[start : start + EVAL_CHUNK_ROWS]
+        y = dataset.y_test[start : start + EVAL_CHUNK_ROWS]
+        mant, exps = forward_rows(weights_q, x)
+        real = mant[:, : dataset.n_classes]
+        correct += int((real.argmax(axis=1) == y).sum())
+        loss += _squared_error(real, exps, y)
     return Evaluation(correct, len(dataset.x_test), loss)
 
 
-def _squared_error(real: torch.Tensor, exp: int, labels: torch.Tensor) -> int:
-    if exp < EVAL_LOSS_EXP:
-        scaled = round_half_up(real, EVAL_LOSS_EXP - exp)
-    else:
-        scaled = real.clamp(-EVAL_LOGIT_LIMIT, EVAL_LOGIT_LIMIT) << min(exp - EVAL_LOSS_EXP, 17)
-    scaled = scaled.clamp(-EVAL_LOGIT_LIMIT, EVAL_LOGIT_LIMIT)
-    onehot = torch.nn.functional.one_hot(labels, real.shape[1]) << -EVAL_LOSS_EXP
+def _squared_error(real: npt.NDArray[np.int64], exps: npt.NDArray[np.int64], labels: npt.NDArray[np.int64]) -> int:
+    """Sum over rows of the squared error at exponent ``EVAL_LOSS_EXP`` (row exponents differ)."""
+    down = np.clip(EVAL_LOSS_EXP - exps, 0, 62)[:, None]
+    up = np.clip(exps - EVAL_LOSS_EXP, 0, 17)[:, None]
+    half = np.where(down > 0, np.left_shift(1, np.maximum(down - 1, 0)), 0)
+    rounded = (real + half) >> down
+    widened = np.clip(real, -EVAL_LOGIT_LIMIT, EVAL_LOGIT_LIMIT) << up
+    scaled = np.where(down > 0, rounded, widened).clip(-EVAL_LOGIT_LIMIT, EVAL_LOGIT_LIMIT)
+    onehot = np.zeros_like(scaled)
+    onehot[np.arange(len(labels)), labels] = 1 << -EVAL_LOSS_EXP
     return int(((scaled - onehot) ** 2).sum())

@@ -1,6 +1,7 @@
 """``pouw-wallet``: the command line over the key store (``new``, ``list``, ``address``, ``export``,
-``import``) and over a node's HTTP API (``balance``, ``send``, ``history``, ``job submit|status|
-download|cancel``).
+``import``) and over a node's HTTP API (``balance``, ``send``, ``history``, ``job submit|status|list|
+wait|download|predict|cancel``, ``dataset publish``). ``--json`` on every command that prints data
+gives one JSON document on stdout instead; ``--version`` prints the version.
 
 Every command receives a :class:`CliContext` (``ctx.obj``) that holds the global options and knows
 how to open the wallet and obtain a password; commands that talk to a node take ``--node URL``
@@ -18,11 +19,12 @@ id, a balance); progress goes to stderr.
 
 from __future__ import annotations
 
-import io
+import json
 import os
 import re
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,9 +58,11 @@ from wallet.txbuild import sign_tx
 if TYPE_CHECKING:
     from consensus.presets import Preset
     from pouw.datasets import Dataset
+    from pouw.modelfile import ModelFile
 
 DEFAULT_NAME = "default"
 KDF_N_ENV = "POUW_KDF_N"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class CliError(click.ClickException):
@@ -147,7 +151,17 @@ pass_cli = click.make_pass_decorator(CliContext)
 name_argument = click.argument("name", default=DEFAULT_NAME)
 
 
+def json_option(f: F) -> F:
+    """``--json``: print the command's data as one JSON document on stdout instead of text."""
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(f)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
 @click.group(cls=WalletGroup)
+@click.version_option(package_name="pouw-chain", prog_name="pouw-wallet", message="%(prog)s %(version)s")
 @click.option(
     "--wallet-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -193,8 +207,9 @@ def import_(cli: CliContext, name: str, secret_hex: str) -> None:
 
 
 @main.command("list")
+@json_option
 @pass_cli
-def list_(cli: CliContext) -> None:
+def list_(cli: CliContext, as_json: bool) -> None:
     """Print every key's name and address (no password needed).
 
     A corrupt key file gets an ``error:`` line of its own; the others are still listed.
@@ -205,6 +220,7 @@ def list_(cli: CliContext) -> None:
         click.echo(f"no keys in {wallet.directory}", err=True)
     width = max(map(len, names), default=0)
     failed = False
+    rows = []
     for name in names:
         try:
             shown = encode_address(wallet.address(name))
@@ -212,17 +228,26 @@ def list_(cli: CliContext) -> None:
             click.echo(f"error: {exc}", err=True)
             failed = True
         else:
-            click.echo(f"{name:<{width}}  {shown}")
+            rows.append({"name": name, "address": shown})
+            if not as_json:
+                click.echo(f"{name:<{width}}  {shown}")
+    if as_json:
+        _print_json({"keys": rows})
     if failed:
         sys.exit(1)
 
 
 @main.command()
 @name_argument
+@json_option
 @pass_cli
-def address(cli: CliContext, name: str) -> None:
+def address(cli: CliContext, name: str, as_json: bool) -> None:
     """Print the address of key NAME (no password needed)."""
-    click.echo(encode_address(cli.wallet().address(name)))
+    shown = encode_address(cli.wallet().address(name))
+    if as_json:
+        _print_json({"name": name, "address": shown})
+    else:
+        click.echo(shown)
 
 
 @main.command()
@@ -242,7 +267,6 @@ DEFAULT_WAIT_SECONDS = 300.0
 HISTORY_LIMIT = 20
 U32_MAX = (1 << 32) - 1
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -376,12 +400,18 @@ account_argument = click.argument("account", default=DEFAULT_NAME, metavar="[NAM
 @main.command()
 @account_argument
 @node_option
+@json_option
 @pass_cli
-def balance(cli: CliContext, account: str, node_url: str) -> None:
+def balance(cli: CliContext, account: str, node_url: str, as_json: bool) -> None:
     """Balance, nonce and pending transactions of wallet NAME (default "default") or of any ADDRESS."""
     address = _account_address(cli, account)
     view = NodeClient(node_url).account(address)
     pending = view["pending"]
+    if as_json:
+        _print_json({"address": address, "balance": int(view["balance"]),
+                     "balance_coins": format_amount(int(view["balance"])), "nonce": view["nonce"],
+                     "pending": pending})
+        return
     click.echo(f"address  {address}")
     click.echo(f"balance  {format_amount(int(view['balance']))}")
     click.echo(f"nonce    {view['nonce']}")
@@ -395,15 +425,19 @@ def balance(cli: CliContext, account: str, node_url: str) -> None:
 @click.option("--limit", type=click.IntRange(1, 200), default=HISTORY_LIMIT, show_default=True,
               help="Show the newest N confirmed transactions.")
 @node_option
+@json_option
 @pass_cli
-def history(cli: CliContext, account: str, limit: int, node_url: str) -> None:
+def history(cli: CliContext, account: str, limit: int, node_url: str, as_json: bool) -> None:
     """Transactions from or to wallet NAME (or any ADDRESS), pending first, then newest first.
 
-    Block rewards are no transactions and do not appear; the node scans its recent blocks only.
+    Block rewards are no transactions and do not appear; the node answers from its address index.
     """
     address = _account_address(cli, account)
     view = NodeClient(node_url).account(address, history=limit)
     txs = [*view["pending"], *view["history"]]
+    if as_json:
+        _print_json({"address": address, "transactions": txs})
+        return
     if not txs:
         click.echo(f"no transactions for {address} in the node's recent blocks", err=True)
         return
@@ -456,9 +490,10 @@ def _effect(tx: Json, outgoing: bool) -> tuple[str, str, str]:
 @signer_option
 @wait_options
 @node_option
+@json_option
 @pass_cli
 def send(cli: CliContext, to: str, amount: str, fee: str | None, memo: str, name: str, wait: bool, timeout: float,
-         node_url: str) -> None:
+         node_url: str, as_json: bool) -> None:
     """Send AMOUNT coins to address TO and print the txid. AMOUNT has at most 8 decimals, like 1.5."""
     recipient = _address(to)
     units = _amount(amount, "AMOUNT")
@@ -476,13 +511,37 @@ def send(cli: CliContext, to: str, amount: str, fee: str | None, memo: str, name
         fee_units,
     )
     [txid] = _sign_and_submit(cli, node, name, [body])
-    click.echo(txid)
+    _report_tx(node, txid, wait, timeout, as_json)
+
+
+def _report_tx(node: Node, txid: str, wait: bool, timeout: float, as_json: bool, **extra: Any) -> None:
+    """Print ``txid`` (text) or ``{"txid", ...}`` (JSON); with ``wait``, after it confirms."""
+    if not as_json:
+        click.echo(txid)
+        if wait:
+            _wait(node, txid, timeout)
+        return
+    out: Json = {"txid": txid, **extra, "status": "pending"}
     if wait:
-        _wait(node, txid, timeout)
+        click.echo(f"waiting for {txid} to be mined...", err=True)
+        view = node.client.wait_for_tx(txid, timeout)
+        out.update(status="confirmed", height=view["height"], block_hash=view["block_hash"])
+    _print_json(out)
 
 
 # ---------------------------------------------------------------------------------------------
 # Jobs
+
+
+def dataset_split_options(f: F) -> F:
+    f = click.option("--seed", type=click.IntRange(0, U32_MAX), default=0, show_default=True,
+                     help="Seed of the held-out split drawn for files without a test split.")(f)
+    return click.option("--test-share", type=click.FloatRange(0.0, 0.9), default=0.2, show_default=True,
+                        metavar="F", help="Share of rows held out when the file has no test split.")(f)
+
+
+PUBLIC_DATA_WARNING = ("warning: a published dataset is PUBLIC: every node stores it for good and serves it to "
+                       "anyone, and miners see every row. Do not publish data you may not share.")
 
 
 @main.group()
@@ -493,8 +552,8 @@ def job() -> None:
 @job.command("submit")
 @click.option("--dims", "dims_text", required=True, metavar="W0,W1,...",
               help="Layer widths, input first: multiples of 64, e.g. 64,128,64.")
-@click.option("--dataset", "dataset_source", required=True, metavar="digits|PATH.npz",
-              help="The built-in digits, or a .npz (x_train, y_train, x_test, y_test) to publish first.")
+@click.option("--dataset", "dataset_source", required=True, metavar="digits|PATH.npz|PATH.csv",
+              help="The built-in digits, or a .npz/.csv to publish first (float features are quantized).")
 @click.option("--steps", type=click.IntRange(1, U32_MAX), required=True, metavar="N", help="Training steps to buy.")
 @click.option("--fee-per-step", "fee_text", required=True, metavar="COINS", help="What each step pays its miner.")
 @click.option("--batch", type=click.IntRange(1, 0xFFFF), default=64, show_default=True, metavar="ROWS",
@@ -502,21 +561,25 @@ def job() -> None:
 @click.option("--lr-shift", type=click.IntRange(0, 0xFF), default=8, show_default=True, metavar="N",
               help="Learning rate 2^-N.")
 @click.option("--name", "job_name", help="A public label [default: the dataset's name].")
+@dataset_split_options
 @signer_option
 @wait_options
 @node_option
+@json_option
 @pass_cli
 def job_submit(cli: CliContext, dims_text: str, dataset_source: str, steps: int, fee_text: str, batch: int,
-               lr_shift: int, job_name: str | None, name: str, wait: bool, timeout: float, node_url: str) -> None:
+               lr_shift: int, job_name: str | None, test_share: float, seed: int, name: str, wait: bool,
+               timeout: float, node_url: str, as_json: bool) -> None:
     """Escrow STEPS x FEE-PER-STEP coins for training a model; prints the job id.
 
-    A .npz dataset that is not on chain yet is published first, in a transaction of its own.
+    A .npz or .csv dataset that is not on chain yet is published first, in a transaction of its
+    own. Training data becomes PUBLIC: every node stores and serves it.
     """
     dims = parse_dims(dims_text)
     fee_per_step = _amount(fee_text, "--fee-per-step")
     if job_name is not None and len(job_name.encode()) > MAX_NAME_BYTES:
         raise CliError(f"--name is longer than {MAX_NAME_BYTES} bytes")
-    dataset = load_job_dataset(dataset_source)
+    dataset = load_job_dataset(dataset_source, test_share=test_share, seed=seed)
     sender = cli.wallet().address(name)
     node = Node.connect(node_url)
     spec = JobSpec(dims=dims, dataset_id=dataset.id, batch_size=batch, lr_shift=lr_shift, total_steps=steps,
@@ -525,28 +588,73 @@ def job_submit(cli: CliContext, dims_text: str, dataset_source: str, steps: int,
     nonce = node.next_nonce(sender)
     bodies: list[TxBody] = []
     if not node.has_dataset(dataset):
-        data = dataset.encode()
-        if len(data) > MAX_DATASET_BYTES:
-            raise CliError(f"dataset {dataset.name!r} is {len(data)} bytes; at most {MAX_DATASET_BYTES} go on chain")
-        bodies.append(node.priced(lambda f: DatasetPublish(
-            chain_id=node.chain_id, nonce=nonce, fee=f, name=label(dataset.name), data=data)))
-        click.echo(f"publishing dataset {dataset.id.hex()} ({len(data)} bytes) first", err=True)
+        bodies.append(_publish_body(node, dataset, nonce))
     submit = node.priced(lambda f: JobSubmit(
         chain_id=node.chain_id, nonce=nonce + len(bodies), fee=f, spec=spec, name=label(job_name or dataset.name)))
     bodies.append(submit)
     txids = _sign_and_submit(cli, node, name, bodies)
     click.echo(f"escrow {format_amount(spec.escrow)} for {steps} steps at {format_amount(fee_per_step)}", err=True)
-    click.echo(job_id_of(bytes.fromhex(txids[-1])).hex())
+    job_id = job_id_of(bytes.fromhex(txids[-1])).hex()
+    if as_json:
+        _report_tx(node, txids[-1], wait, timeout, True, job_id=job_id, dataset_id=dataset.id.hex())
+        return
+    click.echo(job_id)
     if wait:
         _wait(node, txids[-1], timeout)
+
+
+def _publish_body(node: Node, dataset: Dataset, nonce: int) -> TxBody:
+    data = dataset.encode()
+    if len(data) > MAX_DATASET_BYTES:
+        raise CliError(f"dataset {dataset.name!r} is {len(data)} bytes; at most {MAX_DATASET_BYTES} go on chain "
+                       "in one transaction")
+    click.echo(PUBLIC_DATA_WARNING, err=True)
+    click.echo(f"publishing dataset {dataset.id.hex()} ({len(data)} bytes)", err=True)
+    return node.priced(lambda f: DatasetPublish(
+        chain_id=node.chain_id, nonce=nonce, fee=f, name=label(dataset.name), data=data))
+
+
+PENDING_SCAN = 500
+
+
+def _job_view(client: NodeClient, job_id: str) -> Json | None:
+    """The node's view of job ``job_id``; a submit still in the mempool shows as ``pending``."""
+    view = client.job(job_id)
+    if view is not None:
+        return view
+    for tx in client.get_json("/api/mempool").get("txs", [])[:PENDING_SCAN]:
+        if tx.get("kind") == "job_submit" and job_id_of(bytes.fromhex(tx["txid"])).hex() == job_id:
+            return _pending_view(tx)
+    return None
+
+
+def _pending_view(tx: Json) -> Json:
+    spec = tx["spec"]
+    return {
+        "job_id": job_id_of(bytes.fromhex(tx["txid"])).hex(), "name": tx["name"], "owner": tx["from"],
+        "status": "pending", "spec": spec, "steps_done": 0, "steps_left": spec["total_steps"],
+        "escrow_left": spec["total_steps"] * spec["fee_per_step"], "escrow_spent": 0, "txid": tx["txid"],
+        "history": [],
+    }
+
+
+def _fetch_view(client: NodeClient, job_id: str) -> Json:
+    view = _job_view(client, job_id)
+    if view is None:
+        raise CliError(f"unknown job {job_id} (neither on the node's chain nor in its mempool)")
+    return view
 
 
 @job.command("status")
 @click.argument("job_id_text", metavar="ID")
 @node_option
-def job_status(job_id_text: str, node_url: str) -> None:
-    """Progress, escrow and latest held-out accuracy of job ID."""
-    view = _fetch_job(NodeClient(node_url), _job_id(job_id_text))
+@json_option
+def job_status(job_id_text: str, node_url: str, as_json: bool) -> None:
+    """Progress, escrow and latest held-out accuracy of job ID (``pending`` until mined)."""
+    view = _fetch_view(NodeClient(node_url), _job_id(job_id_text))
+    if as_json:
+        _print_json(view)
+        return
     spec = view["spec"]
     fee_per_step = int(spec["fee_per_step"])
     paid = int(view["steps_done"]) * fee_per_step
@@ -555,7 +663,8 @@ def job_status(job_id_text: str, node_url: str) -> None:
     click.echo(f"job       {view['job_id']}")
     click.echo(f"name      {view['name']}")
     click.echo(f"owner     {view['owner']}")
-    click.echo(f"status    {view['status']}")
+    click.echo(f"status    {view['status']}" + (" (its submit is in the mempool, not mined yet)"
+                                                 if view["status"] == "pending" else ""))
     click.echo(f"model     dims {'-'.join(map(str, spec['dims']))}, batch {spec['batch_size']}, "
                f"lr shift {spec['lr_shift']}, dataset {spec['dataset_id']}")
     click.echo(f"steps     {view['steps_done']} done, {view['steps_left']} left")
@@ -574,33 +683,137 @@ def _accuracy(history: list[Json]) -> str:
     return f"{share} held-out ({correct}/{total}) after {last['steps']} steps, height {last['height']}"
 
 
+@job.command("list")
+@click.argument("account", default=DEFAULT_NAME, metavar="[NAME|ADDRESS]")
+@click.option("--all", "show_all", is_flag=True, help="Every job on the chain, not only this account's.")
+@node_option
+@json_option
+@pass_cli
+def job_list(cli: CliContext, account: str, show_all: bool, node_url: str, as_json: bool) -> None:
+    """Jobs of wallet NAME (default "default") or ADDRESS, pending ones first; --all for everyone's."""
+    client = NodeClient(node_url)
+    owner = None if show_all else _account_address(cli, account)
+    pending = [_pending_view(tx) for tx in client.get_json("/api/mempool").get("txs", [])
+               if tx.get("kind") == "job_submit"]
+    rows = [*pending, *client.get_json("/api/jobs")["jobs"]]
+    rows = [row for row in rows if owner is None or row["owner"] == owner]
+    if as_json:
+        _print_json({"jobs": rows})
+        return
+    if not rows:
+        click.echo("no jobs" + ("" if owner is None else f" owned by {owner}"), err=True)
+        return
+    click.echo(f"{'JOB':<64}  {'STATUS':<9}  {'STEPS':>15}  {'DIMS':<14}  NAME")
+    for row in rows:
+        steps = f"{row['steps_done']}/{row['spec']['total_steps']}"
+        dims = "-".join(map(str, row["spec"]["dims"]))
+        click.echo(f"{row['job_id']:<64}  {row['status']:<9}  {steps:>15}  {dims:<14}  {row['name']}")
+
+
+@job.command("wait")
+@click.argument("job_id_text", metavar="ID")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="S",
+              help="Give up (exit 1) after S seconds [default: wait for ever].")
+@click.option("--poll", type=click.FloatRange(min=0.05), default=2.0, show_default=True, metavar="S",
+              help="Seconds between polls of the node.")
+@click.option("--steps", "until_steps", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Return once N steps are done instead of waiting for the end.")
+@node_option
+@json_option
+def job_wait(job_id_text: str, timeout: float | None, poll: float, until_steps: int | None, node_url: str,
+             as_json: bool) -> None:
+    """Wait until job ID is finished (or cancelled), printing its progress on stderr."""
+    job_id = _job_id(job_id_text)
+    client = NodeClient(node_url)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = None
+    while True:
+        view = _fetch_view(client, job_id)
+        progress = (view["status"], view["steps_done"], _accuracy(view.get("history") or []))
+        if progress != last:
+            last = progress
+            total = view["spec"]["total_steps"]
+            click.echo(f"{view['status']}: {view['steps_done']}/{total} steps; accuracy {progress[2]}", err=True)
+        done = view["status"] in ("finished", "cancelled") or (
+            until_steps is not None and int(view["steps_done"]) >= until_steps)
+        if done:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            raise CliError(f"job {job_id} is still {view['status']} after {timeout:g}s "
+                           f"({view['steps_done']}/{view['spec']['total_steps']} steps)")
+        time.sleep(poll)
+    if as_json:
+        _print_json(view)
+    else:
+        click.echo(f"{view['status']} {view['steps_done']} steps")
+
+
+def _fetch_dataset(client: NodeClient, dataset_id: str) -> Dataset:
+    """The job's dataset: built-in ones are rebuilt locally, published ones fetched from the node."""
+    from consensus.pouw_seal import builtin_datasets
+    from pouw.datasets import Dataset
+
+    builtin = builtin_datasets().get(bytes.fromhex(dataset_id))
+    if builtin is not None:
+        return builtin
+    raw = client.request(f"/api/datasets/{dataset_id}")
+    dataset = Dataset.decode(raw)
+    if dataset.id.hex() != dataset_id:
+        raise NodeError(f"the node sent dataset {dataset.id.hex()} for {dataset_id}")
+    return dataset
+
+
+def _model_file(client: NodeClient, job_id: str) -> tuple[ModelFile, Dataset]:
+    """Job ``job_id``'s current model as a self-describing :class:`pouw.modelfile.ModelFile`."""
+    from consensus.presets import model_config
+    from pouw.model import ModelState
+    from pouw.modelfile import ModelFile
+
+    view = _fetch_view(client, job_id)
+    if view["status"] == "pending":
+        raise CliError(f"job {job_id} is pending: its submit is not mined yet, so it has no model")
+    spec = view["spec"]
+    job_spec = JobSpec(dims=tuple(spec["dims"]), dataset_id=bytes.fromhex(spec["dataset_id"]),
+                       batch_size=spec["batch_size"], lr_shift=spec["lr_shift"], total_steps=spec["total_steps"],
+                       fee_per_step=spec["fee_per_step"])
+    raw = client.request(f"/api/jobs/{job_id}/model")
+    try:
+        state = ModelState.decode(raw, model_config(job_spec))
+    except PouwError as exc:
+        raise NodeError(f"the node sent a model that does not decode: {exc}") from None
+    if view.get("model_hash") and state.hash().hex() != view["model_hash"]:
+        raise NodeError(f"the node sent a model whose hash is not the job's {view['model_hash']}")
+    dataset = _fetch_dataset(client, spec["dataset_id"])
+    status = client.status()
+    model = ModelFile(config=model_config(job_spec), state=state, n_classes=dataset.n_classes, job_id=job_id,
+                      dataset_id=spec["dataset_id"], chain_id=int(status["chain_id"]), preset=str(status["preset"]),
+                      feature_scaling=dataset.scaling)
+    return model, dataset
+
+
 @job.command("download")
 @click.argument("job_id_text", metavar="ID")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write the .npz [default: job-<id prefix>.npz].")
+              help="Where to write the model [default: job-<id prefix>.safetensors].")
 @node_option
-def job_download(job_id_text: str, out: Path | None, node_url: str) -> None:
-    """Save job ID's current model as .npz (arrays w0, w1, ... and step)."""
+@json_option
+def job_download(job_id_text: str, out: Path | None, node_url: str, as_json: bool) -> None:
+    """Save job ID's current model as a self-describing .safetensors file (see docs/wallet.md).
+
+    The file holds the int32 master weights w0, w1, ... and metadata: dims, classes, number
+    format, job id, dataset id, step, chain, and the dataset's feature scaling when it has one.
+    Load it with ``pouw.modelfile.load``; predict with ``pouw-wallet job predict``.
+    """
     job_id = _job_id(job_id_text)
-    client = NodeClient(node_url)
-    _fetch_job(client, job_id)
-    raw = client.job_model_npz(job_id)
-    step = _npz_step(raw)
-    path = out if out is not None else Path(f"job-{job_id[:16]}.npz")
+    model, _ = _model_file(NodeClient(node_url), job_id)
+    raw = model.to_bytes()
+    path = out if out is not None else Path(f"job-{job_id[:16]}.safetensors")
     _write_atomically(path, raw)
+    if as_json:
+        _print_json({"path": str(path), "bytes": len(raw), **model.metadata()})
+        return
     click.echo(str(path))
-    click.echo(f"wrote the model after {step} steps ({len(raw)} bytes)", err=True)
-
-
-def _npz_step(raw: bytes) -> int:
-    """The training step recorded in a model download; refuses anything that is not such an npz."""
-    import numpy as np
-
-    try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
-            return int(archive["step"])
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        raise NodeError(f"the node sent a model that is not a readable .npz: {exc}") from None
+    click.echo(f"wrote the model after {model.step} steps ({len(raw)} bytes)", err=True)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -618,13 +831,77 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+@job.command("predict")
+@click.argument("job_or_model", metavar="ID|MODEL.safetensors")
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Rows to classify: .csv (features per line) or .npz (array x, or x_test).")
+@click.option("--labels/--no-labels", default=False, show_default=True,
+              help="The .csv's last column (or the .npz's y / y_test) holds true labels: report accuracy.")
+@node_option
+@json_option
+def job_predict(job_or_model: str, input_path: Path, labels: bool, node_url: str, as_json: bool) -> None:
+    """Classify the rows of FILE with job ID's current model (or a downloaded model file).
+
+    Prints one class per row. Float features go through the dataset's recorded scaling; the
+    answer for a row never depends on the other rows in FILE.
+    """
+    from pouw.modelfile import load
+
+    x, y = read_rows(input_path, labels)  # a bad input file fails before any network call
+    if job_or_model.endswith(".safetensors") or Path(job_or_model).is_file():
+        model = load(job_or_model)
+    else:
+        model, _ = _model_file(NodeClient(node_url), _job_id(job_or_model))
+    predictions = model.predict(x)
+    correct = int((predictions == y).sum()) if y is not None else None
+    if as_json:
+        out: Json = {"job_id": model.job_id, "step": model.step, "predictions": [int(p) for p in predictions]}
+        if correct is not None:
+            out.update(correct=correct, total=len(predictions))
+        _print_json(out)
+    else:
+        for p in predictions:
+            click.echo(int(p))
+    if correct is not None:
+        share = 100 * correct / len(predictions) if len(predictions) else 0.0
+        click.echo(f"accuracy {share:.2f}% ({correct}/{len(predictions)})", err=True)
+
+
+def read_rows(path: Path, labels: bool) -> tuple[Any, Any]:
+    """(features, labels or None) from a .csv (numbers, comma-separated) or .npz."""
+    import numpy as np
+
+    from pouw.quantize import read_csv
+
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                key = "x" if "x" in archive.files else "x_test"
+                if key not in archive.files:
+                    raise CliError(f"{path} holds no array 'x' or 'x_test'")
+                x = np.asarray(archive[key])
+                ykey = "y" if key == "x" else "y_test"
+                y = np.asarray(archive[ykey]) if labels and ykey in archive.files else None
+        except (ValueError, EOFError) as exc:
+            raise CliError(f"{path} is not a readable .npz: {exc}") from None
+        if labels and y is None:
+            raise CliError(f"--labels: {path} holds no {ykey!r}")
+        return x, y
+    table = read_csv(path)
+    if labels:
+        return table[:, :-1], table[:, -1].astype(np.int64)
+    return table, None
+
+
 @job.command("cancel")
 @click.argument("job_id_text", metavar="ID")
 @signer_option
 @wait_options
 @node_option
+@json_option
 @pass_cli
-def job_cancel(cli: CliContext, job_id_text: str, name: str, wait: bool, timeout: float, node_url: str) -> None:
+def job_cancel(cli: CliContext, job_id_text: str, name: str, wait: bool, timeout: float, node_url: str,
+               as_json: bool) -> None:
     """End job ID (yours, still active); its unspent escrow comes back. Prints the txid."""
     job_id = _job_id(job_id_text)
     sender = cli.wallet().address(name)
@@ -637,13 +914,56 @@ def job_cancel(cli: CliContext, job_id_text: str, name: str, wait: bool, timeout
     nonce = node.next_nonce(sender)
     body = node.priced(lambda f: JobCancel(chain_id=node.chain_id, nonce=nonce, fee=f, job_id=bytes.fromhex(job_id)))
     [txid] = _sign_and_submit(cli, node, name, [body])
-    click.echo(txid)
+    _report_tx(node, txid, wait, timeout, as_json, job_id=job_id)
     if wait:
-        _wait(node, txid, timeout)
         after = _fetch_job(node.client, job_id)
         spec = after["spec"]
         refund = (int(spec["total_steps"]) - int(after["steps_done"])) * int(spec["fee_per_step"])
         click.echo(f"refunded {format_amount(refund)} after {after['steps_done']} steps", err=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets
+
+
+@main.group()
+def dataset() -> None:
+    """Publish training data on chain (it becomes public), or inspect a file first."""
+
+
+@dataset.command("publish")
+@click.argument("source", metavar="PATH.npz|PATH.csv")
+@dataset_split_options
+@signer_option
+@wait_options
+@node_option
+@json_option
+@pass_cli
+def dataset_publish(cli: CliContext, source: str, test_share: float, seed: int, name: str, wait: bool,
+                    timeout: float, node_url: str, as_json: bool) -> None:
+    """Publish a dataset for training jobs; prints its id.
+
+    A .npz holds x_train, y_train, x_test, y_test (or x, y: then --test-share of the rows, drawn
+    with --seed, are held out). A .csv holds one row per line, features then an integer label.
+    Float features (or integers outside 0..63) are quantized to 0..63 per feature, from the
+    training rows' range; the scaling is recorded in the dataset so ``job predict`` applies it.
+    """
+    dataset = load_job_dataset(source, test_share=test_share, seed=seed)
+    sender = cli.wallet().address(name)
+    node = Node.connect(node_url)
+    if node.has_dataset(dataset):
+        raise CliError(f"dataset {dataset.id.hex()} is already on chain")
+    body = _publish_body(node, dataset, node.next_nonce(sender))
+    [txid] = _sign_and_submit(cli, node, name, [body])
+    click.echo(f"dataset {dataset.n_train} training rows, {len(dataset.x_test)} held out, {dataset.n_features} "
+               f"features, {dataset.n_classes} classes" + (", quantized" if dataset.scaling else ""), err=True)
+    if as_json:
+        _report_tx(node, txid, wait, timeout, True, dataset_id=dataset.id.hex(), n_train=dataset.n_train,
+                   n_test=len(dataset.x_test), n_classes=dataset.n_classes, quantized=dataset.scaling is not None)
+        return
+    click.echo(dataset.id.hex())
+    if wait:
+        _wait(node, txid, timeout)
 
 
 if __name__ == "__main__":

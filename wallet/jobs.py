@@ -35,13 +35,14 @@ def parse_dims(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in compact.split(","))
 
 
-def load_job_dataset(source: str) -> Dataset:
-    """``digits`` (built into every node) or a ``.npz`` file with x_train, y_train, x_test, y_test."""
+def load_job_dataset(source: str, test_share: float = 0.2, seed: int = 0) -> Dataset:
+    """``digits`` (built into every node), or a ``.npz`` (x_train, y_train, x_test, y_test, or x, y)
+    or ``.csv`` (features, then an integer label) file; float features are quantized to 0..63."""
     from pouw.datasets import load_dataset
 
-    if source != "digits" and not source.endswith(".npz"):
-        raise BadJob(f"bad --dataset {source!r}: use 'digits' or the path of a .npz file")
-    return load_dataset(source)
+    if source != "digits" and not source.endswith((".npz", ".csv")):
+        raise BadJob(f"bad --dataset {source!r}: use 'digits' or the path of a .npz or .csv file")
+    return load_dataset(source, test_share, seed)
 
 
 def check_job(preset: Preset, spec: JobSpec, dataset: Dataset) -> None:

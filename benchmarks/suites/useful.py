@@ -6,6 +6,13 @@
 2. The same model trained directly with the integer engine, and
 3. its float32 twin, both from :func:`benchmarks.accuracy_curves.compare` for as many steps.
 
+4. Against scikit-learn: the recommended configurations (docs/wallet.md) trained with the integer
+   engine on digits, iris and breast-cancer (float features quantized by :mod:`pouw.quantize`,
+   test share 0.2, seed 0), evaluated as the node evaluates (per row, real classes), against
+   ``MLPClassifier(hidden_layer_sizes=(64,))`` on the same split; also the agreement of the
+   exported float PyTorch module (:meth:`pouw.modelfile.ModelFile.to_torch`) with the chain's
+   predictions on the held-out rows.
+
 The chain's curve follows a new trajectory seed every block (τ binds the start state and the miner)
 and starts from the job's own initial draw; the direct runs use accuracy_curves' fixed seeds. So the
 curves agree in trend, not step for step. Also reported: training steps per second through the chain
@@ -26,6 +33,15 @@ from pouw.model import ModelConfig
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+SKLEARN_SPLIT = (0.2, 0)
+"""(test share, seed) of the iris and breast-cancer splits."""
+RECOMMENDED: dict[str, tuple[tuple[int, ...], int, int, int]] = {
+    # dataset: (dims, batch, lr_shift, steps) -- docs/wallet.md "Recommended settings"
+    "digits": ((64, 128, 64), 64, 8, 2000),
+    "iris": ((64, 64, 64), 64, 8, 1000),
+    "breast-cancer": ((64, 64, 64), 64, 8, 2000),
+}
 
 NAME = "useful"
 DESCRIPTION = "held-out accuracy vs steps: a job trained through the chain vs direct integer vs float32"
@@ -53,7 +69,63 @@ def chain_history(ctx: RunContext, duration: float) -> tuple[dict[str, Any], lis
     return job, [rows[h] for h in sorted(rows)], mined_s
 
 
+def _dataset(name: str) -> tuple[Any, Any]:
+    """(the chain's Dataset, (x_train, y_train, x_test, y_test) as floats for scikit-learn)."""
+    import numpy as np
+
+    from pouw.datasets import digits, from_arrays, split_rows
+
+    if name == "digits":
+        ds = digits()
+        return ds, (ds.x_train / 63.0, ds.y_train, ds.x_test / 63.0, ds.y_test)
+    from sklearn.datasets import load_breast_cancer, load_iris
+
+    bunch = load_iris() if name == "iris" else load_breast_cancer()
+    x, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64)
+    parts = split_rows(x, y, *SKLEARN_SPLIT)
+    ds = from_arrays(name, *parts)
+    lo, hi = parts[0].min(axis=0), parts[0].max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return ds, ((parts[0] - lo) / span, parts[1], (parts[2] - lo) / span, parts[3])
+
+
+def against_sklearn(ctx: RunContext) -> dict[str, Any]:
+    """Integer engine with the recommended settings vs scikit-learn's MLP, per dataset."""
+    import torch
+    from sklearn.neural_network import MLPClassifier
+
+    from pouw.backends import get_backend
+    from pouw.engine import Trainer
+    from pouw.evaluate import evaluate
+    from pouw.model import init_state
+    from pouw.modelfile import ModelFile
+
+    out: dict[str, Any] = {}
+    for name, (dims, batch, lr_shift, steps) in ctx.progress(list(RECOMMENDED.items()), "against scikit-learn"):
+        ds, (xtr, ytr, xte, yte) = _dataset(name)
+        run_steps = ctx.pick(steps, steps, 100)
+        config = ModelConfig(dims, batch, lr_shift)
+        trainer = Trainer(config, init_state(config, b"useful/sklearn"), ds, b"useful/sklearn", get_backend("cpu"))
+        trainer.run(run_steps)
+        state = trainer.state()
+        chain = evaluate(config, state, ds)
+        mlp = MLPClassifier(hidden_layer_sizes=(64,), max_iter=2000, random_state=0).fit(xtr, ytr)
+        reference = float(mlp.score(xte, yte))
+        model = ModelFile(config, state, ds.n_classes)  # ds.x_test is quantized already
+        with torch.no_grad():
+            exported = model.to_torch()(model.torch_input(ds.x_test)).argmax(dim=1).numpy()
+        agreement = float((exported == model.predict(ds.x_test)).mean())
+        out[name] = {
+            "dims": list(dims), "batch_size": batch, "lr_shift": lr_shift, "steps": run_steps,
+            "test_rows": len(ds.x_test), "integer_accuracy": rounded(chain.accuracy),
+            "sklearn_mlp_accuracy": rounded(reference), "gap_points": rounded(100 * (reference - chain.accuracy)),
+            "export_agreement": rounded(agreement), "export_accuracy": rounded(float((exported == yte).mean())),
+        }
+    return out
+
+
 def run(ctx: RunContext) -> SuiteReport:
+    versus = against_sklearn(ctx)
     duration = ctx.pick(120.0, 30.0, 8.0)
     job, history, mined_s = chain_history(ctx, duration)
     spec = job["spec"]
@@ -74,6 +146,7 @@ def run(ctx: RunContext) -> SuiteReport:
         },
         "direct": asdict(direct),
         "chain_steps_per_s_vs_direct_integer": rounded(chain_rate / direct.integer_steps_per_s),
+        "against_sklearn": versus,
         "final_accuracy": {
             "chain": history[-1]["accuracy"] if history else None,
             "integer": direct.integer_accuracy[-1],
@@ -91,6 +164,10 @@ def run(ctx: RunContext) -> SuiteReport:
             f"{results['chain_steps_per_s_vs_direct_integer']:.2g} of direct integer training)",
             f"accuracy after {steps} steps: chain {final['chain'] or 0:.3f}, integer {final['integer']:.3f}, "
             f"float32 {final['float32']:.3f}",
+            "vs sklearn MLP: " + ", ".join(
+                f"{name} {100 * v['integer_accuracy']:.1f}% vs {100 * v['sklearn_mlp_accuracy']:.1f}% "
+                f"({v['steps']} steps; export agrees {100 * v['export_agreement']:.1f}%)"
+                for name, v in versus.items()),
         ],
         figures={NAME: plot(results, config)},
     )

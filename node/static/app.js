@@ -375,7 +375,7 @@ function budget(job) {
 }
 
 const JOB_COLUMNS = [['Name', ''], ['Status', ''], ['Owner', ''], ['Model', ''], ['Dataset', ''],
-  ['Progress', ''], ['Budget (coins)', ''], ['Updated', 'num']];
+  ['Progress', ''], ['Accuracy', 'num'], ['Budget (coins)', ''], ['Updated', 'num']];
 
 function jobsTable(jobs) {
   return table('jobs', JOB_COLUMNS, jobs.map((j) => row({ 'data-job': j.job_id }, [
@@ -383,7 +383,10 @@ function jobsTable(jobs) {
     pill(j.status), addressLink(j.owner),
     [fmt.dims(j.spec), h('span', { class: 'muted' }, ` · batch ${j.spec.batch_size}`)],
     h('span', { class: 'mono', title: j.spec.dataset_id }, fmt.short(j.spec.dataset_id, 8)),
-    progress(j), budget(j), fmt.int(j.updated_height),
+    progress(j),
+    j.accuracy === null || j.accuracy === undefined ? h('span', { class: 'muted' }, '—')
+      : h('span', { class: 'job-accuracy', title: 'latest held-out accuracy' }, fmt.percent(j.accuracy)),
+    budget(j), fmt.int(j.updated_height),
   ], JOB_COLUMNS)), 'No jobs on chain.');
 }
 
@@ -473,6 +476,8 @@ views.overview = (el) => {
         `target ${status.block_time} s`),
       card('stat-mempool', 'Mempool', `${fmt.int(status.mempool)} txs`, fmt.bytes(status.mempool_bytes)),
       card('stat-peers', 'Peers', fmt.int(status.peers), status.sync),
+      card('stat-rejected', 'Rejected blocks', fmt.int(status.blocks_rejected ?? 0),
+        `${fmt.int(status.blocks_imported ?? 0)} accepted since start`),
       card('stat-chain', 'Network', status.preset, `chain id 0x${status.chain_id.toString(16)}`),
     );
     blocks.replaceChildren(blocksTable(store.blocks, jobNames()));
@@ -724,6 +729,11 @@ async function navigate() {
   await runUpdate(view);
 }
 
+function staleAfter(blockTime) {
+  // The tip counts as stale after ten block times (at least a minute): a warning, not a verdict.
+  return Math.max(60, 10 * blockTime);
+}
+
 function renderChrome() {
   const live = $('#live');
   live.classList.toggle('offline', !store.online);
@@ -732,10 +742,15 @@ function renderChrome() {
     : 'offline · retrying';
   const s = store.status;
   if (!s) return;
-  $('#chainbar').replaceChildren(h('div', { class: 'chainbar-inner' },
+  const age = nodeNow() - s.tip_timestamp;
+  const stale = age > staleAfter(s.block_time);
+  $('#chainbar').replaceChildren(...[h('div', { class: 'chainbar-inner' },
     pill(s.preset, 'preset'), h('span', {}, 'height ', h('strong', { id: 'chain-height' }, fmt.int(s.height))),
     h('span', {}, 'genesis ', h('span', { class: 'mono', title: s.genesis }, fmt.short(s.genesis, 12))),
-    h('span', {}, 'sync ', h('strong', {}, s.sync))));
+    h('span', {}, 'sync ', h('strong', {}, s.sync))),
+  stale ? h('div', { class: 'notice notice-warning', id: 'stale-tip', role: 'status' },
+    `The tip is ${fmt.age(age)} old (blocks are due every ${s.block_time} s): no miner may be running, `,
+    'or this node may be cut off from its peers.') : null].filter(Boolean));
 }
 
 async function pollLoop() {

@@ -79,6 +79,9 @@ def test_dashboard_follows_the_chain_and_plots_a_job(network: Network, browser: 
     assert browser.text("#stat-work-rate .card-value").endswith("MAC/s")
     assert browser.text("#stat-chain .card-value") == "regtest"
     assert "No peers connected" in browser.text("#peers")
+    assert browser.text("#stat-rejected .card-value") == "0"
+    browser.wait(lambda: "%" in " ".join(browser.texts("[data-table=jobs] .job-accuracy")), what="job accuracy")
+    assert not browser.js("return document.querySelector('#stale-tip') !== null;")  # blocks are seconds old
     assert browser.js("return document.querySelectorAll('#interval-chart rect.bar').length;") >= 1
     browser.screenshot("overview")
 

@@ -131,3 +131,27 @@ async def test_network_route_reports_the_chain(tmp_path: Path) -> None:
         assert bad.status == 400
     finally:
         await service.stop()
+
+
+async def test_dashboard_feeds_rejected_blocks_and_job_accuracy(tmp_path: Path) -> None:
+    """What the overview shows beside the height: blocks rejected since start, and each job's latest
+    held-out accuracy in the jobs table (null before its first evaluation)."""
+    service = await start_service(tmp_path / "node")
+    try:
+        await mine_block(service, PrivateKey(b"\x08" * 32))
+        async with TestClient(TestServer(make_app(service))) as http:
+            status = await (await http.get("/api/status")).json()
+            jobs = (await (await http.get("/api/jobs")).json())["jobs"]
+            detail = await (await http.get(f"/api/jobs/{jobs[0]['job_id']}")).json()
+        assert status["blocks_rejected"] == 0 and status["blocks_imported"] >= 1
+        latest = detail["history"][-1]
+        assert jobs[0]["accuracy"] == latest["correct"] / latest["total"]
+    finally:
+        await service.stop()
+
+
+def test_app_shows_rejected_blocks_accuracy_and_a_stale_tip_warning() -> None:
+    source = (STATIC / "app.js").read_text()
+    assert "stat-rejected" in source and "status.blocks_rejected" in source
+    assert "['Accuracy', 'num']" in source and "j.accuracy" in source
+    assert "id: 'stale-tip'" in source and "staleAfter(s.block_time)" in source

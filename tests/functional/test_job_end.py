@@ -33,8 +33,8 @@ def submissions(node: TestNode) -> dict[tuple[str, str], int]:
     text = node.get_bytes("/metrics").decode()
     counts = {}
     for outcome, reason, value in re.findall(
-            r'^pouw_mining_submissions_total\{outcome="([^"]*)",reason="([^"]*)"\} (\d+)$', text, re.M):
-        counts[(outcome, reason)] = int(value)
+            r'^pouw_mining_submissions_total\{outcome="([^"]*)",reason="([^"]*)"\} ([0-9.e+]+)$', text, re.M):
+        counts[(outcome, reason)] = int(float(value))
     return counts
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
 
 from chain.types import COIN, Transfer
 from node.api import make_app
@@ -70,8 +72,21 @@ async def test_status_blocks_accounts_and_tx(client: tuple[TestClient, ChainServ
     assert detail["steps_done"] > 0 and detail["history"][0]["steps"] == 0
     model = await http.get(f"/api/jobs/{digits['job_id']}/model?format=npz")
     assert model.status == 200 and (await model.read())[:2] == b"PK"
-    metrics = await (await http.get("/metrics")).text()
-    assert "pouw_height 2" in metrics
+    scraped = await http.get("/metrics")
+    assert scraped.headers["Content-Type"] == CONTENT_TYPE_LATEST and CONTENT_TYPE_LATEST.startswith("text/plain; version=")
+    families = {f.name: f for f in text_string_to_metric_families(await scraped.text())}
+    assert families["pouw_height"].samples[0].value == 2
+    expected = {
+        "pouw_build_info", "process_cpu_seconds", "process_resident_memory_bytes", "python_info", "pouw_height",
+        "pouw_tip_timestamp_seconds", "pouw_tip_age_seconds", "pouw_peers", "pouw_best_peer_height",
+        "pouw_sync_progress_ratio", "pouw_mempool_txs", "pouw_mempool_bytes", "pouw_blocks_accepted",
+        "pouw_blocks_rejected", "pouw_tx_submissions", "pouw_work_submissions", "pouw_block_validation_seconds",
+        "pouw_verification_seconds", "pouw_useful_steps", "pouw_useful_macs", "pouw_useful_steps_per_second",
+        "pouw_useful_macs_per_second", "pouw_jobs_active", "pouw_target_log2",
+    }
+    assert expected <= families.keys(), expected - families.keys()
+    assert families["pouw_useful_steps"].samples[0].value == detail["steps_done"]
+    assert any(s.labels.get("result") == "accepted" for s in families["pouw_tx_submissions"].samples)
 
 
 async def test_template_and_submit_errors(client: tuple[TestClient, ChainService]) -> None:  # type: ignore[type-arg]

@@ -44,7 +44,7 @@ async def submit_job(service: ChainService) -> str:
 
 def submission_counts(metrics: str) -> dict[str, int]:
     prefix = "pouw_mining_submissions_total{"
-    return {line[len(prefix):line.index("}")]: int(line.rsplit(" ", 1)[1])
+    return {line[len(prefix):line.index("}")]: int(float(line.rsplit(" ", 1)[1]))
             for line in metrics.splitlines() if line.startswith(prefix)}
 
 

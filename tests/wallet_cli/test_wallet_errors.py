@@ -81,13 +81,15 @@ def test_rejections_by_a_node(network: Network, tmp_path: Path) -> None:
     assert_one_line_error(cli(*submit, "--dims", "64,100"), "bad-job-spec", "width 100")
     assert_one_line_error(cli(*submit, "--dims", "128,64"), "bad-job-spec", "do not fit")  # digits has 64 features
 
-    out = tmp_path / "model.npz"
+    out = tmp_path / "model.safetensors"
     assert_one_line_error(cli("job", "status", UNKNOWN_JOB), f"unknown job {UNKNOWN_JOB}")
+    assert_one_line_error(cli("job", "wait", UNKNOWN_JOB), f"unknown job {UNKNOWN_JOB}")
+    assert_one_line_error(cli("job", "predict", UNKNOWN_JOB, "--input", str(out)), "No such file")
     assert_one_line_error(cli("job", "download", UNKNOWN_JOB, "--out", str(out)), f"unknown job {UNKNOWN_JOB}")
     assert_one_line_error(cli("job", "cancel", UNKNOWN_JOB, "--from", "alice"), f"unknown job {UNKNOWN_JOB}")
     builtin = node.get("/api/jobs")["jobs"][0]
     assert_one_line_error(cli("job", "cancel", builtin["job_id"], "--from", "alice"), f"belongs to {builtin['owner']}")
-    assert_one_line_error(cli("job", "download", builtin["job_id"], "--out", str(tmp_path / "no" / "dir.npz")),
+    assert_one_line_error(cli("job", "download", builtin["job_id"], "--out", str(tmp_path / "no" / "dir.safetensors")),
                           "No such file or directory")
 
     assert not out.exists()

@@ -13,6 +13,7 @@ import numpy as np
 from chain.transition import block_pay
 from chain.types import Block
 from consensus.presets import REGTEST_PRESET
+from pouw import modelfile
 from pouw.datasets import load_dataset
 from tests.functional.conftest import Network
 from tests.functional.framework import TestNode, wait_until
@@ -110,13 +111,12 @@ def test_mine_send_history_and_jobs(network: Network, tmp_path: Path) -> None:
     accuracy = re.fullmatch(r"(\d+\.\d\d)% held-out \((\d+)/(\d+)\) after (\d+) steps, height \d+", field(status, "accuracy"))
     assert accuracy is not None and int(accuracy[3]) == len(load_dataset("digits").y_test)
 
-    model_path = tmp_path / "models" / "model.npz"
+    model_path = tmp_path / "models" / "model.safetensors"
     model_path.parent.mkdir()
     cli.ok("job", "download", job_id, "--out", str(model_path))
-    with np.load(model_path) as model:
-        assert sorted(model.files) == ["step", "w0", "w1"]
-        assert model["w0"].shape == (64, 128) and model["w1"].shape == (128, 64)
-        assert int(model["step"]) >= 1
+    model = modelfile.load(model_path)
+    assert [w.shape for w in model.state.weights] == [(64, 128), (128, 64)]
+    assert model.step >= 1 and model.job_id == job_id and model.n_classes == 10
     assert list(model_path.parent.iterdir()) == [model_path]  # no temporary file left behind
 
     # A dataset of one's own: published first (nonce 0), then the job on it (nonce 1). Its smaller
