@@ -19,7 +19,11 @@ from typing import Protocol
 from chain import schema
 from chain.encoding import Bytes, Container, Nested, Text, UInt, pack, wire
 from chain.hashing import merkle_root
-from chain.types import ADDRESS, HASH32, MAX_NAME_BYTES, JobSpec
+from chain.types import ADDRESS, HASH32, MAX_NAME_BYTES, ZERO_ADDRESS, JobSpec
+
+OPEN_ENDED_STEPS = (1 << 64) - 1
+"""Steps a built-in (open-ended) job counts towards: ``steps_done`` is a u64, so at 2^30 steps a
+second it would take five centuries; such a job never finishes."""
 
 
 class JobStatus(IntEnum):
@@ -45,7 +49,7 @@ class JobRecord(Container):
     spec: JobSpec = wire(Nested(JobSpec))
     name: str = wire(Text(MAX_NAME_BYTES))
     escrow: int = wire(UInt(64))
-    steps_done: int = wire(UInt(32))
+    steps_done: int = wire(UInt(64))
     state_hash: bytes = wire(HASH32)
     init_seed: bytes = wire(HASH32)
     status: int = wire(UInt(8))
@@ -57,7 +61,15 @@ class JobRecord(Container):
         return self.status == JobStatus.ACTIVE
 
     @property
+    def open_ended(self) -> bool:
+        """A genesis (built-in) job, owned by the zero address: it never runs dry (see
+        docs/protocol.md Part I §6), so miners always have useful work."""
+        return self.owner == ZERO_ADDRESS
+
+    @property
     def steps_left(self) -> int:
+        if self.open_ended:
+            return OPEN_ENDED_STEPS - self.steps_done
         return self.spec.total_steps - self.steps_done
 
 

@@ -286,7 +286,7 @@ def apply_job_progress(state: Overlay, header: Header, seal: Seal) -> int:
         raise InvalidBlock(Reason.BAD_JOB_PROGRESS, f"{seal.steps} steps, {job.steps_left} left")
     pay = min(seal.steps * job.spec.fee_per_step, job.escrow)
     steps_done = job.steps_done + seal.steps
-    finished = steps_done == job.spec.total_steps
+    finished = not job.open_ended and steps_done == job.spec.total_steps
     state.put_job(
         header.job_id,
         _replace_job(

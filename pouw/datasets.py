@@ -153,8 +153,10 @@ class Dataset:
 
 def scaling_bytes(scaling: Scaling) -> bytes:
     """The canonical bytes of a scaling record."""
-    return json.dumps({"high": scaling["high"], "low": scaling["low"]}, sort_keys=True,
-                      separators=(",", ":"), allow_nan=False).encode()
+    record: dict[str, Any] = {"high": scaling["high"], "low": scaling["low"]}
+    if scaling.get("bias"):
+        record["bias"] = True
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _decode_scaling(raw: Any, width: int) -> Scaling:

@@ -2,10 +2,14 @@
 
 A client's data is usually float. ``fit_scaling`` takes each feature's range on the *training*
 rows; ``apply_scaling`` maps ``x`` to ``round((x - low) / (high - low) * 63)`` clipped to ``0..63``
-(a feature with ``high == low`` maps to 0). The scaling is a plain JSON-able dict
-``{"low": [...], "high": [...]}``; it travels with the dataset (the ``pouw/dataset/2`` record, see
-:mod:`pouw.datasets`) and with a downloaded model, so ``predict`` applies the very same map to new
-rows. Nothing here is a consensus rule: validators only see the integers.
+(a feature with ``high == low`` maps to 0) and, when the scaling says ``"bias": true`` (what
+``fit_scaling`` gives), appends one constant feature 63: the protocol's MLP has no bias terms, and
+without a constant input its first layer can only draw boundaries through the origin (iris trained
+through the chain reached 86.7 % without it, 96.7 % with it — scikit-learn's MLP: 96.7 %). The
+column is free where the width is padded to 64 anyway. The scaling is a plain JSON-able dict
+``{"bias": true, "low": [...], "high": [...]}``; it travels with the dataset (the ``pouw/dataset/2``
+record, see :mod:`pouw.datasets`) and with a downloaded model, so ``predict`` applies the very same
+map to new rows. Nothing here is a consensus rule: validators only see the integers.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import numpy.typing as npt
 from chain.errors import Reason, ValidationError
 from pouw.model import PAYLOAD_MAX
 
-Scaling = dict[str, list[float]]
+Scaling = dict[str, Any]
+"""``{"low": [float, ...], "high": [float, ...]}``, plus ``"bias": True`` when a constant feature
+63 follows the scaled ones (absent means no such column; ``"bias": false`` is not canonical)."""
 
 
 def _bad(detail: str) -> ValidationError:
@@ -33,14 +39,18 @@ def is_float_data(x: npt.NDArray[Any]) -> bool:
     return bool(arr.size) and (int(arr.min()) < 0 or int(arr.max()) > PAYLOAD_MAX)
 
 
-def fit_scaling(x_train: npt.NDArray[Any]) -> Scaling:
-    """Per-feature ``low``/``high`` of the training rows (finite values required)."""
+def fit_scaling(x_train: npt.NDArray[Any], bias: bool = True) -> Scaling:
+    """Per-feature ``low``/``high`` of the training rows (finite values required), with a constant
+    bias feature unless ``bias`` is False."""
     arr = np.asarray(x_train, dtype=np.float64)
     if arr.ndim != 2 or not len(arr):
         raise _bad("features must be a non-empty 2-D array")
     if not np.all(np.isfinite(arr)):
         raise _bad("features must be finite numbers (no NaN or infinity)")
-    return {"low": [float(v) for v in arr.min(axis=0)], "high": [float(v) for v in arr.max(axis=0)]}
+    scaling: Scaling = {"low": [float(v) for v in arr.min(axis=0)], "high": [float(v) for v in arr.max(axis=0)]}
+    if bias:
+        scaling["bias"] = True
+    return scaling
 
 
 def apply_scaling(x: npt.NDArray[Any], scaling: Scaling) -> npt.NDArray[np.int64]:
@@ -55,14 +65,19 @@ def apply_scaling(x: npt.NDArray[Any], scaling: Scaling) -> npt.NDArray[np.int64
     span = np.where(high > low, high - low, 1.0)
     q = np.rint((arr - low) / span * PAYLOAD_MAX)
     q = np.where(high > low, q, 0.0)
-    return np.clip(q, 0, PAYLOAD_MAX).astype(np.int64)
+    out = np.clip(q, 0, PAYLOAD_MAX).astype(np.int64)
+    if scaling.get("bias"):
+        out = np.hstack([out, np.full((len(out), 1), PAYLOAD_MAX, dtype=np.int64)])
+    return out
 
 
 def check_scaling(value: Any, n_features: int) -> Scaling:
     """A scaling record read from untrusted bytes, checked: two lists of finite floats."""
-    if not isinstance(value, dict) or set(value) != {"low", "high"}:
-        raise _bad("feature scaling must be {low: [...], high: [...]}")
-    out: Scaling = {}
+    if not isinstance(value, dict) or set(value) - {"bias"} != {"low", "high"}:
+        raise _bad("feature scaling must be {low: [...], high: [...]} with an optional bias: true")
+    if "bias" in value and value["bias"] is not True:
+        raise _bad("feature scaling bias must be true when present")
+    out: Scaling = {"bias": True} if "bias" in value else {}
     for key in ("low", "high"):
         items = value[key]
         if not isinstance(items, list) or len(items) > n_features or not all(
@@ -72,6 +87,8 @@ def check_scaling(value: Any, n_features: int) -> Scaling:
         out[key] = list(items)
     if len(out["low"]) != len(out["high"]):
         raise _bad("feature scaling low and high differ in length")
+    if out.get("bias") and len(out["low"]) >= n_features:
+        raise _bad(f"feature scaling with a bias column needs fewer than {n_features} scaled features")
     return out
 
 

@@ -40,7 +40,7 @@ RECOMMENDED: dict[str, tuple[tuple[int, ...], int, int, int]] = {
     # dataset: (dims, batch, lr_shift, steps) -- docs/wallet.md "Recommended settings"
     "digits": ((64, 128, 64), 64, 8, 2000),
     "iris": ((64, 64, 64), 64, 8, 1000),
-    "breast-cancer": ((64, 64, 64), 64, 8, 2000),
+    "breast-cancer": ((64, 128, 64), 64, 9, 1500),
 }
 
 NAME = "useful"

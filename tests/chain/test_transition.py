@@ -251,3 +251,27 @@ def test_published_data_must_be_a_dataset_under_preset_rules() -> None:
     post = state.apply(apply_block(state, block, rules))
     record = get_dataset(post, good.body.dataset_id)  # type: ignore[union-attr]
     assert record is not None and (record.n_features, record.n_classes) == (64, 3)
+
+
+def test_builtin_job_is_open_ended() -> None:
+    """The built-in job never runs dry: past its nominal ``total_steps`` (2^32 − 1) it stays active,
+    and its steps left stay unbounded; a client job with the same numbers would be finished."""
+    import dataclasses as dc
+
+    from chain import schema
+    from chain.state import OPEN_ENDED_STEPS
+
+    parent, state = genesis()
+    job = get_job(state, BUILTIN.job_id)
+    assert job is not None and job.open_ended and job.steps_left == OPEN_ENDED_STEPS
+    near_end = dc.replace(job, steps_done=(1 << 32) - 3)  # beyond any u32 total_steps, a u32 counter's end
+    state = State({**dict(state.items()), schema.job_key(BUILTIN.job_id): near_end.encode()})
+    block = next_block(state, parent, steps=10)
+    post = state.apply(apply_block(state, block, RULES))
+    after = get_job(post, BUILTIN.job_id)
+    assert after is not None and after.status == JobStatus.ACTIVE
+    assert after.steps_done == (1 << 32) + 7
+    assert after.steps_left == OPEN_ENDED_STEPS - after.steps_done
+    assert type(after).decode(after.encode()) == after  # steps_done is a u64 now
+    client = dc.replace(near_end, owner=KEYS[1].address, spec=dc.replace(job.spec, total_steps=(1 << 32) - 1))
+    assert not client.open_ended and client.steps_left == 2

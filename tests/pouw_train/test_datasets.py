@@ -166,14 +166,25 @@ def test_float_features_are_quantized_and_the_scaling_travels(tmp_path: Path) ->
     ds = load_dataset(path, test_share=0.25, seed=9)
     assert ds.scaling is not None and ds.n_features == 64 and (ds.n_train, len(ds.x_test)) == (30, 10)
     assert int(ds.x_train.min()) == 0 and int(ds.x_train.max()) == 63  # each feature spans 0..63 on train rows
-    assert not ds.x_train[:, 3:].any()
+    assert (ds.x_train[:, 3] == 63).all() and (ds.x_test[:, 3] == 63).all()  # the bias feature: constant 63
+    assert not ds.x_train[:, 4:].any() and ds.scaling.get("bias") is True
     assert load_dataset(path, test_share=0.25, seed=9).id == ds.id  # the split is the seed's, reproducibly
     assert load_dataset(path, test_share=0.25, seed=10).id != ds.id
     decoded = Dataset.decode(ds.encode())
     assert decoded.scaling == ds.scaling and decoded.id == ds.id and b"pouw/dataset/2" in ds.encode()[:20]
     wide = _save(tmp_path / "wide.npz", x_train=np.arange(64 * 8).reshape(8, 64), y_train=np.zeros(8, np.int64),
                  x_test=np.arange(64).reshape(1, 64), y_test=np.zeros(1, np.int64))
-    assert load_dataset(wide).scaling is not None  # integers beyond 0..63 are quantized too
+    wide_ds = load_dataset(wide)
+    assert wide_ds.scaling is not None  # integers beyond 0..63 are quantized too
+    assert wide_ds.n_features == 128 and (wide_ds.x_train[:, 64] == 63).all()  # 64 features + bias, padded
+
+
+def test_the_bias_feature_is_optional_and_recorded() -> None:
+    from pouw.quantize import apply_scaling, fit_scaling
+
+    x = np.array([[0.0, 2.0], [1.0, 4.0]])
+    assert apply_scaling(x, fit_scaling(x)).tolist() == [[0, 0, 63], [63, 63, 63]]
+    assert apply_scaling(x, fit_scaling(x, bias=False)).tolist() == [[0, 0], [63, 63]]
 
 
 def test_scaled_record_must_be_canonical() -> None:
@@ -182,7 +193,10 @@ def test_scaled_record_must_be_canonical() -> None:
     fields = [ "pouw/dataset/2", 2, 64, ds.x_train.tobytes(), ds.y_train.astype("<u2").tobytes(),
                ds.x_test.tobytes(), ds.y_test.astype("<u2").tobytes()]
     assert Dataset.decode(pack([*fields, b'{"high":[1.0],"low":[0.0]}'])).id == ds.id
-    for bad in (b'{"low":[0.0],"high":[1.0]}', b'{"high": [1.0], "low": [0.0]}', b'{"high":[1],"low":[0.0]}',
+    biased = Dataset.decode(pack([*fields, b'{"bias":true,"high":[1.0],"low":[0.0]}']))
+    assert biased.scaling == {"bias": True, "high": [1.0], "low": [0.0]} and biased.id != ds.id
+    for bad in (b'{"bias":false,"high":[1.0],"low":[0.0]}', b'{"high":[1.0],"low":[0.0],"bias":true}',
+                b'{"low":[0.0],"high":[1.0]}', b'{"high": [1.0], "low": [0.0]}', b'{"high":[1],"low":[0.0]}',
                 b'{"high":[NaN],"low":[0.0]}', b"not json", 5):
         with pytest.raises(InvalidEncoding):
             Dataset.decode(pack([*fields, bad]))
