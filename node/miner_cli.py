@@ -46,8 +46,8 @@ class Reporter:
         rejected = f"{stats.blocks_rejected} rejected"
         if stats.rejections:
             rejected += " (" + ", ".join(f"{reason} {n}" for reason, n in sorted(stats.rejections.items())) + ")"
-        return (f"height {stats.height} job {stats.job} ({left}) | {steps:.1f} steps/s {_fmt(macs)}MAC/s "
-                f"{_fmt(tiles)} tiles/s | best {best} | blocks {stats.blocks_found} accepted, "
+        return (f"height {stats.height} job {stats.job} ({left}) shard {stats.shard_nonce} | {steps:.1f} steps/s "
+                f"{_fmt(macs)}MAC/s {_fmt(tiles)} tiles/s | best {best} | blocks {stats.blocks_found} accepted, "
                 f"{stats.blocks_stale} stale, {rejected}")
 
     def __call__(self, stats: MinerStats, event: str | None) -> None:
