@@ -16,7 +16,7 @@ from chain.types import BLOCK_VERSION, Block, Header, JobSpec, Seal, SignedTx, t
 def make_header(
     *, parent: Header, parent_hash: bytes, timestamp: int, target: int, miner: bytes,
     job_id: bytes, start_state_hash: bytes, txs: tuple[SignedTx, ...], spec: JobSpec | None = None,
-    version: int = BLOCK_VERSION,
+    version: int = BLOCK_VERSION, shard_nonce: int = 0,
 ) -> Header:
     """The template of the child of ``parent``. ``spec`` is the job's spec, whose model config the
     header carries; without it the config is left empty and :func:`seal_block` fills it in from the
@@ -27,7 +27,7 @@ def make_header(
         start_state_hash=start_state_hash,
         dims=tuple(spec.dims) if spec is not None else (),
         batch_size=spec.batch_size if spec is not None else 0,
-        lr_shift=spec.lr_shift if spec is not None else 0,
+        lr_shift=spec.lr_shift if spec is not None else 0, shard_nonce=shard_nonce,
     )
 
 

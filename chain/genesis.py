@@ -77,7 +77,7 @@ def genesis_block(spec: GenesisSpec) -> Block:
     header = Header(
         version=BLOCK_VERSION, height=0, prev_hash=ZERO_HASH, timestamp=spec.timestamp,
         tx_root=tx_root(()), target=spec.target, miner=ZERO_ADDRESS, job_id=ZERO_HASH,
-        start_state_hash=ZERO_HASH, dims=(), batch_size=0, lr_shift=0,
+        start_state_hash=ZERO_HASH, dims=(), batch_size=0, lr_shift=0, shard_nonce=0,
     )
     seal = Seal(
         steps=0, final_state_hash=ZERO_HASH, trajectory_root=ZERO_HASH, prefix_root=ZERO_HASH,

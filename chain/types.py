@@ -5,10 +5,11 @@ Each type is a frozen, slotted dataclass that owns its canonical bytes (``encode
 header-without-seal pattern): the header is the block template, fixed before mining; everything
 the mining outcome decides lives in :class:`Seal`.
 
-Protocol v2 (docs/protocol.md Part I §6, Part IV §10):
+Protocol v2 (docs/protocol.md Part I §5, Part IV §6, §12):
 
 * ``Header.lottery_seed`` is σ, the lottery seed. It covers only what fixes the work: version,
-  height, parent, target, miner, job, start state and the job's model config. The timestamp and the
+  height, parent, target, miner, job, start state, the job's model config and the miner's
+  ``shard_nonce`` (which is in the trajectory seed τ too, so each nonce is a shard of its own). The timestamp and the
   transaction root are in the header but outside σ, so re-stamping a block or changing its
   transactions draws no new ticket.
 * ``Header.hash`` covers every header field; ``Seal.work_hash`` commits to the body's ``work``
@@ -184,16 +185,22 @@ class Header(Container):
     Empty (with zero batch size and lr shift) only in the genesis header."""
     batch_size: int = wire(UInt(16), default=0)
     lr_shift: int = wire(UInt(8), default=0)
+    shard_nonce: int = wire(UInt(64), default=0)
+    """Chosen by the miner: names its shard of the job. It is inside σ and inside the trajectory
+    seed τ (:func:`consensus.seal.trajectory_seed`), so a new nonce is a new trajectory trained
+    from the job's start state: more draws per tip, each still paid by a training step of its own."""
 
     @property
     def lottery_seed(self) -> bytes:
         """σ = H("pouw/sigma", pack([version, height, prev_hash, target, miner, job_id,
-        start_state_hash, dims, batch_size, lr_shift])): the timestamp and tx root are left out."""
+        start_state_hash, dims, batch_size, lr_shift, shard_nonce])): the timestamp and tx root are
+        left out."""
         return tagged_hash(
             "pouw/sigma",
             pack([
                 self.version, self.height, self.prev_hash, self.target.to_bytes(32, "big"), self.miner,
                 self.job_id, self.start_state_hash, list(self.dims), self.batch_size, self.lr_shift,
+                self.shard_nonce,
             ]),
         )
 

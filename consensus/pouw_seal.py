@@ -19,7 +19,7 @@ from chain.errors import InvalidBlock, Reason, ValidationError
 from chain.state import JobRecord, StateReader, get_job
 from chain.types import Block, Header, Seal
 from consensus.presets import Preset, get_preset, header_config, model_config
-from consensus.seal import trajectory_seed
+from consensus.seal import header_trajectory_seed
 from pouw.backends import get_backend
 from pouw.datasets import Dataset, digits
 from pouw.errors import SealError
@@ -97,7 +97,7 @@ class PouwSealVerifier:
             preset=self.preset.name, dims=tuple(job.spec.dims), batch_size=job.spec.batch_size,
             lr_shift=job.spec.lr_shift, dataset_id=job.spec.dataset_id, dataset=data,
             start_state=self.start_state(header.job_id, job),
-            trajectory_seed=trajectory_seed(header.job_id, header.start_state_hash, header.miner),
+            trajectory_seed=header_trajectory_seed(header),
         )
 
     def check_work(self, pre: StateReader, block: Block) -> None:

@@ -33,8 +33,17 @@ class NoProofSealVerifier:
         return None
 
 
-def trajectory_seed(job_id: bytes, start_state_hash: bytes, miner: bytes) -> bytes:
-    """τ: picks the batches of a miner's trajectory; independent of the block template, so a miner
-    keeps its training progress when it refreshes its template. It includes the miner, so a new
-    miner address (a new σ) means a new trajectory: re-rolling σ that way costs real training."""
-    return tagged_hash("pouw/trajectory", job_id + start_state_hash + miner)
+def trajectory_seed(job_id: bytes, start_state_hash: bytes, miner: bytes, shard_nonce: int) -> bytes:
+    """τ = H("pouw/trajectory", job_id ‖ start_state_hash ‖ miner ‖ shard_nonce as 8 big-endian
+    bytes): picks the batches of a miner's shard. Independent of the rest of the block template, so
+    a miner keeps its training progress when it refreshes its template. It includes the miner and
+    the shard nonce, the two knobs of σ a miner can turn without training another job: a new value
+    of either is a new trajectory from the job's start state, so a fresh σ costs real training."""
+    if not 0 <= shard_nonce < 1 << 64:
+        raise ValueError("shard nonce out of range")
+    return tagged_hash("pouw/trajectory", job_id + start_state_hash + miner + shard_nonce.to_bytes(8, "big"))
+
+
+def header_trajectory_seed(header: Header) -> bytes:
+    """τ of the shard a header names."""
+    return trajectory_seed(header.job_id, header.start_state_hash, header.miner, header.shard_nonce)

@@ -30,7 +30,7 @@ from chain.errors import InvalidEncoding, PouwError, ValidationError
 from chain.state import JobStatus, get_job, iter_jobs
 from chain.types import Header, SignedTx
 from consensus.pouw_seal import builtin_datasets
-from consensus.seal import trajectory_seed
+from consensus.seal import header_trajectory_seed
 from node import metrics, views
 from node.api_security import API_GUARD, API_SECURITY, ApiSecurity, ConnectionGuard
 from node.chain_service import ChainService
@@ -472,14 +472,18 @@ class Api:
         if len(excluded) > MAX_EXCLUDED_JOBS:
             raise BadRequest(f"exclude lists at most {MAX_EXCLUDED_JOBS} jobs")
         exclude = frozenset(views.parse_hash(item, "excluded job id") for item in excluded)
-        template = await self.chain.template(miner, job_id, exclude)  # none left: PouwError, a 409
+        nonce_text = request.query.get("nonce", "0")
+        if not (nonce_text.isascii() and nonce_text.isdigit() and len(nonce_text) <= 20) or int(nonce_text) >= 1 << 64:
+            raise BadRequest("nonce must be a decimal u64")
+        shard_nonce = int(nonce_text)
+        template = await self.chain.template(miner, job_id, exclude, shard_nonce)  # none left: 409
         header = template.header
         return web.json_response({
             "template_id": template.template_id.hex(), "height": header.height,
             "parent_hash": template.parent_hash.hex(), "header": header.encode().hex(),
             "target": f"{header.target:064x}", "job_id": header.job_id.hex(),
             "job": views.job(header.job_id, template.job), "start_state_hash": header.start_state_hash.hex(),
-            "trajectory_seed": trajectory_seed(header.job_id, header.start_state_hash, miner).hex(),
+            "shard_nonce": header.shard_nonce, "trajectory_seed": header_trajectory_seed(header).hex(),
             "preset": self.chain.preset.name, "txs": len(template.txs),
             "steps_left": template.steps_left, "max_steps": template.max_steps,
         })

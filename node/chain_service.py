@@ -367,13 +367,14 @@ class ChainService:
     def best_job(self, state: StateReader, exclude: frozenset[bytes] = frozenset()) -> tuple[bytes, JobRecord]:
         return self.templates.best_job(state, exclude)
 
-    def _template(self, miner: bytes, job_id: bytes | None, exclude: frozenset[bytes] = frozenset()) -> Template:
+    def _template(self, miner: bytes, job_id: bytes | None, exclude: frozenset[bytes] = frozenset(),
+                  shard_nonce: int = 0) -> Template:
         """Writer thread: see :meth:`TemplateBuilder.build`."""
-        return self.templates.build(miner, job_id, exclude)
+        return self.templates.build(miner, job_id, exclude, shard_nonce)
 
     async def template(self, miner: bytes, job_id: bytes | None = None,
-                       exclude: frozenset[bytes] = frozenset()) -> Template:
-        return await self._call(self.templates.build, miner, job_id, exclude)
+                       exclude: frozenset[bytes] = frozenset(), shard_nonce: int = 0) -> Template:
+        return await self._call(self.templates.build, miner, job_id, exclude, shard_nonce)
 
     def job_start_model(self, job_id: bytes) -> bytes:
         """Writer thread: the encoded model the job's next block trains from."""

@@ -5,12 +5,18 @@ Runs in its own process (never in the node's). Keeps one :class:`pouw.mining.Min
 only the tickets restart. When the tip moves, the job's start state may change and a new session
 begins from the node's model.
 
-Jobs end cleanly (docs/protocol.md Part IV §6): a template says how many steps its job has left
-(``steps_left``) and the most a seal on it may claim (``max_steps``: that, capped per block). The
-shard never runs past ``max_steps``. A shard that reaches it without a win has no draw left on that
-job under this tip (the lottery seed does not change with the timestamp), so the loop asks the node
-for the next best job, excluding the spent one, until the tip moves; then a finishing job's shard
-starts over from its start state under the new seed. When every job is spent, it waits for the tip.
+Shards and nonces (docs/protocol.md Part IV §6.1): the miner picks the header's ``shard_nonce``
+(the template's ``nonce=`` query), which is in σ and in the trajectory seed τ. A shard that reaches
+the block cap (``max_steps_per_block``) without a win is followed by a new shard under the next
+nonce, trained from the job's start state: a fresh trajectory, a fresh ticket for every step, and
+the chain never waits on one miner's draws running out.
+
+Jobs end cleanly (Part IV §6): a template says how many steps its job has left (``steps_left``)
+and the most a seal on it may claim (``max_steps``: that, capped per block). The shard never runs
+past ``max_steps``. A finishing job (``max_steps`` below the cap) whose shard is spent hands the
+miner to the next best job (``exclude=``) until the tip moves, because its short shards pay less
+per MAC (Part IV §12); then its shard starts over under the new seed. When every job is excluded,
+the miner does not wait: it mines the best job again under the next nonce.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 from chain.errors import PouwError
 from chain.types import Header
 from consensus.presets import Preset, get_preset
+from consensus.seal import header_trajectory_seed
 from pouw.backends import Backend
 from pouw.datasets import Dataset, digits
 from pouw.mining import Miner, MiningProgress
@@ -142,6 +149,8 @@ class MinerStats:
     job: str = ""
     steps_left: int = 0
     """Steps the job being mined has left (its template's ``steps_left``)."""
+    shard_nonce: int = 0
+    """The shard nonce of the template being mined."""
 
     def rates(self) -> tuple[float, float, float]:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -162,12 +171,14 @@ class MiningLoop:
         self.report = report or (lambda stats, event: None)
         self.stats = MinerStats(started=time.monotonic())
         self._session: Miner | None = None
-        self._session_key: tuple[str, str] | None = None
+        self._session_key: tuple[str, str, int] | None = None
         self._datasets: dict[str, Dataset] = {}
         self._base_steps = self._base_macs = self._base_tiles = 0
         self._spent_jobs: set[str] = set()
         """Jobs whose shard reached ``max_steps`` without a win under ``_spent_parent``."""
         self._spent_parent = ""
+        self.shard_nonce = 0
+        """The nonce the next template asks for; bumped whenever a shard is spent, never reused."""
 
     def _dataset(self, dataset_id: str) -> Dataset:
         if dataset_id not in self._datasets:
@@ -179,7 +190,7 @@ class MiningLoop:
         return self._datasets[dataset_id]
 
     def _session_for(self, template: dict[str, Any], preset: Preset, tip_moved: bool) -> Miner:
-        key = (template["job_id"], template["start_state_hash"])
+        key = (template["job_id"], template["start_state_hash"], int(template.get("shard_nonce", 0)))
         max_steps = template["max_steps"]
         # A finishing job (fewer steps left than a block may claim) starts its shard over under a new
         # tip: its draws are the scarce thing, and a new seed gives every one of them back.
@@ -198,48 +209,49 @@ class MiningLoop:
         self._session_key = key
         return self._session
 
-    def template(self) -> dict[str, Any] | None:
-        """A template for the best job not spent under the current tip, or None when every job is spent
-        (the node answers 409) or the job given with ``--job`` is."""
+    def template(self) -> dict[str, Any]:
+        """A template for the best job not spent under the current tip, in shard ``shard_nonce``. When
+        the node has no job outside the spent ones (it answers 409), the exclusions are dropped: the
+        best job is mined again under the (already bumped) nonce, a fresh shard."""
         tip = self.client.get_json("/api/status")["tip"]
         if tip != self._spent_parent:
             self._spent_jobs.clear()
             self._spent_parent = tip
-        if self.job and self.job in self._spent_jobs:
-            return None
-        query = f"/api/mining/template?address={self.address}"
+        query = f"/api/mining/template?address={self.address}&nonce={self.shard_nonce}"
         if self.job:
             query += f"&job={self.job}"
         elif self._spent_jobs:
-            query += "&exclude=" + ",".join(sorted(self._spent_jobs))
-        try:
-            template = self.client.get_json(query)
-        except MinerError as exc:
-            if self._spent_jobs and "409" in str(exc):
-                return None
-            raise
+            try:
+                template = self.client.get_json(query + "&exclude=" + ",".join(sorted(self._spent_jobs)))
+            except MinerError as exc:
+                if "409" not in str(exc):
+                    raise
+                self.report(self.stats, "every job's shard is spent under this tip; "
+                                        f"next shard (nonce {self.shard_nonce}) of the best job")
+                self._spent_jobs.clear()
+            else:
+                return self._checked_parent(template)
+        return self._checked_parent(self.client.get_json(query))
+
+    def _checked_parent(self, template: dict[str, Any]) -> dict[str, Any]:
         if template["parent_hash"] != self._spent_parent:  # the tip moved between the two calls
             self._spent_jobs.clear()
             self._spent_parent = template["parent_hash"]
         return template
 
-    def _wait_for_tip(self, tip: str, should_stop: Callable[[], bool]) -> None:
-        self.report(self.stats, "every job's shard is spent under this tip; waiting for the next block")
-        while not should_stop() and self.client.get_json("/api/status")["tip"] == tip:
-            time.sleep(TIP_POLL_SECONDS)
-
     def run(self, max_blocks: int | None = None, should_stop: Callable[[], bool] = lambda: False) -> MinerStats:
         last_parent = ""
         while not should_stop() and (max_blocks is None or self.stats.blocks_found < max_blocks):
             template = self.template()
-            if template is None:
-                self._wait_for_tip(self._spent_parent, should_stop)
-                continue
             preset = get_preset(template["preset"])
             header = Header.decode(bytes.fromhex(template["header"]))
             sigma = header.lottery_seed
             if header.hash.hex() != template["template_id"]:
                 raise MinerError("template id does not match its header")
+            if header.shard_nonce != self.shard_nonce:
+                raise MinerError(f"template is for shard nonce {header.shard_nonce}, asked {self.shard_nonce}")
+            template["shard_nonce"] = header.shard_nonce
+            template["trajectory_seed"] = header_trajectory_seed(header).hex()  # τ of this header's shard
             if "max_steps" not in template:  # a node before job-end templates: the job says it
                 template["steps_left"] = template["job"]["steps_left"]
                 template["max_steps"] = min(template["steps_left"], preset.pouw.max_steps_per_block)
@@ -251,6 +263,7 @@ class MiningLoop:
             self.stats.height = template["height"]
             self.stats.job = template["job"]["name"] or template["job_id"][:16]
             self.stats.steps_left = template["steps_left"]
+            self.stats.shard_nonce = header.shard_nonce
             fetched = time.monotonic()
             last_poll = fetched
             while not should_stop():
@@ -264,10 +277,15 @@ class MiningLoop:
                     self._session = None
                     break
                 if session.steps >= max_steps:
-                    self._spent_jobs.add(template["job_id"])
-                    self.report(self.stats, f"shard of {self.stats.job} reached its {max_steps} steps "
-                                            f"({self.stats.steps_left} left in the job) without a win; "
-                                            "next job until the tip moves")
+                    self.shard_nonce += 1
+                    if max_steps < preset.pouw.max_steps_per_block:
+                        self._spent_jobs.add(template["job_id"])
+                        then = "next job until the tip moves"
+                    else:
+                        then = f"next shard, nonce {self.shard_nonce}"
+                    self.report(self.stats, f"shard {header.shard_nonce} of {self.stats.job} reached its "
+                                            f"{max_steps} steps ({self.stats.steps_left} left in the job) "
+                                            f"without a win; {then}")
                     self._session = None
                     break
                 now = time.monotonic()

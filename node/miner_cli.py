@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -46,8 +47,8 @@ class Reporter:
         rejected = f"{stats.blocks_rejected} rejected"
         if stats.rejections:
             rejected += " (" + ", ".join(f"{reason} {n}" for reason, n in sorted(stats.rejections.items())) + ")"
-        return (f"height {stats.height} job {stats.job} ({left}) | {steps:.1f} steps/s {_fmt(macs)}MAC/s "
-                f"{_fmt(tiles)} tiles/s | best {best} | blocks {stats.blocks_found} accepted, "
+        return (f"height {stats.height} job {stats.job} ({left}) shard {stats.shard_nonce} | {steps:.1f} steps/s "
+                f"{_fmt(macs)}MAC/s {_fmt(tiles)} tiles/s | best {best} | blocks {stats.blocks_found} accepted, "
                 f"{stats.blocks_stale} stale, {rejected}")
 
     def __call__(self, stats: MinerStats, event: str | None) -> None:
@@ -91,9 +92,12 @@ class Reporter:
               help="Seconds to keep retrying when the node stops answering.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
               help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: any free port, printed).")
+@click.option("--first-nonce", type=click.IntRange(0, (1 << 63) - 1), default=None, metavar="N",
+              help="Shard nonce of the first shard; later shards count up from it (default: random, so "
+                   "processes mining for one address never train the same shard).")
 def main(node_url: str, datadir: Path | None, cookie: Path | None, address: str, gpu: int | None,
          use_cpu: bool, backend_kind: str, job: str | None, threads: int, max_blocks: int | None,
-         retry_for: float, metrics_port: int | None) -> None:
+         retry_for: float, metrics_port: int | None, first_nonce: int | None) -> None:
     """Train clients' models for a pouw-chain node and earn blocks."""
     if gpu is not None and use_cpu:
         raise click.UsageError("choose --cpu or --gpu N, not both")
@@ -133,6 +137,7 @@ def main(node_url: str, datadir: Path | None, cookie: Path | None, address: str,
             raise click.ClickException(f"cannot serve metrics on 127.0.0.1:{metrics_port}: {exc.strerror}") from None
         click.echo(f"[miner] metrics on http://127.0.0.1:{bound}/metrics", err=True)
     loop = MiningLoop(client, address, backend, job, Reporter(sys.stderr.isatty(), metrics=metrics))
+    loop.shard_nonce = secrets.randbelow(1 << 63) if first_nonce is None else first_nonce
     failing_since: float | None = None
     while max_blocks is None or loop.stats.blocks_found < max_blocks:
         try:

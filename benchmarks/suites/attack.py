@@ -217,7 +217,8 @@ def run(ctx: RunContext) -> SuiteReport:
             for play in plays
         ] + [
             f"{o['preset']} built-in job: {o['expected_steps_per_win']:.3g} steps per win, cap "
-            f"{o['max_steps_per_block']}: a shard ends spent with probability {o['spent_shard_probability']:.3g}"
+            f"{o['max_steps_per_block']}: a shard ends spent with probability {o['spent_shard_probability']:.3g}, "
+            f"{o['shards_per_win']:.3g} shards (nonces) per win"
             for o in odds
         ],
         figures={NAME: plot(studies), "attack_strategies": plot_strategies(plays)},

@@ -10,15 +10,21 @@ built-in job pays no fee). ``reward per MAC`` = expected reward / expected MACs
 of noisy products; the ratio to honest is what matters (>= 1 would pay the attacker).
 
 * **honest**: trains its shard and draws every step; a win at step s claims s steps; a shard that
-  reaches ``max_steps_per_block`` without a win is spent (§6.1).
+  reaches ``max_steps_per_block`` without a win is spent, and the miner trains a new shard under the
+  next shard nonce from the job's start state (§6.1): reward per MAC is expected reward per shard
+  over expected MACs per shard.
 * **grind (re-stamp)**: re-draws the last step under new timestamps and transaction sets. σ leaves
   both out, so every re-stamp draws the very tickets already drawn: no new ticket, reward 0. (Under
   v1, σ over the whole header, each re-stamp gave a new ticket.) Measured: distinct best tickets of
   the step over the re-stamps, v2 and v1.
-* **grind (one step, fresh σ)**: the only way to a new σ for the same tip is a new miner address (or
-  job); its trajectory seed changes too, so it draws the first step of a new shard, and a win there
-  claims one step: one step's share of the subsidy. Bounded here even if its draws cost nothing but
+* **grind (one step per nonce)**: a new σ for the same tip comes from a new shard nonce (or miner
+  address, or job); the nonce is in the trajectory seed τ too, so it draws the first step of a new
+  shard, trained from the start state, and a win there claims one step: one step's share of the
+  subsidy. Measured: distinct tickets of the first step over ``NONCES`` nonces with the real Miner
+  (one per nonce, each after a full training step). Bounded here even if its draws cost nothing but
   the first matmul's noisy product.
+* **grind (L steps per nonce)**: restarts its shard under a new nonce every L < cap steps (the best
+  draws are early, all tickets being alike; the reward is not): the honest computation with cap L.
 * **fabricate φ**: trains a fraction 1 − φ of its segments and fakes the rest (skips them: no MACs,
   no draws), claiming every step. The first and the winning segment must be real (always replayed).
   It publishes only when the plan (which it sees first) samples no fake segment: a caught plan costs
@@ -46,7 +52,7 @@ from chain.transition import transition_with_reward
 from chain.types import Header, Seal
 from consensus.presets import PRESETS as CHAIN_PRESETS
 from consensus.presets import Preset, model_config
-from consensus.seal import trajectory_seed
+from consensus.seal import header_trajectory_seed
 from pouw.backends import Backend
 from pouw.datasets import Dataset
 from pouw.mining import Miner, MiningProgress
@@ -57,6 +63,8 @@ from pouw.verify import SealError, verify_seal
 
 FAKE_FRACTIONS = (0.1, 0.25, 0.5)
 RESTAMPS = 4
+NONCES = 4
+SHORT_SHARDS = (16, 256)
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,9 +107,7 @@ def reward(s: Setting, steps: int) -> int:
 
 
 def new_miner(s: Setting, backend: Backend, header: Header | None = None) -> Miner:
-    h = header or s.header
-    return Miner(s.preset.pouw, s.config, s.dataset, s.start, trajectory_seed(h.job_id, h.start_state_hash, h.miner),
-                 backend)
+    return Miner(s.preset.pouw, s.config, s.dataset, s.start, header_trajectory_seed(header or s.header), backend)
 
 
 def step_cost(s: Setting, backend: Backend, steps: int) -> tuple[int, int]:
@@ -117,8 +123,10 @@ def win_probability_per_step(s: Setting, macs: int) -> float:
     return -math.expm1(macs * math.log1p(-per_mac))
 
 
-def honest(s: Setting, p: float, step_macs: int) -> dict[str, Any]:
-    cap = s.preset.pouw.max_steps_per_block
+def honest(s: Setting, p: float, step_macs: int, shard_steps: int | None = None) -> dict[str, Any]:
+    """A miner that restarts its shard under a new nonce after ``shard_steps`` steps without a win
+    (the block cap, for an honest miner): a renewal process, one shard per cycle."""
+    cap = shard_steps or s.preset.pouw.max_steps_per_block
     expected_reward = expected_steps = 0.0
     survive = 1.0
     for steps in range(1, cap + 1):
@@ -156,10 +164,20 @@ def grind_restamp(s: Setting, backend: Backend) -> dict[str, Any]:
             "new_tickets_per_restamp_v2": (len(v2) - 1) / (RESTAMPS - 1), "reward_per_mac": 0.0}
 
 
-def grind_one_step(s: Setting, p: float, step_macs: int) -> dict[str, Any]:
+def grind_one_step(s: Setting, backend: Backend, p: float, step_macs: int) -> dict[str, Any]:
+    """One step per shard nonce: every nonce is a fresh shard (new σ and τ), its first step trained
+    from the start state by the real Miner; a win claims one step."""
+    tickets: set[bytes | None] = set()
+    trained = 0
+    for nonce in range(1, NONCES + 1):
+        header = dataclasses.replace(s.header, shard_nonce=nonce)
+        miner = new_miner(s, backend, header)
+        tickets.add(best_ticket_of_one_step(miner, header.lottery_seed))
+        trained += miner.steps
     first_matmul_share = s.config.batch_size * s.config.dims[0] * s.config.dims[1] / step_macs
     per_mac = p * reward(s, 1) / step_macs
-    return {"reward_per_win": reward(s, 1), "reward_per_mac": per_mac,
+    return {"nonces": NONCES, "distinct_tickets": len(tickets), "steps_trained_per_nonce": trained / NONCES,
+            "reward_per_win": reward(s, 1), "reward_per_mac": per_mac,
             "first_matmul_share_of_step_macs": first_matmul_share,
             "reward_per_mac_if_draws_cost_only_the_first_matmul": per_mac / first_matmul_share}
 
@@ -231,8 +249,8 @@ def verifier_check(s: Setting, backend: Backend, seals: int, rng: random.Random)
         claim = result.seal_claim
         plan = replay_plan(claim.steps, k, claim.steps - 1, params.sampled_segments, result.ticket)
         try:
-            verify_seal(params, s.config, s.dataset, s.start, trajectory_seed(s.job_id, s.job.state_hash,
-                        s.header.miner), sigma, target, claim.steps, claim.final_state_hash,
+            verify_seal(params, s.config, s.dataset, s.start, header_trajectory_seed(s.header), sigma, target,
+                        claim.steps, claim.final_state_hash,
                         claim.trajectory_root, claim.proof, result.work_bytes, backend,
                         prefix_root=claim.prefix_root)
             rejected = False
@@ -251,7 +269,9 @@ def study(name: str, backend: Backend, trials: int, verifier_seals: int, seed: i
     base = honest(s, p, step_macs)
     rows: list[dict[str, Any]] = [{"strategy": "honest", **base}]
     rows.append({"strategy": "grind (re-stamp)", **grind_restamp(s, backend)})
-    rows.append({"strategy": "grind (one step, fresh σ)", **grind_one_step(s, p, step_macs)})
+    rows.append({"strategy": "grind (one step per nonce)", **grind_one_step(s, backend, p, step_macs)})
+    for length in SHORT_SHARDS:
+        rows.append({"strategy": f"grind ({length} steps per nonce)", **honest(s, p, step_macs, length)})
     for phi in FAKE_FRACTIONS:
         rows.append({"strategy": f"fabricate {phi:.0%}", **fabricate(s, p, step_macs, phi, trials, rng)})
     for row in rows:
@@ -271,10 +291,12 @@ def study(name: str, backend: Backend, trials: int, verifier_seals: int, seed: i
 
 def shard_odds(name: str) -> dict[str, Any]:
     """How often an honest shard of the built-in job ends spent (``max_steps_per_block`` steps, no
-    win) at the preset's initial target: then the miner has no draw left on the job under this tip."""
+    win) at the preset's initial target: then the miner trains a new shard under the next nonce.
+    ``shards_per_win`` is the expected number of shards (nonces) one miner trains per win."""
     s = setting(name)
     macs = s.config.macs_per_step()
     p = win_probability_per_step(s, macs)
     cap = s.preset.pouw.max_steps_per_block
+    spent = math.exp(cap * math.log1p(-p))
     return {"preset": name, "builtin_macs_per_step": macs, "expected_steps_per_win": 1 / p,
-            "max_steps_per_block": cap, "spent_shard_probability": math.exp(cap * math.log1p(-p))}
+            "max_steps_per_block": cap, "spent_shard_probability": spent, "shards_per_win": 1 / (1 - spent)}

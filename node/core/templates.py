@@ -1,7 +1,8 @@
 """Mining: which job to train, block templates for miners, and sealing a miner's result into a block.
 
-A template fixes the whole header (parent, time, target, job, transactions); the miner decides the
-seal. Templates are kept (bounded) by id so ``submit_work`` can find the header it mined.
+A template fixes the whole header (parent, time, target, job, transactions, and the shard nonce the
+miner asked for); the miner decides the seal. Templates are kept (bounded) by id so ``submit_work``
+can find the header it mined.
 """
 
 from __future__ import annotations
@@ -71,9 +72,11 @@ class TemplateBuilder:
             raise PouwError("no active job to mine" + (" outside the excluded ones" if exclude else ""))
         return best[2], best[3]
 
-    def build(self, miner: bytes, job_id: bytes | None, exclude: frozenset[bytes] = frozenset()) -> Template:
+    def build(self, miner: bytes, job_id: bytes | None, exclude: frozenset[bytes] = frozenset(),
+              shard_nonce: int = 0) -> Template:
         """A template on the head for ``miner``, training ``job_id`` (the best job outside ``exclude``
-        when None). It says how many steps the job has left and the most a seal on it may claim."""
+        when None) in the miner's shard ``shard_nonce`` (docs/protocol.md Part IV §6.1). It says how
+        many steps the job has left and the most a seal on it may claim."""
         head = self.db.head
         parent = self.db.get_header(head.hash)
         if parent is None:
@@ -96,7 +99,7 @@ class TemplateBuilder:
         header = make_header(
             parent=parent, parent_hash=head.hash, timestamp=max(now, ctx.median_time_past + 1),
             target=expected_target(self.preset, ctx, self.headers.genesis.header.target), miner=miner,
-            job_id=job_id, start_state_hash=job.state_hash, txs=txs, spec=job.spec,
+            job_id=job_id, start_state_hash=job.state_hash, txs=txs, spec=job.spec, shard_nonce=shard_nonce,
         )
         template = Template(header=header, txs=txs, job=job, parent_hash=head.hash, created=time.monotonic(),
                             max_steps_per_block=self.preset.pouw.max_steps_per_block)

@@ -112,3 +112,34 @@ def test_miner_gives_up_clearly_when_its_node_dies(network: Network) -> None:
     assert miner.returncode != 0
     assert "cannot reach the node" in output and "giving up" in output
     assert "Traceback" not in output
+
+
+def test_a_block_mined_under_a_shard_nonce_is_accepted(network: Network) -> None:
+    """The real mining loop against a real regtest node, asking for shard 7: the node's template
+    carries the nonce (inside σ and τ), the block is accepted, and a bad nonce query is a 400."""
+    from node.miner import MiningLoop, NodeClient
+    from pouw.backends import get_backend
+    from tests.functional.framework import HttpError
+    from wallet.client import RpcCredentials
+
+    node = network.add_node()
+    for bad in ("x", "-1", str(2**64), "1" * 21):
+        try:
+            node.get(f"/api/mining/template?address={MINER}&nonce={bad}")
+        except HttpError as exc:
+            assert exc.status == 400, exc
+        else:
+            raise AssertionError(f"nonce={bad} accepted")
+    zero = node.get(f"/api/mining/template?address={MINER}")
+    seven = node.get(f"/api/mining/template?address={MINER}&nonce=7")
+    assert (zero["shard_nonce"], seven["shard_nonce"]) == (0, 7)
+    assert zero["trajectory_seed"] != seven["trajectory_seed"]
+
+    client = NodeClient(node.url, credentials=RpcCredentials(datadir=node.datadir))
+    loop = MiningLoop(client, MINER, get_backend("cpu"))
+    loop.shard_nonce = 7
+    stats = loop.run(max_blocks=1)
+    assert stats.blocks_found == 1 and stats.blocks_rejected == 0
+    tip = node.status()["tip"]
+    block = Block.decode(node.get_bytes(f"/api/blocks/{tip}/raw"))
+    assert block.header.shard_nonce == 7 and block.header.height == 1

@@ -15,7 +15,7 @@ from chain.state import get_job
 from chain.transition import post_state_root, transition
 from chain.types import Block, Header, Seal, SignedTx, tx_root, work_hash_of
 from consensus.presets import REGTEST_PRESET, Preset, model_config
-from consensus.seal import trajectory_seed
+from consensus.seal import header_trajectory_seed
 from node.chain_service import ChainService
 from pouw.backends import get_backend
 from pouw.datasets import digits
@@ -43,7 +43,7 @@ def mine_header(service: ChainService, header: Header) -> MineResult:
     config = model_config(job.spec)
     start = ModelState.decode(service.job_start_model(header.job_id), config)
     miner = Miner(service.preset.pouw, config, digits(), start,
-                  trajectory_seed(header.job_id, header.start_state_hash, header.miner), CPU)
+                  header_trajectory_seed(header), CPU)
     max_steps = min(job.steps_left, service.preset.pouw.max_steps_per_block)
     while miner.steps < max_steps:
         result = miner.mine(header.lottery_seed, header.target, min(64, max_steps - miner.steps))

@@ -115,7 +115,9 @@ def test_a_new_miner_address_is_a_new_draw_only_with_new_training(
 
     a, b = _header(), _header(miner=b"\x66" * 20)
     assert a.lottery_seed != b.lottery_seed
-    assert trajectory_seed(a.job_id, a.start_state_hash, a.miner) != trajectory_seed(b.job_id, b.start_state_hash, b.miner)
+    assert trajectory_seed(a.job_id, a.start_state_hash, a.miner, 0) != trajectory_seed(
+        b.job_id, b.start_state_hash, b.miner, 0
+    )
 
 
 # --- pay for progress --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Regenerate tests/vectors/chain.json: canonical bytes and hashes of chain values (a signed transfer;
-a v2 block with its lottery seed σ, header hash, block hash and a step seed σ_j), and each preset's
+a v2 block with a shard nonce, its lottery seed σ, trajectory seed τ, header hash, block hash and a step
+seed σ_j), and each preset's
 genesis. Run ``python -m tests.vectors.make_chain_vectors`` only for a deliberate protocol change."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from chain.types import BLOCK_VERSION, Block, Header, Seal, Transfer, tx_root, work_hash_of
 from consensus.presets import PRESETS
+from consensus.seal import header_trajectory_seed
 from pouw.proof import step_seed
 from wallet.keys import PrivateKey
 from wallet.txbuild import sign_tx
@@ -31,6 +33,7 @@ def vectors() -> dict[str, Any]:
         version=BLOCK_VERSION, height=42, prev_hash=bytes(range(32)), timestamp=1_793_491_300,
         tx_root=tx_root((tx,)), target=1 << 240, miner=bytes(range(20, 40)), job_id=bytes(range(40, 72)),
         start_state_hash=bytes(range(72, 104)), dims=(64, 128, 64), batch_size=64, lr_shift=8,
+        shard_nonce=0x0102_0304_0506_0708,
     )
     seal = Seal(
         steps=17, final_state_hash=bytes(range(104, 136)), trajectory_root=bytes(range(136, 168)),
@@ -41,6 +44,7 @@ def vectors() -> dict[str, Any]:
     return {
         "block_v2": {"block": block.encode().hex(), "header": header.encode().hex(),
                      "lottery_seed": header.lottery_seed.hex(), "header_hash": header.hash.hex(),
+                     "trajectory_seed": header_trajectory_seed(header).hex(),
                      "work_hash": seal.work_hash.hex(), "hash": block.hash.hex(),
                      "step_seed_58": step_seed(header.lottery_seed, 58, seal.prefix_root).hex()},
         "transfer": {"secret": KEY.hex(), "tx": tx.encode().hex(), "txid": tx.txid.hex(),
