@@ -11,7 +11,6 @@ it assembled from its own store).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -23,21 +22,17 @@ from pouw.datasets import load_dataset, split_parts, synthetic
 from tests.functional.conftest import Network
 from tests.functional.framework import sync_blocks, wait_until
 from tests.wallet_cli.support import WalletCli
-from wallet.address import encode_address
-from wallet.keys import PrivateKey
 
-CAROL = encode_address(PrivateKey(hashlib.sha256(b"functional-dataset-parts-carol").digest()).address)
 PART_BYTES = 16 * 1024
-STEPS = 12
+STEPS = 8
 
 
 def test_multi_part_dataset_published_trained_and_synced(network: Network, tmp_path: Path) -> None:
     node = network.add_node()
     cli = WalletCli(tmp_path, node.url, node.datadir)
     alice = cli.new("alice")
-    miner = network.add_miner(node, alice)
+    network.add_miner(node, alice)  # mines on throughout: alice's parts, manifest and job
     wait_until(lambda: node.balance(alice) > 0, 60, "coins for alice")
-    miner.stop()
 
     data = synthetic(n=480, d=64, classes=4, seed=7, test=120, hidden=16)
     npz = tmp_path / "parts.npz"
@@ -48,7 +43,6 @@ def test_multi_part_dataset_published_trained_and_synced(network: Network, tmp_p
     assert split is not None and len(split[1]) == 3
     manifest_id = hash_bytes(split[0].encode())
 
-    network.add_miner(node, CAROL)
     published = cli.ok("dataset", "publish", str(npz), "--part-bytes", str(PART_BYTES), "--from", "alice", "--wait",
                        "--json", timeout=120)
     assert "PUBLIC" in published.stderr and "part 3/3" in published.stderr
