@@ -499,6 +499,8 @@ def _effect(tx: Json, outgoing: bool) -> tuple[str, str, str]:
         return "job cancel", "", f"job {tx['job_id']}"
     if kind == "dataset_publish":
         return "dataset publish", "", f"dataset {tx['dataset_id']} ({tx['size']} bytes)"
+    if kind == "dataset_chunk":
+        return "dataset part", "", f"part {tx['part_id']} ({tx['size']} bytes)"
     return kind, "", ""
 
 

@@ -31,7 +31,7 @@ def test_multi_part_dataset_published_trained_and_synced(network: Network, tmp_p
     node = network.add_node()
     cli = WalletCli(tmp_path, node.url, node.datadir)
     alice = cli.new("alice")
-    network.add_miner(node, alice)  # mines on throughout: alice's parts, manifest and job
+    miner = network.add_miner(node, alice)  # mines alice's parts, manifest and job
     wait_until(lambda: node.balance(alice) > 0, 60, "coins for alice")
 
     data = synthetic(n=480, d=64, classes=4, seed=7, test=120, hidden=16)
@@ -59,6 +59,7 @@ def test_multi_part_dataset_published_trained_and_synced(network: Network, tmp_p
                               timeout=120).stdout)
     assert final["status"] == "finished" and final["steps_done"] == STEPS
 
+    miner.stop()  # a still tip, so the second node's sync has an end
     # A second node syncs the chain from scratch and replays every block, the job's included.
     late = network.add_node(connect=[node])
     tip = sync_blocks([node, late], timeout=90)
