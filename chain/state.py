@@ -174,6 +174,12 @@ def get_dataset(state: StateReader, dataset_id: bytes) -> DatasetRecord | None:
     return DatasetRecord.decode(raw) if raw is not None else None
 
 
+def get_dataset_part(state: StateReader, part_id: bytes) -> DatasetRecord | None:
+    """A multi-part dataset's part by its id (``dataset_id_of`` its data); see :class:`chain.types.DatasetChunk`."""
+    raw = state.get(schema.dataset_part_key(part_id))
+    return DatasetRecord.decode(raw) if raw is not None else None
+
+
 def iter_jobs(state: StateReader) -> Iterator[tuple[bytes, JobRecord]]:
     for key, raw in state.items(schema.STATE_JOB):
         yield key[len(schema.STATE_JOB) :], JobRecord.decode(raw)

@@ -41,6 +41,7 @@ from chain.state import (
     StateReader,
     get_account,
     get_dataset,
+    get_dataset_part,
     get_job,
     merge_sorted,
     state_root_of,
@@ -48,6 +49,7 @@ from chain.state import (
 from chain.types import (
     ZERO_ADDRESS,
     Block,
+    DatasetChunk,
     DatasetPublish,
     Header,
     JobCancel,
@@ -56,6 +58,7 @@ from chain.types import (
     Seal,
     SignedTx,
     Transfer,
+    decode_dataset_parts,
     job_id_of,
     tagged_hash,
     tx_root,
@@ -89,6 +92,9 @@ class Overlay:
 
     def put_dataset(self, dataset_id: bytes, record: DatasetRecord) -> None:
         self.writes[schema.dataset_key(dataset_id)] = record.encode()
+
+    def put_dataset_part(self, part_id: bytes, record: DatasetRecord) -> None:
+        self.writes[schema.dataset_part_key(part_id)] = record.encode()
 
     def diff(self) -> StateDiff:
         return dict(sorted(self.writes.items()))
@@ -189,18 +195,55 @@ def apply_tx(
         dataset_id = body.dataset_id
         if get_dataset(state, dataset_id) is not None:
             raise InvalidTransaction(Reason.DATASET_EXISTS, dataset_id.hex())
-        n_features, n_classes = rules.dataset_shape(body.data)
+        parts = decode_dataset_parts(body.data)
+        if parts is None:
+            n_features, n_classes = rules.dataset_shape(body.data)
+            size = len(body.data)
+        else:
+            n_features, n_classes, size = parts.n_features, parts.n_classes, assembled_size(state, parts.part_ids,
+                                                                                            parts.n_features,
+                                                                                            parts.n_classes)
         state.put_account(sender, account)
         state.put_dataset(
             dataset_id,
             DatasetRecord(
-                publisher=sender, name=body.name, size=len(body.data), n_features=n_features,
+                publisher=sender, name=body.name, size=size, n_features=n_features,
+                n_classes=n_classes, txid=tx.txid, height=header.height,
+            ),
+        )
+    elif isinstance(body, DatasetChunk):
+        part_id = body.part_id
+        if get_dataset_part(state, part_id) is not None:
+            raise InvalidTransaction(Reason.DATASET_EXISTS, f"part {part_id.hex()}")
+        n_features, n_classes = rules.dataset_shape(body.data)
+        state.put_account(sender, account)
+        state.put_dataset_part(
+            part_id,
+            DatasetRecord(
+                publisher=sender, name="", size=len(body.data), n_features=n_features,
                 n_classes=n_classes, txid=tx.txid, height=header.height,
             ),
         )
     else:  # pragma: no cover - the decoder admits no other kind
         raise InvalidTransaction(Reason.MALFORMED, f"unknown transaction kind {type(body).__name__}")
     return body.fee
+
+
+def assembled_size(state: StateReader, part_ids: tuple[bytes, ...], n_features: int, n_classes: int) -> int:
+    """Total bytes of a manifest's parts; each must be on chain already with the manifest's shape."""
+    size = 0
+    for index, part_id in enumerate(part_ids):
+        part = get_dataset_part(state, part_id)
+        if part is None:
+            raise InvalidTransaction(Reason.UNKNOWN_DATASET, f"part {index} ({part_id.hex()}) is not on chain")
+        if (part.n_features, part.n_classes) != (n_features, n_classes):
+            raise InvalidTransaction(
+                Reason.BAD_DATASET,
+                f"part {index} has {part.n_features} features and {part.n_classes} classes, the manifest "
+                f"{n_features} and {n_classes}",
+            )
+        size += part.size
+    return size
 
 
 def _replace_job(

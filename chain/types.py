@@ -34,8 +34,10 @@ from chain.encoding import (
     UInt,
     Union,
     pack,
+    unpack,
     wire,
 )
+from chain.errors import InvalidTransaction, Reason, ValidationError
 from chain.hashing import address_hash, hash_bytes, merkle_root_of_hashes, tagged_hash
 
 BLOCK_VERSION = 2
@@ -125,8 +127,62 @@ class DatasetPublish(Container):
         return dataset_id_of(self.data)
 
 
-TxBody: TypeAlias = Transfer | JobSubmit | JobCancel | DatasetPublish
-TX_BODY = Union({1: Transfer, 2: JobSubmit, 3: JobCancel, 4: DatasetPublish})
+@dataclass(frozen=True, slots=True)
+class DatasetChunk(Container):
+    """One part of a multi-part dataset (docs/protocol.md Part I §4): ``data`` is itself a canonical
+    dataset record (a slice of the dataset's rows); its id is ``dataset_id_of(data)``. A
+    ``DatasetPublish`` whose data is a ``pouw/dataset-parts/1`` manifest assembles parts."""
+
+    chain_id: int = wire(UInt(32))
+    nonce: int = wire(UInt(64))
+    fee: int = wire(UInt(64))
+    data: bytes = wire(Bytes(max_len=MAX_DATASET_BYTES))
+
+    @property
+    def part_id(self) -> bytes:
+        return dataset_id_of(self.data)
+
+
+TxBody: TypeAlias = Transfer | JobSubmit | JobCancel | DatasetPublish | DatasetChunk
+TX_BODY = Union({1: Transfer, 2: JobSubmit, 3: JobCancel, 4: DatasetPublish, 5: DatasetChunk})
+
+DATASET_PARTS_TAG = "pouw/dataset-parts/1"
+MAX_DATASET_PARTS = 64
+"""Parts one manifest may list: 64 x 4 MiB = 256 MiB at most per dataset."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetParts:
+    """A multi-part dataset's manifest: ``pack([DATASET_PARTS_TAG, n_classes, n_features, [part ids]])``."""
+
+    n_classes: int
+    n_features: int
+    part_ids: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        return pack([DATASET_PARTS_TAG, self.n_classes, self.n_features, list(self.part_ids)])
+
+
+def decode_dataset_parts(data: bytes) -> DatasetParts | None:
+    """The manifest in ``data``, or None when ``data`` does not start as one (then it is an ordinary
+    dataset record). A record tagged as a manifest but malformed raises InvalidTransaction."""
+    if not data[1:].startswith(pack(DATASET_PARTS_TAG)):
+        return None
+    try:
+        obj = unpack(data, max_size=len(data))
+    except ValidationError as exc:
+        raise InvalidTransaction(Reason.BAD_DATASET, f"malformed dataset manifest: {exc.detail}") from exc
+    if type(obj) is not list or len(obj) != 4 or not all(type(v) is int for v in obj[1:3]) or type(obj[3]) is not list:
+        raise InvalidTransaction(Reason.BAD_DATASET, "a manifest is [tag, n_classes, n_features, [part ids]]")
+    ids = obj[3]
+    if not 1 <= len(ids) <= MAX_DATASET_PARTS or not all(type(i) is bytes and len(i) == 32 for i in ids):
+        raise InvalidTransaction(Reason.BAD_DATASET, f"a manifest lists 1..{MAX_DATASET_PARTS} 32-byte part ids")
+    if len(set(ids)) != len(ids):
+        raise InvalidTransaction(Reason.BAD_DATASET, "a manifest lists a part twice")
+    parts = DatasetParts(n_classes=obj[1], n_features=obj[2], part_ids=tuple(ids))
+    if parts.encode() != data:
+        raise InvalidTransaction(Reason.BAD_DATASET, "the manifest is not in canonical form")
+    return parts
 
 
 def dataset_id_of(data: bytes) -> bytes:

@@ -52,7 +52,7 @@ def _seal_error(exc: SealError) -> InvalidBlock:
     return InvalidBlock(Reason.BAD_SEAL, f"{exc.check.value}: {exc.detail}")
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=2)  # an assembled multi-part dataset may be 256 MiB (docs/protocol.md Part I §4)
 def _decode_dataset(data: bytes) -> Dataset:
     return Dataset.decode(data)
 

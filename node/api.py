@@ -406,7 +406,8 @@ class Api:
     async def dataset(self, request: web.Request) -> web.Response:
         dataset_id = views.parse_hash(request.match_info["id"], "dataset id")
         builtin = builtin_datasets().get(dataset_id)
-        raw = builtin.encode() if builtin is not None else await self.chain.read(self.chain.dataset_bytes, dataset_id)
+        source = self.chain.dataset_record_bytes if request.query.get("raw") == "1" else self.chain.dataset_bytes
+        raw = builtin.encode() if builtin is not None else await self.chain.read(source, dataset_id)
         if raw is None:
             raise web.HTTPNotFound(reason="Dataset not found")
         return web.Response(body=raw, content_type="application/octet-stream")

@@ -267,6 +267,11 @@ class ChainService:
         """Writer thread: a published dataset's bytes."""
         return self.models.dataset_bytes(dataset_id)
 
+    def dataset_record_bytes(self, dataset_id: bytes) -> bytes | None:
+        """Writer thread: the data of the transaction that published a dataset (a manifest for a
+        multi-part one) or a dataset part."""
+        return self.models.dataset_record_bytes(dataset_id)
+
     @property
     def blocks_imported(self) -> int:
         return self.importer.blocks_imported

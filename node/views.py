@@ -12,6 +12,7 @@ from chain.errors import PouwError
 from chain.state import JobRecord, JobStatus
 from chain.types import (
     Block,
+    DatasetChunk,
     DatasetPublish,
     Header,
     JobCancel,
@@ -96,6 +97,8 @@ def tx_body(tx: SignedTx) -> dict[str, Any]:
     if isinstance(body, DatasetPublish):
         return {"kind": "dataset_publish", **common, "name": body.name, "size": len(body.data),
                 "dataset_id": body.dataset_id.hex()}
+    if isinstance(body, DatasetChunk):
+        return {"kind": "dataset_chunk", **common, "size": len(body.data), "part_id": body.part_id.hex()}
     raise BadRequest("unknown transaction kind")  # pragma: no cover
 
 

@@ -10,6 +10,12 @@ is a ``pouw/dataset/2`` record: the same seven fields then the scaling as canoni
 (``{"high": [...], "low": [...]}``, sorted keys, no spaces), so that anyone predicting with a model
 trained on it maps new float rows the same way. Validators never compute with the scaling.
 
+A dataset larger than one transaction goes on chain in parts (Part I §4): each part is itself a
+canonical record holding a contiguous slice of the training rows and of the test rows (the same
+scaling in each); a ``pouw/dataset-parts/1`` manifest lists the parts' ids, and the dataset it names
+is the parts' rows concatenated in manifest order, with the first part's scaling
+(:func:`split_parts`, :func:`assemble_parts`). Its id is ``hash_bytes`` of the manifest.
+
 Sources: ``digits`` (sklearn's bundled 8x8 digits, ``q = (v*63 + 8) // 16``, test rows are those
 whose index is a multiple of 5), ``synthetic:k=v,...`` (a Prng-driven teacher network labels random
 inputs), ``.npz`` files with ``x_train, y_train, x_test, y_test`` (and optionally ``n_classes``) or
@@ -31,6 +37,7 @@ import numpy.typing as npt
 from chain.encoding import pack, unpack
 from chain.errors import InvalidEncoding, Reason, ValidationError
 from chain.hashing import hash_bytes
+from chain.types import MAX_DATASET_BYTES, MAX_DATASET_PARTS, DatasetParts
 from pouw.model import DIM_QUANTUM, MAX_DIM, PAYLOAD_MAX
 from pouw.prng import Prng
 from pouw.quantize import Scaling, apply_scaling, check_scaling, fit_scaling, is_float_data, read_csv
@@ -303,3 +310,54 @@ def _pad_width(x: npt.NDArray[Any], what: str) -> npt.NDArray[Any]:
         raise _bad(f"{what} must be 2-D")
     pad = -x.shape[1] % DIM_QUANTUM
     return np.pad(x, ((0, 0), (0, pad))) if pad else x
+
+
+def split_parts(dataset: Dataset, part_bytes: int = MAX_DATASET_BYTES) -> tuple[DatasetParts, list[bytes]] | None:
+    """The manifest and parts (encoded) that publish ``dataset`` in transactions of at most
+    ``part_bytes`` of data each, or None when its encoding fits one transaction. Deterministic: the
+    fewest equal-as-possible contiguous row slices whose encodings fit."""
+    whole = len(dataset.encode())
+    if whole <= part_bytes:
+        return None
+    overhead = len(Dataset(dataset.name, dataset.x_train[:1], dataset.y_train[:1], dataset.x_test[:0],
+                           dataset.y_test[:0], dataset.n_classes, dataset.scaling).encode())
+    if overhead >= part_bytes // 2:
+        raise _bad(f"parts of {part_bytes} bytes are too small for rows of {dataset.n_features} features")
+    count = max(2, -(-whole // (part_bytes - overhead)))
+    while count <= min(MAX_DATASET_PARTS, dataset.n_train):
+        parts = [
+            Dataset(dataset.name, xtr, ytr, xte, yte, dataset.n_classes, dataset.scaling).encode()
+            for xtr, ytr, xte, yte in zip(*(np.array_split(a, count) for a in (dataset.x_train, dataset.y_train,
+                                                                               dataset.x_test, dataset.y_test)),
+                                          strict=True)
+        ]
+        if max(map(len, parts)) <= part_bytes:
+            manifest = DatasetParts(n_classes=dataset.n_classes, n_features=dataset.n_features,
+                                    part_ids=tuple(hash_bytes(part) for part in parts))
+            return manifest, parts
+        count += 1
+    raise _bad(f"dataset {dataset.name!r} ({whole} bytes) needs more than {MAX_DATASET_PARTS} parts of "
+               f"{part_bytes} bytes")
+
+
+def published_id(dataset: Dataset, part_bytes: int = MAX_DATASET_BYTES) -> bytes:
+    """The id ``dataset`` has on chain once published in parts of ``part_bytes``: its own id when it
+    fits one transaction, else the hash of its manifest."""
+    split = split_parts(dataset, part_bytes)
+    return dataset.id if split is None else hash_bytes(split[0].encode())
+
+
+def assemble_parts(manifest: DatasetParts, parts: list[bytes], name: str = "") -> Dataset:
+    """The dataset a manifest names: its parts' rows in order, the first part's scaling. Raises
+    InvalidEncoding for parts that are not the manifest's or do not fit it."""
+    if [hash_bytes(part) for part in parts] != list(manifest.part_ids):
+        raise InvalidEncoding(Reason.MALFORMED, "the parts are not the manifest's")
+    decoded = [Dataset.decode(part) for part in parts]
+    if any((d.n_features, d.n_classes) != (manifest.n_features, manifest.n_classes) for d in decoded):
+        raise InvalidEncoding(Reason.MALFORMED, "a part's shape is not the manifest's")
+    try:
+        return Dataset(name, np.concatenate([d.x_train for d in decoded]), np.concatenate([d.y_train for d in decoded]),
+                       np.concatenate([d.x_test for d in decoded]), np.concatenate([d.y_test for d in decoded]),
+                       manifest.n_classes, decoded[0].scaling)
+    except ValidationError as exc:
+        raise InvalidEncoding(Reason.OUT_OF_RANGE, exc.detail) from exc

@@ -38,12 +38,14 @@ from chain.types import (
     MAX_DATASET_BYTES,
     MAX_MEMO_BYTES,
     MAX_NAME_BYTES,
+    DatasetChunk,
     DatasetPublish,
     JobCancel,
     JobSpec,
     JobSubmit,
     Transfer,
     TxBody,
+    dataset_id_of,
     job_id_of,
 )
 from wallet.address import InvalidAddress, decode_address, encode_address
@@ -310,22 +312,40 @@ class Node:
             raise CliError(f"--fee {format_amount(fee)} is below this transaction's floor {format_amount(floor)}")
         return body
 
-    def has_dataset(self, dataset: Dataset) -> bool:
-        """Whether every validator already has ``dataset``: built into the preset, or published."""
+    def has_dataset(self, dataset: Dataset, dataset_id: bytes | None = None) -> bool:
+        """Whether every validator already has ``dataset`` (published as ``dataset_id``, by default
+        its own id): built into the preset, or published."""
         # Only load_dataset("digits") names a dataset "digits" (a .npz is named by its file), so a
         # .npz never pays for building the built-in dataset just to compare ids.
         builtin = dataset.name == "digits" and dataset.id == self.preset.builtin_dataset().id
-        return builtin or self.client.dataset_published(dataset.id)
+        return builtin or self.client.dataset_published(dataset.id if dataset_id is None else dataset_id)
 
 
-def _sign_and_submit(cli: CliContext, node: Node, name: str, bodies: Sequence[TxBody]) -> list[str]:
-    """Unlock key ``name`` (one password prompt), then sign and submit ``bodies`` in order."""
+PENDING_PART_BYTES = 12 * 1024 * 1024
+"""Dataset-part bytes the wallet leaves pending at once: it waits for them to be mined before sending
+more, so a large dataset never overflows a node's mempool (16 MiB by default)."""
+
+
+def _sign_and_submit(cli: CliContext, node: Node, name: str, bodies: Sequence[TxBody],
+                     timeout: float = 600.0) -> list[str]:
+    """Unlock key ``name`` (one password prompt), then sign and submit ``bodies`` in order; after
+    :data:`PENDING_PART_BYTES` of dataset parts, wait (up to ``timeout`` each time) for them to be mined."""
     key = cli.wallet().load(name, cli.password(new=False))
-    txids = []
+    txids: list[str] = []
+    parts = sum(isinstance(body, DatasetChunk) for body in bodies)
+    pending = sent = 0
     for body in bodies:
+        if isinstance(body, DatasetChunk):
+            if pending and pending + len(body.data) > PENDING_PART_BYTES:
+                click.echo(f"waiting for parts 1..{sent} of {parts} to be mined...", err=True)
+                node.client.wait_for_tx(txids[-1], timeout)
+                pending = 0
+            pending += len(body.data)
+            sent += 1
         txids.append(node.client.submit_tx(sign_tx(key, body)))
-        click.echo(f"submitted {type(body).__name__} {txids[-1]} (nonce {body.nonce}, fee {format_amount(body.fee)})",
-                   err=True)
+        what = f"part {sent}/{parts} " if isinstance(body, DatasetChunk) else ""
+        click.echo(f"submitted {type(body).__name__} {what}{txids[-1]} (nonce {body.nonce}, "
+                   f"fee {format_amount(body.fee)})", err=True)
     return txids
 
 
@@ -479,6 +499,8 @@ def _effect(tx: Json, outgoing: bool) -> tuple[str, str, str]:
         return "job cancel", "", f"job {tx['job_id']}"
     if kind == "dataset_publish":
         return "dataset publish", "", f"dataset {tx['dataset_id']} ({tx['size']} bytes)"
+    if kind == "dataset_chunk":
+        return "dataset part", "", f"part {tx['part_id']} ({tx['size']} bytes)"
     return kind, "", ""
 
 
@@ -533,6 +555,13 @@ def _report_tx(node: Node, txid: str, wait: bool, timeout: float, as_json: bool,
 # Jobs
 
 
+def part_bytes_option(f: F) -> F:
+    """``--part-bytes``: the data per dataset part (the protocol's 4 MiB unless testing)."""
+    return click.option("--part-bytes", type=click.IntRange(4096, MAX_DATASET_BYTES), default=MAX_DATASET_BYTES,
+                        show_default=True, metavar="N", hidden=True,
+                        help="Bytes of data per transaction of a dataset published in parts.")(f)
+
+
 def dataset_split_options(f: F) -> F:
     f = click.option("--seed", type=click.IntRange(0, U32_MAX), default=0, show_default=True,
                      help="Seed of the held-out split drawn for files without a test split.")(f)
@@ -562,6 +591,7 @@ def job() -> None:
               help="Learning rate 2^-N.")
 @click.option("--name", "job_name", help="A public label [default: the dataset's name].")
 @dataset_split_options
+@part_bytes_option
 @signer_option
 @wait_options
 @node_option
@@ -569,7 +599,7 @@ def job() -> None:
 @pass_cli
 def job_submit(cli: CliContext, dims_text: str, dataset_source: str, steps: int, fee_text: str, batch: int,
                lr_shift: int, job_name: str | None, test_share: float, seed: int, name: str, wait: bool,
-               timeout: float, node_url: str, as_json: bool) -> None:
+               timeout: float, node_url: str, as_json: bool, part_bytes: int) -> None:
     """Escrow STEPS x FEE-PER-STEP coins for training a model; prints the job id.
 
     A .npz or .csv dataset that is not on chain yet is published first, in a transaction of its
@@ -582,36 +612,60 @@ def job_submit(cli: CliContext, dims_text: str, dataset_source: str, steps: int,
     dataset = load_job_dataset(dataset_source, test_share=test_share, seed=seed)
     sender = cli.wallet().address(name)
     node = Node.connect(node_url)
-    spec = JobSpec(dims=dims, dataset_id=dataset.id, batch_size=batch, lr_shift=lr_shift, total_steps=steps,
+    dataset_id, _ = _publish_bodies(node, dataset, 0, part_bytes)
+    spec = JobSpec(dims=dims, dataset_id=dataset_id, batch_size=batch, lr_shift=lr_shift, total_steps=steps,
                    fee_per_step=fee_per_step)
     check_job(node.preset, spec, dataset)
     nonce = node.next_nonce(sender)
     bodies: list[TxBody] = []
-    if not node.has_dataset(dataset):
-        bodies.append(_publish_body(node, dataset, nonce))
+    if not node.has_dataset(dataset, dataset_id):
+        bodies.extend(_publish_bodies(node, dataset, nonce, part_bytes, announce=True)[1])
     submit = node.priced(lambda f: JobSubmit(
         chain_id=node.chain_id, nonce=nonce + len(bodies), fee=f, spec=spec, name=label(job_name or dataset.name)))
     bodies.append(submit)
-    txids = _sign_and_submit(cli, node, name, bodies)
+    txids = _sign_and_submit(cli, node, name, bodies, timeout)
     click.echo(f"escrow {format_amount(spec.escrow)} for {steps} steps at {format_amount(fee_per_step)}", err=True)
     job_id = job_id_of(bytes.fromhex(txids[-1])).hex()
     if as_json:
-        _report_tx(node, txids[-1], wait, timeout, True, job_id=job_id, dataset_id=dataset.id.hex())
+        _report_tx(node, txids[-1], wait, timeout, True, job_id=job_id, dataset_id=dataset_id.hex())
         return
     click.echo(job_id)
     if wait:
         _wait(node, txids[-1], timeout)
 
 
-def _publish_body(node: Node, dataset: Dataset, nonce: int) -> TxBody:
-    data = dataset.encode()
-    if len(data) > MAX_DATASET_BYTES:
-        raise CliError(f"dataset {dataset.name!r} is {len(data)} bytes; at most {MAX_DATASET_BYTES} go on chain "
-                       "in one transaction")
+def _publish_bodies(node: Node, dataset: Dataset, nonce: int, part_bytes: int = MAX_DATASET_BYTES,
+                    announce: bool = False) -> tuple[bytes, list[TxBody]]:
+    """(the id ``dataset`` has on chain, the transactions that publish it from ``nonce`` on): one
+    ``DatasetPublish`` when it fits ``part_bytes``, else a ``DatasetChunk`` per part not on chain
+    yet (so an interrupted publish resumes) and the manifest (docs/protocol.md Part I §4)."""
+    from pouw.datasets import split_parts
+
+    try:
+        split = split_parts(dataset, part_bytes)
+    except PouwError as exc:
+        raise CliError(str(exc)) from None
+    if split is None:
+        data = dataset.encode()
+        pieces: list[bytes] = []
+    else:
+        data = split[0].encode()
+        pieces = split[1]
+    dataset_id = dataset_id_of(data)
+    if not announce:
+        return dataset_id, []
     click.echo(PUBLIC_DATA_WARNING, err=True)
-    click.echo(f"publishing dataset {dataset.id.hex()} ({len(data)} bytes)", err=True)
-    return node.priced(lambda f: DatasetPublish(
-        chain_id=node.chain_id, nonce=nonce, fee=f, name=label(dataset.name), data=data))
+    bodies: list[TxBody] = []
+    for piece in pieces:
+        if not node.client.dataset_published(dataset_id_of(piece)):
+            bodies.append(node.priced(lambda f, piece=piece: DatasetChunk(  # type: ignore[misc]
+                chain_id=node.chain_id, nonce=nonce + len(bodies), fee=f, data=piece)))
+    total = sum(map(len, pieces)) or len(data)
+    click.echo(f"publishing dataset {dataset_id.hex()} ({total} bytes"
+               + (f" in {len(pieces)} parts, {len(bodies)} not on chain yet)" if pieces else ")"), err=True)
+    bodies.append(node.priced(lambda f: DatasetPublish(
+        chain_id=node.chain_id, nonce=nonce + len(bodies), fee=f, name=label(dataset.name), data=data)))
+    return dataset_id, bodies
 
 
 PENDING_SCAN = 500
@@ -756,11 +810,20 @@ def _fetch_dataset(client: NodeClient, dataset_id: str) -> Dataset:
     builtin = builtin_datasets().get(bytes.fromhex(dataset_id))
     if builtin is not None:
         return builtin
-    raw = client.request(f"/api/datasets/{dataset_id}")
-    dataset = Dataset.decode(raw)
-    if dataset.id.hex() != dataset_id:
-        raise NodeError(f"the node sent dataset {dataset.id.hex()} for {dataset_id}")
-    return dataset
+    from chain.types import decode_dataset_parts
+    from pouw.datasets import assemble_parts
+
+    raw = client.request(f"/api/datasets/{dataset_id}?raw=1")
+    if dataset_id_of(raw).hex() != dataset_id:
+        raise NodeError(f"the node sent dataset {dataset_id_of(raw).hex()} for {dataset_id}")
+    try:
+        parts = decode_dataset_parts(raw)
+        if parts is None:
+            return Dataset.decode(raw)
+        # Each part is checked against its id in the manifest, whose hash is the dataset id.
+        return assemble_parts(parts, [client.request(f"/api/datasets/{part.hex()}") for part in parts.part_ids])
+    except PouwError as exc:
+        raise NodeError(f"the node sent a bad dataset {dataset_id}: {exc}") from None
 
 
 def _model_file(client: NodeClient, job_id: str) -> tuple[ModelFile, Dataset]:
@@ -934,13 +997,14 @@ def dataset() -> None:
 @dataset.command("publish")
 @click.argument("source", metavar="PATH.npz|PATH.csv")
 @dataset_split_options
+@part_bytes_option
 @signer_option
 @wait_options
 @node_option
 @json_option
 @pass_cli
 def dataset_publish(cli: CliContext, source: str, test_share: float, seed: int, name: str, wait: bool,
-                    timeout: float, node_url: str, as_json: bool) -> None:
+                    timeout: float, node_url: str, as_json: bool, part_bytes: int) -> None:
     """Publish a dataset for training jobs; prints its id.
 
     A .npz holds x_train, y_train, x_test, y_test (or x, y: then --test-share of the rows, drawn
@@ -951,17 +1015,19 @@ def dataset_publish(cli: CliContext, source: str, test_share: float, seed: int, 
     dataset = load_job_dataset(source, test_share=test_share, seed=seed)
     sender = cli.wallet().address(name)
     node = Node.connect(node_url)
-    if node.has_dataset(dataset):
-        raise CliError(f"dataset {dataset.id.hex()} is already on chain")
-    body = _publish_body(node, dataset, node.next_nonce(sender))
-    [txid] = _sign_and_submit(cli, node, name, [body])
+    dataset_id, _ = _publish_bodies(node, dataset, 0, part_bytes)
+    if node.has_dataset(dataset, dataset_id):
+        raise CliError(f"dataset {dataset_id.hex()} is already on chain")
+    _, bodies = _publish_bodies(node, dataset, node.next_nonce(sender), part_bytes, announce=True)
+    txid = _sign_and_submit(cli, node, name, bodies, timeout)[-1]
     click.echo(f"dataset {dataset.n_train} training rows, {len(dataset.x_test)} held out, {dataset.n_features} "
                f"features, {dataset.n_classes} classes" + (", quantized" if dataset.scaling else ""), err=True)
     if as_json:
-        _report_tx(node, txid, wait, timeout, True, dataset_id=dataset.id.hex(), n_train=dataset.n_train,
-                   n_test=len(dataset.x_test), n_classes=dataset.n_classes, quantized=dataset.scaling is not None)
+        _report_tx(node, txid, wait, timeout, True, dataset_id=dataset_id.hex(), n_train=dataset.n_train,
+                   n_test=len(dataset.x_test), n_classes=dataset.n_classes, quantized=dataset.scaling is not None,
+                   parts=len(bodies) - 1)
         return
-    click.echo(dataset.id.hex())
+    click.echo(dataset_id.hex())
     if wait:
         _wait(node, txid, timeout)
 

@@ -230,7 +230,7 @@ class NodeClient:
     def dataset_published(self, dataset_id: bytes) -> bool:
         """Whether the chain holds a published dataset with this content id."""
         try:
-            self.request(f"/api/datasets/{dataset_id.hex()}")
+            self.request(f"/api/datasets/{dataset_id.hex()}?raw=1")  # the manifest, not the assembled data
         except NodeRejected as exc:
             if exc.status == 404:
                 return False

@@ -6,12 +6,14 @@ rebuilt from blocks if lost. Also serves published datasets' bytes to the verifi
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 
 from chain.encoding import pack, unpack
 from chain.errors import InvalidBlock, Reason, ValidationError
 from chain.hashing import tagged_hash
-from chain.state import JobRecord, get_dataset, get_job
-from chain.types import Block, DatasetPublish
+from chain.state import DatasetRecord, JobRecord, get_dataset, get_dataset_part, get_job
+from chain.types import Block, DatasetChunk, DatasetPublish, decode_dataset_parts
 from consensus.pouw_seal import PouwSealVerifier, builtin_datasets
 from consensus.presets import model_config
 from consensus.seal import NoProofSealVerifier
@@ -20,6 +22,9 @@ from store.chaindb import ChainDB, ImportResult
 from store.kv import KeyValueStore
 
 log = logging.getLogger("pouw.node.chain")
+
+ASSEMBLED_CACHE = 2
+"""Assembled multi-part datasets kept in memory (each at most 256 MiB, docs/protocol.md Part I §4)."""
 
 
 class ModelIndex:
@@ -30,6 +35,8 @@ class ModelIndex:
         self._db: ChainDB | None = None
         self._verifier: PouwSealVerifier | NoProofSealVerifier = NoProofSealVerifier()
         self._initial_evaluations: dict[bytes, tuple[int, int, int]] = {}
+        self._assembled: OrderedDict[bytes, bytes] = OrderedDict()
+        self._assembled_lock = threading.Lock()
 
     def attach(self, store: KeyValueStore, db: ChainDB, verifier: PouwSealVerifier | NoProofSealVerifier) -> None:
         self._store = store
@@ -40,18 +47,62 @@ class ModelIndex:
         return self._store.get(schema.model_key(model_hash)) if self._store is not None else None
 
     def dataset_bytes(self, dataset_id: bytes) -> bytes | None:
-        """A published dataset's bytes, read from the transaction that published it."""
+        """A published dataset's canonical bytes (``Dataset.encode``), read from the transaction that
+        published it; a multi-part dataset is assembled from its parts' transactions (the last
+        :data:`ASSEMBLED_CACHE` kept). The id of a dataset part gives that part's bytes."""
         if self._db is None:
             return None
-        record = get_dataset(self._db.state, dataset_id)
-        if record is None or record.txid == bytes(32):
+        state = self._db.state
+        record = get_dataset(state, dataset_id)
+        if record is None:
+            part = get_dataset_part(state, dataset_id)
+            return self._tx_data(part) if part is not None else None
+        data = self._tx_data(record)
+        if data is None:
+            return None
+        parts = decode_dataset_parts(data)
+        if parts is None:
+            return data
+        with self._assembled_lock:
+            cached = self._assembled.get(dataset_id)
+            if cached is not None:
+                self._assembled.move_to_end(dataset_id)
+                return cached
+        from pouw.datasets import assemble_parts
+
+        pieces = []
+        for part_id in parts.part_ids:
+            part = get_dataset_part(state, part_id)
+            piece = self._tx_data(part) if part is not None else None
+            if piece is None:
+                return None
+            pieces.append(piece)
+        assembled = assemble_parts(parts, pieces, record.name).encode()
+        del pieces
+        with self._assembled_lock:
+            self._assembled[dataset_id] = assembled
+            while len(self._assembled) > ASSEMBLED_CACHE:
+                self._assembled.popitem(last=False)
+        return assembled
+
+    def dataset_record_bytes(self, dataset_id: bytes) -> bytes | None:
+        """The data of the transaction that published a dataset (or part) as it is on chain: the
+        manifest of a multi-part dataset, whose hash is the id (what a client verifies)."""
+        if self._db is None:
+            return None
+        record = get_dataset(self._db.state, dataset_id) or get_dataset_part(self._db.state, dataset_id)
+        return self._tx_data(record) if record is not None else None
+
+    def _tx_data(self, record: DatasetRecord) -> bytes | None:
+        """The data of the dataset (or part) transaction a record names."""
+        if self._db is None or record.txid == bytes(32):
             return None
         where = self._db.tx_location(record.txid)
         block = self._db.get_block(where.block_hash) if where is not None else None
         if block is None or where is None:
             return None
         body = block.txs[where.position].body
-        return body.data if isinstance(body, DatasetPublish) else None
+        return body.data if isinstance(body, DatasetPublish | DatasetChunk) else None
 
     def store_model(self, block: Block) -> None:
         """Keep the block's final model (content-addressed; harmless if the block later fails)."""
