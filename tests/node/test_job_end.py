@@ -63,7 +63,7 @@ async def test_templates_say_steps_left_and_skip_spent_jobs(
     # A miner with no draw left on the job asks for the next one: the built-in job, open-ended.
     builtin = await (await http.get(f"/api/mining/template?address={ADDRESS}&exclude={job_id}")).json()
     assert builtin["job"]["name"] == "digits"
-    assert builtin["steps_left"] == 2**32 - 1 - builtin["job"]["steps_done"]
+    assert builtin["steps_left"] == 2**64 - 1 - builtin["job"]["steps_done"]  # never runs dry (u64 steps_done)
     assert builtin["max_steps"] == cap
 
     # Nothing left: a 409 the miner understands as "wait for the tip"; bad lists are a 400.
