@@ -22,6 +22,7 @@ from consensus.pouw_seal import PouwSealVerifier
 from consensus.presets import Preset
 from consensus.seal import NoProofSealVerifier
 from consensus.validation import FutureBlock, check_body_commitments, connect_block
+from node import metrics
 from node.core.header_tree import HeaderTree
 from node.core.models import ModelIndex
 from node.core.types import BlockOutcome, BlockStatusText
@@ -146,10 +147,14 @@ class BlockImporter:
             self.headers.check(block.header)
             if isinstance(self.verifier, PouwSealVerifier):
                 # v2: a pure function of the header and seal, whatever branch created the job
+                began = time.perf_counter()
                 self.verifier.check_tile(block.header, block.seal)
+                metrics.observe_verification("tile", time.perf_counter() - began)
             check_commitments(block)
             self.models.store_model(block)
-            result = self.db.import_block(block)
+            began = time.perf_counter()
+            result = self.db.import_block(block)  # stage 5 (transition, signatures, replay) and the write
+            metrics.observe_verification("connect", time.perf_counter() - began)
         except FutureBlock as exc:
             return self._hold(block, exc.reason.value, exc.detail), None
         except StoreWriteError as exc:

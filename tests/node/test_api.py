@@ -87,6 +87,9 @@ async def test_status_blocks_accounts_and_tx(client: tuple[TestClient, ChainServ
     assert expected <= families.keys(), expected - families.keys()
     assert families["pouw_useful_steps"].samples[0].value == detail["steps_done"]
     assert any(s.labels.get("result") == "accepted" for s in families["pouw_tx_submissions"].samples)
+    stage_counts = {s.labels["stage"]: s.value for s in families["pouw_verification_seconds"].samples
+                    if s.name == "pouw_verification_seconds_count"}
+    assert stage_counts.get("connect", 0) >= 2  # each imported block's stage 5 is timed
 
 
 async def test_template_and_submit_errors(client: tuple[TestClient, ChainService]) -> None:  # type: ignore[type-arg]
