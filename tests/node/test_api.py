@@ -4,36 +4,22 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from chain.types import COIN, Transfer
-from node.api import make_app
-from node.api_security import API_SECURITY
 from node.chain_service import ChainService
 from tests.functional.framework import test_seed
-from tests.node.harness import mine_block, start_service
+from tests.node.harness import mine_block
 from wallet.address import encode_address
 from wallet.keys import PrivateKey
 from wallet.txbuild import sign_tx
 
 MINER = PrivateKey(b"\x03" * 32)
 OTHER = PrivateKey(b"\x04" * 32)
-
-
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[tuple[TestClient, ChainService]]:  # type: ignore[type-arg]
-    service = await start_service(tmp_path / "node")
-    app = make_app(service, client_max_size=1 << 20)
-    async with TestClient(TestServer(app), headers=app[API_SECURITY].client_headers()) as test_client:
-        yield test_client, service
-    await service.stop()
 
 
 async def test_status_blocks_accounts_and_tx(client: tuple[TestClient, ChainService]) -> None:  # type: ignore[type-arg]

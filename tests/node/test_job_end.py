@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from chain.state import iter_jobs
 from chain.types import JobSpec, JobSubmit
-from node.api import MAX_EXCLUDED_JOBS, make_app
-from node.api_security import API_SECURITY
+from node.api import MAX_EXCLUDED_JOBS
 from node.chain_service import ChainService
-from tests.node.harness import mine_block, start_service
+from tests.node.harness import mine_block
 from wallet.address import encode_address
 from wallet.keys import PrivateKey
 from wallet.txbuild import sign_tx
@@ -22,15 +19,6 @@ from wallet.txbuild import sign_tx
 MINER = PrivateKey(b"\x05" * 32)
 ADDRESS = encode_address(MINER.address)
 JOB_STEPS = 5
-
-
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[tuple[TestClient, ChainService]]:  # type: ignore[type-arg]
-    service = await start_service(tmp_path / "node")
-    app = make_app(service, client_max_size=1 << 20)
-    async with TestClient(TestServer(app), headers=app[API_SECURITY].client_headers()) as test_client:
-        yield test_client, service
-    await service.stop()
 
 
 async def submit_job(service: ChainService) -> str:
