@@ -22,3 +22,11 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[TestClient, ChainService
     async with TestClient(TestServer(app), headers=app[API_SECURITY].client_headers()) as test_client:
         yield test_client, service
     await service.stop()
+
+
+@pytest.fixture
+async def chain(tmp_path: Path) -> AsyncIterator[ChainService]:
+    """A regtest chain service in a temporary datadir, stopped after the test."""
+    service = await start_service(tmp_path / "node")
+    yield service
+    await service.stop()

@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
-
-import pytest
 
 from chain.state import get_account
 from chain.transition import subsidy_paid
 from chain.types import COIN, Block, Transfer, work_hash_of
 from consensus.presets import model_config
 from node.chain_service import BlockStatusText, ChainService
-from tests.node.harness import forge, mine_block, start_service
+from tests.node.harness import forge, mine_block
 from wallet.keys import PrivateKey
 from wallet.txbuild import sign_tx
 
 MINER = PrivateKey(b"\x01" * 32)
 OTHER = PrivateKey(b"\x02" * 32)
-
-
-@pytest.fixture
-async def chain(tmp_path: Path):  # type: ignore[no-untyped-def]
-    service = await start_service(tmp_path / "node")
-    yield service
-    await service.stop()
 
 
 async def expect(service: ChainService, block: Block, reason: str, status: str = "invalid") -> None:

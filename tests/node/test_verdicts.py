@@ -24,13 +24,6 @@ MINER = PrivateKey(b"\x01" * 32)
 OTHER = PrivateKey(b"\x02" * 32)
 
 
-@pytest.fixture
-async def chain(tmp_path: Path):  # type: ignore[no-untyped-def]
-    service = await start_service(tmp_path / "node")
-    yield service
-    await service.stop()
-
-
 async def test_a_relayed_block_with_a_changed_body_does_not_poison_its_hash(chain: ChainService) -> None:
     backend = NodeBackend(chain)
     await mine_block(chain, MINER)
