@@ -109,17 +109,26 @@ class TorchIntMM(Backend):
         return torch._int_mm(a.contiguous(), b.contiguous())
 
 
-class Float32Gemm(Backend):
-    """Exact float32 GEMM on the CPU: the inner dimension in pieces of at most 1024."""
+class CpuFloatGemm(Backend):
+    """A float GEMM on the CPU that is exact for these integer operands (subclasses say why); the
+    fused transcript kernel takes its chunk products in the compute dtype."""
 
-    kind = "float32"
-    compute_dtype = torch.float32
-    max_chunk = FLOAT32_MAX_K
     fusable = True
 
     def __init__(self, name: str = "cpu") -> None:
         self.name = name
         self.device = torch.device("cpu")
+
+    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a @ b
+
+
+class Float32Gemm(CpuFloatGemm):
+    """Exact float32 GEMM on the CPU: the inner dimension in pieces of at most 1024."""
+
+    kind = "float32"
+    compute_dtype = torch.float32
+    max_chunk = FLOAT32_MAX_K
 
     def int_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         check_operands(a, b)
@@ -133,27 +142,16 @@ class Float32Gemm(Backend):
             out += (fa[:, start:stop] @ fb[start:stop]).to(torch.int32)
         return out
 
-    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return a @ b
 
-
-class Float64Gemm(Backend):
+class Float64Gemm(CpuFloatGemm):
     """Exact float64 GEMM on the CPU (every partial sum is an integer below 2**53)."""
 
     kind = "float64"
     compute_dtype = torch.float64
-    fusable = True
-
-    def __init__(self, name: str = "cpu") -> None:
-        self.name = name
-        self.device = torch.device("cpu")
 
     def int_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         check_operands(a, b)
         return (a.to(torch.float64) @ b.to(torch.float64)).to(torch.int32)
-
-    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return a @ b
 
 
 class ReferenceBackend(Backend):
