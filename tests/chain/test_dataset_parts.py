@@ -58,6 +58,17 @@ def mine(state: State, parent: Block, txs: list[SignedTx]) -> tuple[Block, State
     return block, state.apply(apply_block(state, block, RULES))
 
 
+def split_in_parts(dataset: Dataset) -> tuple[DatasetParts, list[bytes]]:
+    split = split_parts(dataset, PART_BYTES)
+    assert split is not None
+    return split
+
+
+def publication(parts: DatasetParts, pieces: list[bytes]) -> list[SignedTx]:
+    """Every part in order (nonces 0..n-1), then the manifest."""
+    return [chunk(piece, i) for i, piece in enumerate(pieces)] + [manifest(parts, len(pieces))]
+
+
 def reason(state: State, parent: Block, txs: list[SignedTx]) -> Reason:
     empty = next_block(state, parent, rules=RULES)
     with pytest.raises(InvalidBlock) as err:
@@ -67,9 +78,7 @@ def reason(state: State, parent: Block, txs: list[SignedTx]) -> Reason:
 
 
 def test_split_and_assemble_round_trip(dataset: Dataset) -> None:
-    split = split_parts(dataset, PART_BYTES)
-    assert split is not None
-    parts, pieces = split
+    parts, pieces = split_in_parts(dataset)
     assert len(pieces) == len(parts.part_ids) >= 3 and max(map(len, pieces)) <= PART_BYTES
     whole = assemble_parts(parts, pieces, dataset.name)
     assert whole.encode() == dataset.encode()
@@ -82,12 +91,10 @@ def test_split_and_assemble_round_trip(dataset: Dataset) -> None:
 
 
 def test_manifest_registers_the_assembled_dataset_after_its_parts(dataset: Dataset) -> None:
-    split = split_parts(dataset, PART_BYTES)
-    assert split is not None
-    parts, pieces = split
+    parts, pieces = split_in_parts(dataset)
     parent, state = genesis()
     # Parts and the manifest may share a block, parts first.
-    txs = [chunk(piece, i) for i, piece in enumerate(pieces)] + [manifest(parts, len(pieces))]
+    txs = publication(parts, pieces)
     _, post = mine(state, parent, txs)
     record = get_dataset(post, hash_bytes(parts.encode()))
     assert record is not None and record.size == sum(map(len, pieces))
@@ -103,9 +110,7 @@ def test_manifest_registers_the_assembled_dataset_after_its_parts(dataset: Datas
 
 
 def test_manifest_rejections(dataset: Dataset) -> None:
-    split = split_parts(dataset, PART_BYTES)
-    assert split is not None
-    parts, pieces = split
+    parts, pieces = split_in_parts(dataset)
     parent, state = genesis()
     # Manifest before (or without) its last part.
     early = [chunk(piece, i) for i, piece in enumerate(pieces[:-1])] + [manifest(parts, len(pieces) - 1)]
@@ -145,11 +150,9 @@ def test_malformed_manifests() -> None:
 
 def test_reorg_keeps_parts_on_the_branch_that_has_them(dataset: Dataset) -> None:
     """Part and manifest records are state: a sibling branch without them lacks them."""
-    split = split_parts(dataset, PART_BYTES)
-    assert split is not None
-    parts, pieces = split
+    parts, pieces = split_in_parts(dataset)
     parent, state = genesis()
-    txs = [chunk(piece, i) for i, piece in enumerate(pieces)] + [manifest(parts, len(pieces))]
+    txs = publication(parts, pieces)
     _, post = mine(state, parent, txs)
     sibling = next_block(state, parent, [], rules=RULES, salt=b"other")
     post_sibling = state.apply(apply_block(state, sibling, RULES))
