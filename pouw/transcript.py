@@ -85,7 +85,7 @@ def _root_of_hashes(level: list[bytes]) -> bytes:
     return nodes[0]
 
 
-def operand_leaf(data: bytes | npt.NDArray[np.int8]) -> bytes:
+def operand_leaf(data: bytes | memoryview) -> bytes:
     """The leaf hash of one operand block: keyed BLAKE3 (``LEAF_KEY``) of its raw int8 bytes.
 
     BLAKE3 is a tree of 1 KiB chunks, so a GPU hashes a block's chunks in parallel
@@ -97,7 +97,7 @@ def block_roots(rows: npt.NDArray[np.int8], block: int) -> list[bytes]:
     """The Merkle leaves of a commitment: :func:`operand_leaf` of each consecutive block of
     ``block`` rows' raw int8 bytes (row-major; the last block may be shorter)."""
     data = np.ascontiguousarray(rows, dtype=np.int8)
-    return [operand_leaf(data[start : start + block]) for start in range(0, len(data), block)]
+    return [operand_leaf(data[start : start + block].data) for start in range(0, len(data), block)]
 
 
 def commit_rows(rows: npt.NDArray[np.int8], block: int) -> bytes:
@@ -316,6 +316,19 @@ def triton_eligible(params: PouwParams, k: int, device: torch.device) -> bool:
     if device.type == "cuda":
         return True
     return device.type == "cpu" and triton_gpu.interpreting() and os.environ.get(TRITON_ON_CPU_ENV) == "1"
+
+
+def transcript_path(backend: Backend) -> str:
+    """Which implementation computes this backend's noisy products (for a miner's start-up line):
+    the Triton kernels (the GPU path, or the same under the Triton interpreter), the fused CPU
+    kernel, or the torch reference. Shapes too small for a kernel fall back to the reference."""
+    device = backend.device
+    if triton_gpu.HAVE_TRITON and (device.type == "cuda" or (
+            device.type == "cpu" and triton_gpu.interpreting() and os.environ.get(TRITON_ON_CPU_ENV) == "1")):
+        return "triton" if device.type == "cuda" else "triton (interpreter, on the CPU)"
+    if backend.fusable and device.type == "cpu":
+        return "fused CPU kernel (numba)" if cpu_kernels.HAVE_NUMBA else "fused CPU kernel (numpy fallback)"
+    return "torch reference"
 
 
 TICKET_SIZE = 32
