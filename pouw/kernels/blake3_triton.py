@@ -52,12 +52,17 @@ PARENT = 4
 ROOT = 8
 KEYED_HASH = 16
 
+# Key and σ_m words travel as i32 kernel arguments; Triton must not turn a word equal to 1 into a constant.
+_KEY_ARGS = [f"k{i}" for i in range(8)]
+_TICKET_ARGS = [f"w{i}" for i in range(16)]
+
 IV = (0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19)
 
 
-def _words(key: bytes) -> torch.Tensor:
-    """The 32 bytes as 8 little-endian words in an int32 CPU tensor (bit patterns, not values)."""
-    return torch.from_numpy(np.frombuffer(key, dtype="<u4").astype(np.uint32).view(np.int32).copy())
+def _words(data: bytes) -> list[int]:
+    """The bytes as little-endian 32-bit words, each as the int32 of its bit pattern: kernel
+    arguments (typed i32, never specialised), so no key or σ_m is copied to the device."""
+    return [int(w) for w in np.frombuffer(data, dtype="<i4")]
 
 
 def _check_key(key: bytes, name: str = "key") -> None:
@@ -129,18 +134,18 @@ if HAVE_TRITON:
         past ``end`` read as zero."""
         offset = start + 4 * j
         if WORDS:
-            word = tl.load(x_ptr + offset // 4, mask=mask & (offset < end), other=0)
-            return word.to(tl.uint32, bitcast=True)
+            word = tl.load(x_ptr + offset // 4, mask=mask & (offset < end), other=0).to(tl.uint32, bitcast=True)
         else:
             b0 = tl.load(x_ptr + offset, mask=mask & (offset < end), other=0).to(tl.uint32)
             b1 = tl.load(x_ptr + offset + 1, mask=mask & (offset + 1 < end), other=0).to(tl.uint32)
             b2 = tl.load(x_ptr + offset + 2, mask=mask & (offset + 2 < end), other=0).to(tl.uint32)
             b3 = tl.load(x_ptr + offset + 3, mask=mask & (offset + 3 < end), other=0).to(tl.uint32)
-            return b0 | (b1 << 8) | (b2 << 16) | (b3 << 24)
+            word = b0 | (b1 << 8) | (b2 << 16) | (b3 << 24)
+        return word
 
-    @triton.jit
+    @triton.jit(do_not_specialize=_KEY_ARGS)
     def _chunk_kernel(  # type: ignore[no-untyped-def]
-        x_ptr, cv_ptr, key_ptr,
+        x_ptr, cv_ptr, k0, k1, k2, k3, k4, k5, k6, k7,
         total_bytes, leaf_bytes, chunks_per_leaf, chunks_total, max_blocks,
         BLOCK: tl.constexpr, WORDS: tl.constexpr,
     ):
@@ -158,14 +163,14 @@ if HAVE_TRITON:
         blocks = tl.maximum((chunk_len + 63) // 64, 1)
         single = leaf_len <= 1024
         zero = tl.zeros([BLOCK], dtype=tl.uint32)
-        c0 = zero + tl.load(key_ptr + 0).to(tl.uint32, bitcast=True)
-        c1 = zero + tl.load(key_ptr + 1).to(tl.uint32, bitcast=True)
-        c2 = zero + tl.load(key_ptr + 2).to(tl.uint32, bitcast=True)
-        c3 = zero + tl.load(key_ptr + 3).to(tl.uint32, bitcast=True)
-        c4 = zero + tl.load(key_ptr + 4).to(tl.uint32, bitcast=True)
-        c5 = zero + tl.load(key_ptr + 5).to(tl.uint32, bitcast=True)
-        c6 = zero + tl.load(key_ptr + 6).to(tl.uint32, bitcast=True)
-        c7 = zero + tl.load(key_ptr + 7).to(tl.uint32, bitcast=True)
+        c0 = zero + k0.to(tl.uint32, bitcast=True)
+        c1 = zero + k1.to(tl.uint32, bitcast=True)
+        c2 = zero + k2.to(tl.uint32, bitcast=True)
+        c3 = zero + k3.to(tl.uint32, bitcast=True)
+        c4 = zero + k4.to(tl.uint32, bitcast=True)
+        c5 = zero + k5.to(tl.uint32, bitcast=True)
+        c6 = zero + k6.to(tl.uint32, bitcast=True)
+        c7 = zero + k7.to(tl.uint32, bitcast=True)
         counter = chunk.to(tl.uint32)
         for b in range(0, max_blocks):
             start = chunk_start + b * 64
@@ -214,9 +219,9 @@ if HAVE_TRITON:
         tl.store(out + 6, c6.to(tl.int32, bitcast=True), mask=valid)
         tl.store(out + 7, c7.to(tl.int32, bitcast=True), mask=valid)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=_KEY_ARGS)
     def _parent_kernel(  # type: ignore[no-untyped-def]
-        cv_in_ptr, cv_out_ptr, key_ptr,
+        cv_in_ptr, cv_out_ptr, k0, k1, k2, k3, k4, k5, k6, k7,
         leaves, nodes_in, nodes_in_last, nodes_out, total_out,
         BLOCK: tl.constexpr,
     ):
@@ -241,14 +246,14 @@ if HAVE_TRITON:
         l7 = tl.load(left + 7, mask=valid, other=0).to(tl.uint32, bitcast=True)
         flags = tl.where(count == 2, zero + (16 | 4 | 8), zero + (16 | 4))  # KEYED_HASH | PARENT (| ROOT)
         o0, o1, o2, o3, o4, o5, o6, o7 = _compress(
-            zero + tl.load(key_ptr + 0).to(tl.uint32, bitcast=True),
-            zero + tl.load(key_ptr + 1).to(tl.uint32, bitcast=True),
-            zero + tl.load(key_ptr + 2).to(tl.uint32, bitcast=True),
-            zero + tl.load(key_ptr + 3).to(tl.uint32, bitcast=True),
-            zero + tl.load(key_ptr + 4).to(tl.uint32, bitcast=True),
-            zero + tl.load(key_ptr + 5).to(tl.uint32, bitcast=True),
-            zero + tl.load(key_ptr + 6).to(tl.uint32, bitcast=True),
-            zero + tl.load(key_ptr + 7).to(tl.uint32, bitcast=True),
+            zero + k0.to(tl.uint32, bitcast=True),
+            zero + k1.to(tl.uint32, bitcast=True),
+            zero + k2.to(tl.uint32, bitcast=True),
+            zero + k3.to(tl.uint32, bitcast=True),
+            zero + k4.to(tl.uint32, bitcast=True),
+            zero + k5.to(tl.uint32, bitcast=True),
+            zero + k6.to(tl.uint32, bitcast=True),
+            zero + k7.to(tl.uint32, bitcast=True),
             l0, l1, l2, l3, l4, l5, l6, l7,
             tl.load(right + 0, mask=has_right, other=0).to(tl.uint32, bitcast=True),
             tl.load(right + 1, mask=has_right, other=0).to(tl.uint32, bitcast=True),
@@ -275,13 +280,15 @@ if HAVE_TRITON:
         """The little-endian word of a big-endian 4-byte encoding."""
         return ((x & 0xFF) << 24) | ((x & 0xFF00) << 8) | ((x >> 8) & 0xFF00) | (x >> 24)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=_TICKET_ARGS)
     def _ticket_kernel(  # type: ignore[no-untyped-def]
-        words_ptr, lanes_ptr, out_ptr, tiles,
+        lanes_ptr, out_ptr, tiles,
+        w0, w1, w2, w3, w4, w5, w6, w7,
+        w8, w9, w10, w11, w12, w13, w14, w15,
         BLOCK: tl.constexpr,
     ):
-        """One lane per tile: one compression of the 56-byte message; ``words_ptr`` holds the 8 key
-        words then the 8 σ_m words."""
+        """One lane per tile: one compression of the 56-byte message; w0..w7 are the key words,
+        w8..w15 the σ_m words (int32 bit patterns)."""
         t = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         valid = t < tiles
         index = t.to(tl.int64)
@@ -292,22 +299,22 @@ if HAVE_TRITON:
         d2 = _swap32(tl.load(lane + 2, mask=valid, other=0).to(tl.uint32))
         d3 = _swap32(tl.load(lane + 3, mask=valid, other=0).to(tl.uint32))
         o0, o1, o2, o3, o4, o5, o6, o7 = _compress(
-            zero + tl.load(words_ptr + 0).to(tl.uint32, bitcast=True),
-            zero + tl.load(words_ptr + 1).to(tl.uint32, bitcast=True),
-            zero + tl.load(words_ptr + 2).to(tl.uint32, bitcast=True),
-            zero + tl.load(words_ptr + 3).to(tl.uint32, bitcast=True),
-            zero + tl.load(words_ptr + 4).to(tl.uint32, bitcast=True),
-            zero + tl.load(words_ptr + 5).to(tl.uint32, bitcast=True),
-            zero + tl.load(words_ptr + 6).to(tl.uint32, bitcast=True),
-            zero + tl.load(words_ptr + 7).to(tl.uint32, bitcast=True),
-            zero + tl.load(words_ptr + 8).to(tl.uint32, bitcast=True),
-            zero + tl.load(words_ptr + 9).to(tl.uint32, bitcast=True),
-            zero + tl.load(words_ptr + 10).to(tl.uint32, bitcast=True),
-            zero + tl.load(words_ptr + 11).to(tl.uint32, bitcast=True),
-            zero + tl.load(words_ptr + 12).to(tl.uint32, bitcast=True),
-            zero + tl.load(words_ptr + 13).to(tl.uint32, bitcast=True),
-            zero + tl.load(words_ptr + 14).to(tl.uint32, bitcast=True),
-            zero + tl.load(words_ptr + 15).to(tl.uint32, bitcast=True),
+            zero + w0.to(tl.uint32, bitcast=True),
+            zero + w1.to(tl.uint32, bitcast=True),
+            zero + w2.to(tl.uint32, bitcast=True),
+            zero + w3.to(tl.uint32, bitcast=True),
+            zero + w4.to(tl.uint32, bitcast=True),
+            zero + w5.to(tl.uint32, bitcast=True),
+            zero + w6.to(tl.uint32, bitcast=True),
+            zero + w7.to(tl.uint32, bitcast=True),
+            zero + w8.to(tl.uint32, bitcast=True),
+            zero + w9.to(tl.uint32, bitcast=True),
+            zero + w10.to(tl.uint32, bitcast=True),
+            zero + w11.to(tl.uint32, bitcast=True),
+            zero + w12.to(tl.uint32, bitcast=True),
+            zero + w13.to(tl.uint32, bitcast=True),
+            zero + w14.to(tl.uint32, bitcast=True),
+            zero + w15.to(tl.uint32, bitcast=True),
             (index & 0xFFFFFFFF).to(tl.uint32), (index >> 32).to(tl.uint32),
             d0, d1, d2, d3, zero, zero,
             zero, zero, zero + 56, zero + (16 | 8 | 2 | 1),  # KEYED_HASH | ROOT | CHUNK_END | CHUNK_START
@@ -341,13 +348,13 @@ def leaf_hashes(x: torch.Tensor, block_rows: int, key: bytes) -> torch.Tensor:
     bytes of ``x[i * block_rows:(i + 1) * block_rows]`` (row-major; the last block may be shorter).
 
     ``x`` is a contiguous int8 (rows, width) tensor. The launches (1 + tree levels) depend on the
-    shape only; nothing is copied to the host."""
-    _require_triton()
+    shape only; nothing is copied between host and device."""
     _check_key(key)
     if x.dtype != torch.int8 or x.dim() != 2 or not x.is_contiguous():
         raise ValueError("leaf_hashes needs a contiguous 2-D int8 tensor")
     if block_rows < 1:
         raise ValueError("block_rows must be positive")
+    _require_triton()
     rows, width = x.shape
     leaves = -(-rows // block_rows)
     if leaves == 0:
@@ -358,7 +365,7 @@ def leaf_hashes(x: torch.Tensor, block_rows: int, key: bytes) -> torch.Tensor:
     per_leaf = max(1, -(-leaf_bytes // CHUNK_LEN))
     last_chunks = max(1, -(-last_bytes // CHUNK_LEN))
     chunks = (leaves - 1) * per_leaf + last_chunks
-    key_words = _words(key).to(x.device)
+    key_words = _words(key)
     flat = x.reshape(-1)
     words = leaf_bytes % 4 == 0 and total % 4 == 0 and flat.data_ptr() % 4 == 0 and total > 0
     data = flat.view(torch.int32) if words else flat.view(torch.uint8)
@@ -368,7 +375,7 @@ def leaf_hashes(x: torch.Tensor, block_rows: int, key: bytes) -> torch.Tensor:
     cvs = torch.empty((chunks, 8), dtype=torch.int32, device=x.device)
     lanes = _lanes_per_program(chunks)
     _chunk_kernel[(triton.cdiv(chunks, lanes),)](
-        data, cvs, key_words, total, leaf_bytes, per_leaf, chunks, max_blocks, BLOCK=lanes, WORDS=words,
+        data, cvs, *key_words, total, leaf_bytes, per_leaf, chunks, max_blocks, BLOCK=lanes, WORDS=words,
     )
     nodes, nodes_last = per_leaf, last_chunks
     while nodes > 1:
@@ -377,7 +384,7 @@ def leaf_hashes(x: torch.Tensor, block_rows: int, key: bytes) -> torch.Tensor:
         merged = torch.empty((total_out, 8), dtype=torch.int32, device=x.device)
         lanes = _lanes_per_program(total_out)
         _parent_kernel[(triton.cdiv(total_out, lanes),)](
-            cvs, merged, key_words, leaves, nodes, nodes_last, out_nodes, total_out, BLOCK=lanes,
+            cvs, merged, *key_words, leaves, nodes, nodes_last, out_nodes, total_out, BLOCK=lanes,
         )
         cvs, nodes, nodes_last = merged, out_nodes, out_last
     return cvs.view(torch.uint8)
@@ -388,20 +395,19 @@ def tickets(sigma_m: bytes, lanes: torch.Tensor, key: bytes) -> torch.Tensor:
     σ_m ‖ i (8 bytes, little-endian) ‖ the 4 lanes of tile i (each a 4-byte big-endian word).
 
     ``lanes`` is an int64 (tiles, 4) tensor with every value in [0, 2**32) (the digest lanes are
-    < 2**31). One launch; nothing is copied to the host."""
-    _require_triton()
+    < 2**31). One launch; nothing is copied between host and device."""
     _check_key(key)
     _check_key(sigma_m, "sigma_m")
     if lanes.dtype != torch.int64 or lanes.dim() != 2 or lanes.shape[1] != 4:
         raise ValueError("tickets needs an int64 (tiles, 4) lanes tensor")
+    _require_triton()
     lanes = lanes.contiguous()
     count = int(lanes.shape[0])
     out = torch.empty((count, 8), dtype=torch.int32, device=lanes.device)
     if count == 0:
         return out.view(torch.uint8)
-    words = _words(key + sigma_m).to(lanes.device)
     block = _lanes_per_program(count)
-    _ticket_kernel[(triton.cdiv(count, block),)](words, lanes, out, count, BLOCK=block)
+    _ticket_kernel[(triton.cdiv(count, block),)](lanes, out, count, *_words(key + sigma_m), BLOCK=block)
     return out.view(torch.uint8)
 
 
