@@ -32,6 +32,7 @@ hold them to the ``blake3`` package (tests/pouw_kernels/test_blake3_triton.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import blake3
 import numpy as np
@@ -343,6 +344,40 @@ def tree_levels(chunks: int) -> int:
     return max(0, chunks - 1).bit_length()
 
 
+class _Forest(NamedTuple):
+    """The shape of the leaf trees of a (rows, width) tensor cut into blocks of ``block_rows`` rows."""
+
+    leaves: int
+    total: int  # bytes of the tensor
+    leaf_bytes: int  # bytes of a full leaf (every leaf but possibly the last)
+    per_leaf: int  # chunks of a full leaf
+    last_chunks: int  # chunks of the last leaf
+    chunks: int  # chunks of all leaves
+    max_blocks: int  # 64-byte blocks of the longest chunk (the chunk kernel's loop count)
+
+
+def _forest(rows: int, width: int, block_rows: int) -> _Forest:
+    leaves = -(-rows // block_rows)
+    total = rows * width
+    leaf_bytes = block_rows * width
+    last_bytes = total - (leaves - 1) * leaf_bytes
+    per_leaf = max(1, -(-leaf_bytes // CHUNK_LEN))
+    last_chunks = max(1, -(-last_bytes // CHUNK_LEN))
+    chunks = (leaves - 1) * per_leaf + last_chunks if leaves else 0
+    max_blocks = max(1, -(-min(leaf_bytes, CHUNK_LEN) // BLOCK_LEN))
+    return _Forest(leaves, total, leaf_bytes, per_leaf, last_chunks, chunks, max_blocks)
+
+
+def leaf_hash_cost(rows: int, width: int, block_rows: int) -> tuple[int, int]:
+    """(compressions, launches) of ``leaf_hashes`` on a (rows, width) tensor: every chunk runs
+    ``max_blocks`` compressions (masked past its end), every leaf ``chunks - 1`` parent ones."""
+    f = _forest(rows, width, block_rows)
+    if f.leaves == 0:
+        return 0, 0
+    parents = (f.leaves - 1) * (f.per_leaf - 1) + f.last_chunks - 1
+    return f.chunks * f.max_blocks + parents, 1 + tree_levels(f.per_leaf)
+
+
 def leaf_hashes(x: torch.Tensor, block_rows: int, key: bytes) -> torch.Tensor:
     """(ceil(rows / block_rows), 32) uint8 on ``x``'s device: row i is the keyed BLAKE3 of the raw
     bytes of ``x[i * block_rows:(i + 1) * block_rows]`` (row-major; the last block may be shorter).
@@ -355,29 +390,22 @@ def leaf_hashes(x: torch.Tensor, block_rows: int, key: bytes) -> torch.Tensor:
     if block_rows < 1:
         raise ValueError("block_rows must be positive")
     _require_triton()
-    rows, width = x.shape
-    leaves = -(-rows // block_rows)
-    if leaves == 0:
+    f = _forest(int(x.shape[0]), int(x.shape[1]), block_rows)
+    if f.leaves == 0:
         return torch.empty((0, OUT_SIZE), dtype=torch.uint8, device=x.device)
-    total = rows * width
-    leaf_bytes = block_rows * width
-    last_bytes = total - (leaves - 1) * leaf_bytes
-    per_leaf = max(1, -(-leaf_bytes // CHUNK_LEN))
-    last_chunks = max(1, -(-last_bytes // CHUNK_LEN))
-    chunks = (leaves - 1) * per_leaf + last_chunks
     key_words = _words(key)
     flat = x.reshape(-1)
-    words = leaf_bytes % 4 == 0 and total % 4 == 0 and flat.data_ptr() % 4 == 0 and total > 0
+    words = f.leaf_bytes % 4 == 0 and f.total % 4 == 0 and flat.data_ptr() % 4 == 0 and f.total > 0
     data = flat.view(torch.int32) if words else flat.view(torch.uint8)
-    if total == 0:
+    if f.total == 0:
         data = torch.zeros(4, dtype=torch.uint8, device=x.device)  # never read: every load is masked
-    max_blocks = max(1, -(-min(leaf_bytes, CHUNK_LEN) // BLOCK_LEN))
-    cvs = torch.empty((chunks, 8), dtype=torch.int32, device=x.device)
-    lanes = _lanes_per_program(chunks)
-    _chunk_kernel[(triton.cdiv(chunks, lanes),)](
-        data, cvs, *key_words, total, leaf_bytes, per_leaf, chunks, max_blocks, BLOCK=lanes, WORDS=words,
+    cvs = torch.empty((f.chunks, 8), dtype=torch.int32, device=x.device)
+    lanes = _lanes_per_program(f.chunks)
+    _chunk_kernel[(triton.cdiv(f.chunks, lanes),)](
+        data, cvs, *key_words, f.total, f.leaf_bytes, f.per_leaf, f.chunks, f.max_blocks, BLOCK=lanes, WORDS=words,
     )
-    nodes, nodes_last = per_leaf, last_chunks
+    leaves = f.leaves
+    nodes, nodes_last = f.per_leaf, f.last_chunks
     while nodes > 1:
         out_nodes, out_last = -(-nodes // 2), -(-nodes_last // 2)
         total_out = (leaves - 1) * out_nodes + out_last

@@ -211,3 +211,11 @@ def test_bad_arguments_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         blake3_triton.leaf_hashes(x, 2, bytes(32))
     with pytest.raises(RuntimeError, match="triton is not installed"):
         blake3_triton.tickets(bytes(32), torch.zeros((3, 4), dtype=torch.int64), bytes(32))
+
+
+def test_leaf_hash_cost_counts_chunk_blocks_parents_and_levels() -> None:
+    # m = k = 8192, BM = 64: 128 leaves of 512 KiB, each 512 chunks of 16 blocks and 511 parents.
+    assert blake3_triton.leaf_hash_cost(8192, 8192, 64) == (128 * (512 * 16 + 511), 1 + 9)
+    assert blake3_triton.leaf_hash_cost(3, 1, 2) == (2, 1)  # two one-block leaves
+    assert blake3_triton.leaf_hash_cost(133, 192, 64) == (25 * 16 + 2 * 11, 1 + 4)  # 12, 12, 1 chunks
+    assert blake3_triton.leaf_hash_cost(0, 64, 64) == (0, 0)
