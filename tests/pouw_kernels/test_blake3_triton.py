@@ -219,3 +219,12 @@ def test_leaf_hash_cost_counts_chunk_blocks_parents_and_levels() -> None:
     assert blake3_triton.leaf_hash_cost(3, 1, 2) == (2, 1)  # two one-block leaves
     assert blake3_triton.leaf_hash_cost(133, 192, 64) == (25 * 16 + 2 * 11, 1 + 4)  # 12, 12, 1 chunks
     assert blake3_triton.leaf_hash_cost(0, 64, 64) == (0, 0)
+
+
+def test_empty_inputs_launch_nothing() -> None:
+    pytest.importorskip("triton")
+    key = bytes(range(32))
+    assert blake3_triton.leaf_hashes(torch.zeros((0, 64), dtype=torch.int8), 4, key).shape == (0, 32)
+    assert blake3_triton.tickets(key, torch.zeros((0, 4), dtype=torch.int64), key).shape == (0, 32)
+    assert leaf_hashes_host(np.zeros((0, 64), dtype=np.int8), 4, key) == []
+    assert tickets_host(key, np.zeros((0, 4), dtype=np.int64), key) == []
