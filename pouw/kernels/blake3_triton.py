@@ -20,7 +20,10 @@ the chunk's last block). Merging level by level, an odd last node carried up unc
 exactly BLAKE3's left-balanced tree. The chunk kernel gives every chunk of every leaf one vector
 lane (the 16 state words are (BLOCK,) uint32 vectors); then one launch per parent level merges all
 leaves at once. A matmul's commitments cost 1 + ceil(log2(chunks per leaf)) launches per operand
-and no host synchronisation: the launch sequence depends on shapes only.
+and no host synchronisation: the launch sequence depends on shapes only. At m = n = k = 8192 with
+BM = BN = 64 an operand is 128 leaves of 512 KiB (512 chunks): 128·512·16 = 1,048,576 chunk
+compressions and 128·511 = 65,408 parent ones in 1 + 9 launches; the 16,384 tickets are one launch
+of one compression each (``leaf_hash_cost`` counts this for any shape).
 
 Word loads are little-endian: 32-bit loads when every chunk boundary is 4-aligned (the block's
 byte length a multiple of 4), else four byte loads per word; a short last block is zero-padded
@@ -45,8 +48,8 @@ KEY_SIZE = 32
 OUT_SIZE = 32
 CHUNK_LEN = 1024
 BLOCK_LEN = 64
-TICKET_MESSAGE_LEN = 56  # σ_m (32) ‖ tile index (8, little-endian) ‖ 4 lanes (4 bytes each, big-endian)
 
+# BLAKE3's domain flags (the kernels write them as literals: 16 | 8 | 2 | 1 is KEYED_HASH | ROOT | ...)
 CHUNK_START = 1
 CHUNK_END = 2
 PARENT = 4
@@ -56,8 +59,6 @@ KEYED_HASH = 16
 # Key and σ_m words travel as i32 kernel arguments; Triton must not turn a word equal to 1 into a constant.
 _KEY_ARGS = [f"k{i}" for i in range(8)]
 _TICKET_ARGS = [f"w{i}" for i in range(16)]
-
-IV = (0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19)
 
 
 def _words(data: bytes) -> list[int]:
@@ -104,7 +105,7 @@ if HAVE_TRITON:
     ):
         """The first 8 output words of one BLAKE3 compression (the chaining value / root output);
         every argument a uint32 tensor of one shape."""
-        zero = tl.zeros_like(c0)
+        zero = tl.zeros_like(c0)  # v8..v11: BLAKE3's IV[0..3] (SHA-256's)
         v0, v1, v2, v3, v4, v5, v6, v7 = c0, c1, c2, c3, c4, c5, c6, c7
         v8 = zero + 0x6A09E667
         v9 = zero + 0xBB67AE85

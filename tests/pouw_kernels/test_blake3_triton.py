@@ -228,3 +228,49 @@ def test_empty_inputs_launch_nothing() -> None:
     assert blake3_triton.tickets(key, torch.zeros((0, 4), dtype=torch.int64), key).shape == (0, 32)
     assert leaf_hashes_host(np.zeros((0, 64), dtype=np.int8), 4, key) == []
     assert tickets_host(key, np.zeros((0, 4), dtype=np.int64), key) == []
+
+
+COMPILE_SCRIPT = """
+import json
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from pouw.kernels import blake3_triton as m
+
+keys = {f"k{i}": "i32" for i in range(8)}
+kernels = [
+    (m._chunk_kernel, {"x_ptr": "*i32", "cv_ptr": "*i32", **keys, "total_bytes": "i64", "leaf_bytes": "i32",
+                       "chunks_per_leaf": "i32", "chunks_total": "i32", "max_blocks": "i32",
+                       "BLOCK": "constexpr", "WORDS": "constexpr"}, {"BLOCK": 128, "WORDS": True}),
+    (m._parent_kernel, {"cv_in_ptr": "*i32", "cv_out_ptr": "*i32", **keys, "leaves": "i32", "nodes_in": "i32",
+                        "nodes_in_last": "i32", "nodes_out": "i32", "total_out": "i32", "BLOCK": "constexpr"},
+     {"BLOCK": 128}),
+    (m._ticket_kernel, {"lanes_ptr": "*i64", "out_ptr": "*i32", "tiles": "i32",
+                        **{f"w{i}": "i32" for i in range(16)}, "BLOCK": "constexpr"}, {"BLOCK": 128}),
+]
+out = []
+for fn, signature, constexprs in kernels:
+    compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
+                              target=GPUTarget("cuda", 90, 32))
+    ptx = compiled.asm["ptx"]
+    out.append({"cubin": len(compiled.asm["cubin"]), "shf": ptx.count("shf.")})
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm90_without_a_device(tmp_path: Any) -> None:
+    """The compiled path (not the interpreter) accepts the kernels: Triton lowers them to PTX and
+    ptxas (shipped in the triton wheel) to an sm_90 cubin; no GPU is needed. The rotations
+    become funnel shifts (``shf``)."""
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], env=env, capture_output=True, text=True, timeout=280)
+    if done.returncode != 0 and ("ptxas" in done.stderr and "not found" in done.stderr):
+        pytest.skip("no ptxas in this triton installation")
+    assert done.returncode == 0, done.stderr[-3000:]
+    chunk, parent, ticket = json.loads(done.stdout.strip().splitlines()[-1])
+    for kernel in (chunk, parent, ticket):
+        assert kernel["cubin"] > 0
+    assert chunk["shf"] >= 7 * 8 * 4  # one compression's rotations, at least
