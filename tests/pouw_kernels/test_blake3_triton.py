@@ -90,6 +90,9 @@ sigma, lanes, key = _ticket_input()
 out["tickets"] = [bytes(r).hex() for r in tickets(sigma, torch.from_numpy(lanes), key).numpy()]
 ones = (1).to_bytes(4, "little") * 8  # key and σ_m words equal to 1 (the value Triton likes to specialise)
 out["ones"] = [bytes(r).hex() for r in tickets(ones, torch.from_numpy(lanes[:3]), ones).numpy()]
+base = torch.from_numpy(_case_input(50, 1, 65)[0]).reshape(-1)
+unaligned = base[1:].view(8, 8)  # 4-aligned lengths at an odd address: byte loads
+out["unaligned"] = [bytes(r).hex() for r in leaf_hashes(unaligned, 3, KAT_KEY).numpy()]
 kat = leaf_hashes(torch.from_numpy(_kat_input(KERNEL_KAT + KAT_TAIL)), KERNEL_KAT, KAT_KEY)
 out["kat"] = [bytes(r).hex() for r in kat.numpy()]
 
@@ -128,6 +131,11 @@ def test_leaf_hashes_match_the_blake3_package(interpreted: dict[str, Any]) -> No
         want = leaf_hashes_host(x, block_rows, key)
         assert len(want) == -(-rows // block_rows)
         assert got == [h.hex() for h in want], (rows, width, block_rows)
+
+
+def test_leaf_hashes_of_an_unaligned_view_match_the_package(interpreted: dict[str, Any]) -> None:
+    x = _case_input(50, 1, 65)[0].reshape(-1)[1:].reshape(8, 8)
+    assert interpreted["unaligned"] == [h.hex() for h in leaf_hashes_host(x, 3, KAT_KEY)]
 
 
 def test_leaf_hashes_match_the_official_keyed_vector(interpreted: dict[str, Any]) -> None:
