@@ -9,7 +9,7 @@ a 32-byte key the caller passes) and their CPU reference:
 * ``tickets(sigma_m, lanes, key)``: the keyed BLAKE3 of σ_m ‖ tile_index (8 bytes, little-endian) ‖
   the 4 lanes (4-byte big-endian words) for every tile, as a (tiles, 32) uint8 device tensor;
 * ``first_winner(tickets, threshold)``: the lowest winning tile and the lowest minimum ticket,
-  found on the device (the host copies two integers, not every ticket);
+  found on the device (the host copies two indices and two tickets, not every ticket);
 * ``leaf_hashes_host`` / ``tickets_host``: the same values from the ``blake3`` package (the
   official Rust bindings), the reference the kernels are tested against.
 
@@ -454,15 +454,24 @@ def _big_endian_words(tickets_u8: torch.Tensor) -> torch.Tensor:
     return (t[:, :, 0] << 24) | (t[:, :, 1] << 16) | (t[:, :, 2] << 8) | t[:, :, 3]
 
 
-def first_winner(tickets_u8: torch.Tensor, threshold: int) -> tuple[int, int]:
-    """(lowest tile index whose ticket, big-endian, is below ``threshold``, or -1; lowest index of a
-    minimum ticket, or -1 when there are none), computed on the tickets' device with torch ops; the
-    host copies two integers. ``threshold`` comes from ``win_threshold``."""
+class TicketScan(NamedTuple):
+    """What the host needs from one matmul's tickets: the first winner and the best ticket."""
+
+    winner: int  # lowest tile index whose ticket wins, or -1
+    best: int  # lowest tile index holding the minimum ticket, or -1 when there are no tiles
+    winner_ticket: bytes | None
+    best_ticket: bytes | None
+
+
+def first_winner(tickets_u8: torch.Tensor, threshold: int) -> TicketScan:
+    """Scan a (tiles, 32) uint8 ticket tensor on its device with torch ops: a tile wins iff its
+    ticket, big-endian, is below ``threshold`` (from ``win_threshold``; at least 2**256: every
+    tile). The host copies one small tensor (two indices and two tickets), not every ticket."""
     if tickets_u8.dtype != torch.uint8 or tickets_u8.dim() != 2 or tickets_u8.shape[1] != OUT_SIZE:
         raise ValueError("first_winner needs a uint8 (tiles, 32) tensor")
     count = int(tickets_u8.shape[0])
     if count == 0:
-        return -1, -1
+        return TicketScan(-1, -1, None, None)
     words = _big_endian_words(tickets_u8)
     device = tickets_u8.device
     if threshold >= 1 << 256:
@@ -479,8 +488,11 @@ def first_winner(tickets_u8: torch.Tensor, threshold: int) -> tuple[int, int]:
     index = torch.arange(count, device=device)
     none = torch.full_like(index, count)
     found = torch.stack([torch.where(wins, index, none).min(), torch.where(best, index, none).min()])
-    winner, minimum = (int(v) for v in found.tolist())
-    return (winner if winner < count else -1), minimum
+    rows = tickets_u8[found.clamp(max=count - 1)].to(torch.int64).reshape(-1)
+    host = torch.cat([found, rows]).tolist()  # the one device-to-host copy
+    winner, minimum = int(host[0]), int(host[1])
+    winner_ticket = bytes(host[2:2 + OUT_SIZE]) if winner < count else None
+    return TicketScan(winner if winner < count else -1, minimum, winner_ticket, bytes(host[2 + OUT_SIZE:]))
 
 
 def leaf_hashes_host(x: npt.NDArray[np.int8], block_rows: int, key: bytes) -> list[bytes]:

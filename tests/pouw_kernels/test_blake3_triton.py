@@ -187,8 +187,12 @@ def test_first_winner_follows_the_win_rule() -> None:
     ]:
         threshold = win_threshold(target, tile_work, reference_work)
         wins = [i for i, v in enumerate(values) if v * reference_work < target * tile_work]
-        assert first_winner(tickets, threshold) == ((wins[0] if wins else -1), 50), (target, tile_work)
-    assert first_winner(torch.zeros((0, 32), dtype=torch.uint8), 5) == (-1, -1)
+        winner = wins[0] if wins else -1
+        want = (winner, 50, bytes(raw[winner]) if wins else None, bytes(raw[50]))
+        assert first_winner(tickets, threshold) == want, (target, tile_work)
+    assert first_winner(torch.zeros((0, 32), dtype=torch.uint8), 5) == (-1, -1, None, None)
+    one = first_winner(tickets[:1], 1 << 256)
+    assert (one.winner, one.best, one.winner_ticket) == (0, 0, bytes(raw[0]))
 
 
 def test_tickets_host_encodes_lanes_big_endian_after_a_little_endian_index() -> None:
