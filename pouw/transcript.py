@@ -42,8 +42,8 @@ from chain.encoding import pack
 from chain.errors import Reason, ValidationError
 from chain.hashing import HASH_SIZE, merkle_proof_of_hashes, merkle_root_of_hashes, tagged_hash
 from pouw.backends import Backend
+from pouw.kernels import blake3_triton, triton_gpu
 from pouw.kernels import cpu as cpu_kernels
-from pouw.kernels import triton_gpu
 from pouw.noise import NoiseFactors, draw_noise, exact_matmul
 from pouw.params import PAYLOAD_BOUND, PouwParams
 from pouw.prng import Prng
@@ -96,8 +96,7 @@ def operand_leaf(data: bytes | memoryview) -> bytes:
 def block_roots(rows: npt.NDArray[np.int8], block: int) -> list[bytes]:
     """The Merkle leaves of a commitment: :func:`operand_leaf` of each consecutive block of
     ``block`` rows' raw int8 bytes (row-major; the last block may be shorter)."""
-    data = np.ascontiguousarray(rows, dtype=np.int8)
-    return [operand_leaf(data[start : start + block].data) for start in range(0, len(data), block)]
+    return blake3_triton.leaf_hashes_host(np.ascontiguousarray(rows, dtype=np.int8), block, LEAF_KEY)
 
 
 def commit_rows(rows: npt.NDArray[np.int8], block: int) -> bytes:
@@ -174,11 +173,7 @@ def tile_ticket(sigma_m: bytes, tile_index: int, digest: bytes) -> bytes:
 
 def tile_tickets(sigma_m: bytes, lanes: npt.NDArray[np.int64]) -> list[bytes]:
     """The ticket of every tile from its lanes (tiles, 4), tiles numbered by row."""
-    words = np.ascontiguousarray(lanes, dtype=">u4").tobytes()
-    return [
-        blake3.blake3(sigma_m + i.to_bytes(8, "little") + words[16 * i : 16 * i + 16], key=TICKET_KEY).digest()
-        for i in range(len(lanes))
-    ]
+    return blake3_triton.tickets_host(sigma_m, lanes, TICKET_KEY)
 
 
 def ticket_wins(ticket: bytes, target: int, tile_work: int, reference_work: int) -> bool:
@@ -412,6 +407,21 @@ class TileTickets:
         flat = self.ticket_array().tobytes()
         return [flat[i : i + TICKET_SIZE] for i in range(0, len(flat), TICKET_SIZE)]
 
+    def scan(self, target: int, reference_work: int) -> blake3_triton.TicketScan:
+        """The first winning tile under ``target`` and the lowest ticket: on the device for device
+        tickets (one small copy back), vectorised on the host otherwise."""
+        if isinstance(self.data, torch.Tensor) and self.data.device.type != "cpu":
+            threshold = blake3_triton.win_threshold(target, self.tile_work, reference_work)
+            return blake3_triton.first_winner(self.data, threshold)
+        tickets = self.ticket_array()
+        if not len(tickets):
+            return blake3_triton.TicketScan(-1, -1, None, None)
+        best = lowest_ticket(tickets)
+        first = first_winner(tickets, target, self.tile_work, reference_work)
+        return blake3_triton.TicketScan(
+            first, best, tickets[first].tobytes() if first >= 0 else None, tickets[best].tobytes()
+        )
+
     def ticket_array(self) -> npt.NDArray[np.uint8]:
         """The tickets as a (tiles, 32) uint8 host array (one device→host copy on the GPU path)."""
         if isinstance(self.data, list):
@@ -541,8 +551,6 @@ def _device_product(
     per row) go the other way and are expanded on the device by int8 GEMMs of inner width r; the
     Triton kernel computes C' and the tile lanes, a second kernel the tickets, which stay on the
     device until the step's draws are read (one copy per matmul, at the end of the step)."""
-    from pouw.kernels import blake3_triton
-
     m, k = a.shape
     n = b.shape[1]
     a = a.contiguous()
@@ -601,17 +609,12 @@ class NoisyTranscriptProduct:
 
     def _read_draws(self) -> None:
         for draws in self._pending:
-            tickets = draws.ticket_array()
-            if not len(tickets):
-                continue
-            lowest = tickets[lowest_ticket(tickets)].tobytes()
-            if self._best is None or lowest < self._best:
-                self._best = lowest
-            if self._winner is None:
-                first = first_winner(tickets, self.target, draws.tile_work, self.params.reference_work)
-                if first >= 0:
-                    self._winner = draws.tile_proof(first)
-                    self._winning_ticket = tickets[first].tobytes()
+            found = draws.scan(self.target, self.params.reference_work)
+            if found.best_ticket is not None and (self._best is None or found.best_ticket < self._best):
+                self._best = found.best_ticket
+            if self._winner is None and found.winner >= 0:
+                self._winner = draws.tile_proof(found.winner)
+                self._winning_ticket = found.winner_ticket
         self._pending.clear()
 
     @property
