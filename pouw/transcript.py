@@ -555,13 +555,16 @@ def _device_product(
     n = b.shape[1]
     a = a.contiguous()
     bt = b.T.contiguous()
-    leaves_a = blake3_triton.leaf_hashes(a, params.tile_m, LEAF_KEY)
-    leaves_b = blake3_triton.leaf_hashes(bt, params.tile_n, LEAF_KEY)
+    if params.tile_m == params.tile_n:  # A's and Bᵀ's rows are both k bytes: one launch for both
+        leaves = blake3_triton.leaf_hashes(torch.cat([a, bt]), params.tile_m, LEAF_KEY).reshape(-1)
+    else:
+        leaves = torch.cat([blake3_triton.leaf_hashes(a, params.tile_m, LEAF_KEY).reshape(-1),
+                            blake3_triton.leaf_hashes(bt, params.tile_n, LEAF_KEY).reshape(-1)])
     extremes = torch.stack([a.min(), a.max(), bt.min(), bt.max()]).view(torch.uint8)
-    host = torch.cat([leaves_a.reshape(-1), leaves_b.reshape(-1), extremes]).cpu().numpy()
+    host = torch.cat([leaves, extremes]).cpu().numpy()  # the product's one device-to-host copy
     if int(np.abs(host[-4:].view(np.int8).astype(np.int16)).max()) > PAYLOAD_BOUND:
         raise ValidationError(Reason.OUT_OF_RANGE, f"matmul operand beyond ±{PAYLOAD_BOUND}")
-    split = leaves_a.numel()
+    split = HASH_SIZE * (m // params.tile_m)
     a_blocks, b_blocks = _leaf_list(host[:split]), _leaf_list(host[split:-4])
     sigma_m = matmul_seed(header_seed, step, index, (m, k, n), _root_of_hashes(a_blocks), _root_of_hashes(b_blocks))
     noise = draw_noise(sigma_m, m, k, n, params.rank).to(a.device)

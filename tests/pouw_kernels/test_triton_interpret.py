@@ -96,3 +96,63 @@ def test_triton_kernel_handles_short_chunks_and_extreme_operands() -> None:
     total, lanes = done.stdout.split(" ", 1)
     assert int(total) == int(c_noisy.sum())
     assert json.loads(lanes) == tile_lanes(state, 16, 16).tolist()
+
+
+MINER_SCRIPT = """
+import json
+import torch
+from pouw.backends import get_backend
+from pouw.datasets import load_dataset
+from pouw.mining import Miner
+from pouw.model import ModelConfig, init_state
+from pouw.params import DEVNET
+from pouw.transcript import transcript_path
+backend = get_backend("cpu:float32")
+assert transcript_path(backend).startswith("triton"), transcript_path(backend)
+config = ModelConfig(dims=(64, 64), batch_size=64, lr_shift=8)
+miner = Miner(DEVNET, config, load_dataset("digits"), init_state(config, b"interpreted"), bytes(32), backend)
+bests = []
+assert miner.mine(b"\\x01" * 32, 0, 1, progress=lambda p: bests.append(p.best_ticket.hex()) and False) is None
+result = miner.mine(b"\\x02" * 32, (1 << 256) - 1, 1)
+claim = result.seal_claim
+print(json.dumps({"best": bests, "proof": claim.proof.hex(), "steps": claim.steps,
+                  "trajectory": claim.trajectory_root.hex(), "prefix": claim.prefix_root.hex(),
+                  "final": claim.final_state_hash.hex(), "work": result.work_bytes.hex()}))
+"""
+
+
+def test_a_miner_on_the_device_path_makes_the_cpu_miners_seal() -> None:
+    """The whole device path inside the real Miner (BLAKE3 leaf and ticket kernels, the transcript
+    kernel, noise expanded by int8 GEMMs, the draws scanned once per step, a proof copied from
+    device tensors): the same best ticket and the same seal as the fused CPU path, and the
+    validator's CPU reference accepts it."""
+    from pouw.datasets import load_dataset
+    from pouw.mining import Miner
+    from pouw.model import ModelConfig, init_state
+    from pouw.verify import verify_seal
+
+    env = {**os.environ, "TRITON_INTERPRET": "1", "POUW_TRITON_ON_CPU": "1"}
+    done = subprocess.run([sys.executable, "-c", MINER_SCRIPT], env=env, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+
+    backend = get_backend("cpu")
+    config = ModelConfig(dims=(64, 64), batch_size=64, lr_shift=8)
+    dataset, start = load_dataset("digits"), init_state(config, b"interpreted")
+    miner = Miner(DEVNET, config, dataset, start, bytes(32), backend)
+    bests: list[str] = []
+    assert miner.mine(b"\x01" * 32, 0, 1, progress=lambda p: bests.append(p.best_ticket.hex()) and False) is None
+    result = miner.mine(b"\x02" * 32, (1 << 256) - 1, 1)
+    assert result is not None
+    claim = result.seal_claim
+    assert got["best"] == bests and len(bests) == 1
+    assert got["proof"] == claim.proof.hex() and got["work"] == result.work_bytes.hex()
+    assert (got["steps"], got["trajectory"], got["prefix"], got["final"]) == (
+        claim.steps, claim.trajectory_root.hex(), claim.prefix_root.hex(), claim.final_state_hash.hex())
+    verify_seal(
+        params=DEVNET, config=config, dataset=dataset, start_state=start, trajectory_seed=bytes(32),
+        header_seed=b"\x02" * 32, target=(1 << 256) - 1, steps=claim.steps,
+        final_state_hash=claim.final_state_hash, trajectory_root=claim.trajectory_root,
+        prefix_root=claim.prefix_root, proof=bytes.fromhex(got["proof"]), work=bytes.fromhex(got["work"]),
+        backend=backend,
+    )
