@@ -25,6 +25,12 @@ BM = BN = 64 an operand is 128 leaves of 512 KiB (512 chunks): 128·512·16 = 1,
 compressions and 128·511 = 65,408 parent ones in 1 + 9 launches; the 16,384 tickets are one launch
 of one compression each (``leaf_hash_cost`` counts this for any shape).
 
+Tried and left out: one tree launch per leaf instead of one per level. Halving the vectors with
+``tl.reshape``/``tl.split`` in a static loop does exactly the useful work but its compile time
+doubles per level (74 s for 4 levels, minutes for 9, on this repository's CPU); a runtime loop over
+fixed-width vectors with ``tl.gather`` compiles in 6 s (80 registers, no spills at 512 lanes) but
+runs levels x width lane-compressions, 9x the useful parent work at 512 chunks per leaf.
+
 Word loads are little-endian: 32-bit loads when every chunk boundary is 4-aligned (the block's
 byte length a multiple of 4), else four byte loads per word; a short last block is zero-padded
 with its true length as ``block_len``. The byte order assumes a little-endian device (CUDA, x86,

@@ -109,7 +109,7 @@ def search(rows, width, block_rows, key):
 search()
 print(json.dumps(out))
 """
-SEARCH_EXAMPLES = 10
+SEARCH_EXAMPLES = 8
 
 
 @pytest.fixture(scope="module")
