@@ -73,9 +73,17 @@ class Backend:
         """An int8 operand in the dtype :meth:`chunk_mm` takes."""
         return x.to(self.compute_dtype).contiguous()
 
-    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """The exact product of prepared operands whose inner dimension is at most ``max_chunk``."""
+    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The exact product of prepared operands whose inner dimension is at most ``max_chunk``,
+        written into ``out`` when given (a preallocated buffer of :attr:`chunk_dtype`: the fused
+        kernel reuses one per row block, and a fresh page-faulted allocation per chunk costs as much
+        as a third of the GEMM itself)."""
         raise NotImplementedError
+
+    @property
+    def chunk_dtype(self) -> torch.dtype:
+        """The dtype :meth:`chunk_mm` returns (and takes as ``out``)."""
+        return self.compute_dtype
 
     @property
     def label(self) -> str:
@@ -105,8 +113,14 @@ class TorchIntMM(Backend):
         check_operands(a, b)
         return torch._int_mm(a.contiguous(), b.contiguous())
 
-    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch._int_mm(a.contiguous(), b.contiguous())
+    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        if out is None:
+            return torch._int_mm(a.contiguous(), b.contiguous())
+        return torch._int_mm(a.contiguous(), b.contiguous(), out=out)
+
+    @property
+    def chunk_dtype(self) -> torch.dtype:
+        return torch.int32
 
 
 class CpuFloatGemm(Backend):
@@ -119,8 +133,10 @@ class CpuFloatGemm(Backend):
         self.name = name
         self.device = torch.device("cpu")
 
-    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return a @ b
+    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        if out is None:
+            return a @ b
+        return torch.mm(a, b, out=out)
 
 
 class Float32Gemm(CpuFloatGemm):
@@ -169,8 +185,11 @@ class ReferenceBackend(Backend):
         product = a.numpy().astype(np.int64) @ b.numpy().astype(np.int64)
         return torch.from_numpy(product.astype(np.int32))
 
-    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(a.numpy() @ b.numpy())
+    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        product = torch.from_numpy(a.numpy() @ b.numpy())
+        if out is None:
+            return product
+        return out.copy_(product)
 
 
 def _int_mm_is_exact(device: torch.device) -> bool:

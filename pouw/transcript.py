@@ -314,6 +314,7 @@ class NoisyProduct:
     c_noisy: torch.Tensor  # (A+E)(B+F), int64 (int32 from the fused CPU kernel)
     tickets: list[bytes]  # per tile, row-major over the grid
     fused: bool = False  # computed by the fused CPU kernel: denoise with denoise_fast
+    useful: torch.Tensor | None = None  # A·B (int32), when the fused kernel already denoised it
 
     @property
     def ha(self) -> bytes:
@@ -349,6 +350,8 @@ class NoisyProduct:
     def exact(self, a: torch.Tensor) -> torch.Tensor:
         """The useful product A·B, denoised from C'."""
         if self.fused:
+            if self.useful is not None:
+                return self.useful
             return denoise_fast(self.c_noisy, a, self.b_noisy, self.noise)
         if self.c_noisy.device.type == "cuda" and self.params.rank % 8 == 0 and self.params.rank > 16:
             return denoise_limbs(self.c_noisy, a, self.b_noisy, self.noise, torch._int_mm)
@@ -375,12 +378,13 @@ def noisy_product(
     if int(a.abs().max()) > PAYLOAD_BOUND or int(b.abs().max()) > PAYLOAD_BOUND:
         raise ValidationError(Reason.OUT_OF_RANGE, f"matmul operand beyond ±{PAYLOAD_BOUND}")
     a_host = a.cpu().numpy()
-    bt_host = np.ascontiguousarray(b.cpu().numpy().T)
+    bt_host = cpu_kernels.transpose_int8(b.cpu().numpy())
     a_blocks, b_blocks = block_roots(a_host, params.tile_m), block_roots(bt_host, params.tile_n)
     ha, hb = _root_of_hashes(a_blocks), _root_of_hashes(b_blocks)
     sigma_m = matmul_seed(header_seed, step, index, (m, k, n), ha, hb)
     noise = draw_noise(sigma_m, m, k, n, params.rank).to(a.device)
     fused = backend is not None and fused_eligible(backend, params, k, a.device)
+    useful = None
     if triton_eligible(params, k, a.device):
         a_noisy = a + noise.e().to(torch.int8)
         b_noisy = b + noise.f().to(torch.int8)
@@ -388,12 +392,17 @@ def noisy_product(
             a_noisy, b_noisy, params.chunk, mix_weights(params.tile_m, params.tile_n, a.device)
         )
     elif fused and backend is not None:
-        e, f = noise.dense()
-        a_noisy = backend.prepare(a + e)
-        b_noisy = backend.prepare(b + f)
-        c_noisy, lanes = cpu_kernels.fused_transcript(
-            a_noisy, b_noisy, params.chunk, backend.chunk_mm, _mix_weights(params.tile_m, params.tile_n).numpy()
-        )
+        weights = _mix_weights(params.tile_m, params.tile_n).numpy()
+        done = cpu_kernels.fused_product(a, b, noise, params.chunk, weights) if backend.kind == "float32" else None
+        if done is not None:
+            c_noisy, lanes, b_noisy, useful = done
+        else:
+            e, f = noise.dense()
+            a_noisy = backend.prepare(a + e)
+            b_noisy = backend.prepare(b + f)
+            c_noisy, lanes = cpu_kernels.fused_transcript(
+                a_noisy, b_noisy, params.chunk, backend.chunk_mm, weights, backend.chunk_dtype
+            )
     else:
         a_noisy = a + noise.e().to(torch.int8)
         b_noisy = b + noise.f().to(torch.int8)
@@ -415,6 +424,7 @@ def noisy_product(
         c_noisy,
         tickets,
         fused,
+        useful,
     )
 
 

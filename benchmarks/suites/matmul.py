@@ -97,18 +97,36 @@ def phase_seconds(
         times[phase] = now - clock
         clock = now
 
-    a_host, bt_host = a.cpu().numpy(), np.ascontiguousarray(b.cpu().numpy().T)
+    a_host, bt_host = a.cpu().numpy(), cpu_kernels.transpose_int8(b.cpu().numpy())
     ha = merkle_root_of_hashes(block_roots(a_host, params.tile_m))
     hb = merkle_root_of_hashes(block_roots(bt_host, params.tile_n))
     lap("commit")
     sigma_m = matmul_seed(HEADER_SEED, 0, 0, (m, k, n), ha, hb)
     noise = draw_noise(sigma_m, m, k, n, params.rank).to(a.device)
-    if fused_eligible(backend, params, k, a.device):  # the miner's CPU path (transcript includes the lanes)
+    weights = _mix_weights(params.tile_m, params.tile_n).numpy()
+    fused = fused_eligible(backend, params, k, a.device)
+    if fused and backend.kind == "float32":  # the miner's float32 path: the denoise runs in the transcript
+        ops = cpu_kernels.noisy_operands(a, b, noise, params.chunk)
+        lap("noise")
+        if ops.float32_accumulation_exact():
+            fix = cpu_kernels.correction(a, ops.b, noise)
+            lap("denoise")
+            folded = ops.product_bound() + fix.bound < cpu_kernels.FLOAT32_EXACT
+            c_noisy, lanes, _ = cpu_kernels.fused_float32(ops, params.chunk, weights, fix if folded else None)
+            lap("transcript")
+            _ = [tile_ticket(sigma_m, i, digest_bytes(tile)) for i, tile in enumerate(lanes)]
+            lap("tickets")
+            if not folded:
+                denoise_fast(c_noisy, a, ops.b, noise)
+            times["denoise"] += time.perf_counter() - clock
+            return times
+    if fused:  # the miner's CPU path (transcript includes the lanes)
         e, f = noise.dense()
         a_noisy, b_noisy = backend.prepare(a + e), backend.prepare(b + f)
         lap("noise")
-        weights = _mix_weights(params.tile_m, params.tile_n).numpy()
-        c_noisy, lanes = cpu_kernels.fused_transcript(a_noisy, b_noisy, params.chunk, backend.chunk_mm, weights)
+        c_noisy, lanes = cpu_kernels.fused_transcript(
+            a_noisy, b_noisy, params.chunk, backend.chunk_mm, weights, backend.chunk_dtype
+        )
         lap("transcript")
         _ = [tile_ticket(sigma_m, i, digest_bytes(tile)) for i, tile in enumerate(lanes)]
         lap("tickets")

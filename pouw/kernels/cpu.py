@@ -18,8 +18,10 @@ tests check.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -120,6 +122,85 @@ def _sparse_rows_py(w: Any, d: Any, out: Any) -> None:
             out[c, x] = acc[x]
 
 
+def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> None:
+    """numba body: ``out[c] = float32(base[c] + Σ_i w[c, i]·d[i])`` for ternary ``w`` (q×r) and ±1
+    ``d`` (r×width), and ``sumsq[x] = Σ_c out[c, x]²`` (exact, int64): B+F, row-major."""
+    q, r = w.shape
+    width = d.shape[1]
+    acc = np.zeros(width, dtype=np.int16)
+    for x in range(width):
+        sumsq[x] = 0
+    for c in range(q):
+        for x in range(width):
+            acc[x] = base[c, x]
+        for i in range(r):
+            s = w[c, i]
+            if s == 1:
+                for x in range(width):
+                    acc[x] += d[i, x]
+            elif s == -1:
+                for x in range(width):
+                    acc[x] -= d[i, x]
+        for x in range(width):
+            v = acc[x]
+            out[c, x] = np.float32(v)
+            sumsq[x] += np.int64(v) * np.int64(v)
+
+
+def _noisy_chunks_py(w: Any, d: Any, base: Any, chunk: int, out: Any, sumsq: Any) -> None:
+    """numba body: A+E in float32, chunk-major: chunk c (columns ``[c·t, c·t + width_c)``) is the
+    contiguous (m × width_c) matrix at ``out[m·c·t :]``; ``sumsq[i] = ‖(A+E)_i‖²``.
+
+    ``w`` = E_Rᵀ (k×r ternary), ``d`` = E_Lᵀ (r×m, ±1), ``base`` = A (m×k int8). Column l of E is
+    the signed sum of the rows of E_Lᵀ its window selects (int16 vector adds over m), built for 64
+    columns at a time and then written transposed, with A added, from an L1-sized tile."""
+    k, r = w.shape
+    m = d.shape[1]
+    span = 64
+    tmp = np.zeros((span, m), dtype=np.int16)
+    for i in range(m):
+        sumsq[i] = 0
+    for l0 in range(0, k, span):
+        l1 = min(l0 + span, k)
+        for col in range(l0, l1):
+            row = tmp[col - l0]
+            for x in range(m):
+                row[x] = 0
+            for i in range(r):
+                s = w[col, i]
+                if s == 1:
+                    for x in range(m):
+                        row[x] += d[i, x]
+                elif s == -1:
+                    for x in range(m):
+                        row[x] -= d[i, x]
+        seg = l0
+        while seg < l1:  # the pieces of [l0, l1) within one chunk each
+            start = (seg // chunk) * chunk
+            width = min(chunk, k - start)
+            stop = min(l1, start + width)
+            for x in range(m):
+                total = np.int64(0)
+                offset = m * start + x * width - start
+                for col in range(seg, stop):
+                    v = np.int64(base[x, col]) + np.int64(tmp[col - l0, x])
+                    out[offset + col] = np.float32(v)
+                    total += v * v
+                sumsq[x] += total
+            seg = stop
+
+
+def _mix_float_py(acc: Any, state: Any, chunk_index: int) -> None:
+    """numba body: fold every state with the running sum held (exactly) in float32 ``acc``."""
+    add = np.uint32(chunk_index + 1)
+    mul = np.uint32(MIX_MULTIPLIER)
+    shift = np.uint32(16)
+    for j in range(state.size):
+        p = np.int32(acc[j])
+        u = np.uint32(np.uint32(state[j] ^ np.uint32(p)) * mul)
+        state[j] = np.uint32(np.uint32(u ^ (u >> shift)) + add)
+
+
 def _scatter_windows_py(offsets: Any, signs: Any, out: Any) -> None:
     """numba body: column c of ``out`` (r×cols, zeroed) gets ``signs[c, i]`` at row (o_c + i) mod r."""
     rank = out.shape[0]
@@ -132,6 +213,9 @@ _accumulate_mix = _jit(_accumulate_mix_py)
 _scatter_windows_jit = _jit(_scatter_windows_py)
 _tile_lanes_jit = _jit(_tile_lanes_py)
 _sparse_rows_jit = _jit(_sparse_rows_py)
+_noisy_rows_jit = _jit(_noisy_rows_py)
+_noisy_chunks_jit = _jit(_noisy_chunks_py)
+_mix_float = _jit(_mix_float_py)
 
 
 def scatter_windows(offsets: npt.NDArray[np.int64], signs: npt.NDArray[np.int8], rank: int) -> npt.NDArray[np.int8]:
@@ -174,15 +258,17 @@ def fused_transcript(
     a_noisy: torch.Tensor,
     b_noisy: torch.Tensor,
     chunk: int,
-    chunk_mm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    chunk_mm: Callable[..., torch.Tensor],
     weights: npt.NDArray[np.int64],
+    chunk_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, npt.NDArray[np.int64]]:
     """(C' as int32 (m, n), the digest lanes (tiles, 4) row-major) of the noisy product.
 
     ``a_noisy`` (m×k) and ``b_noisy`` (k×n) are CPU tensors already in ``chunk_mm``'s dtype;
     ``chunk_mm`` returns the exact product of a (rows×t)·(t×n) piece in any dtype that holds it;
-    ``weights`` are the (4, BM, BN) lane weights. |C'| must stay below 2**31 (k·127² does for every
-    width this protocol allows).
+    ``weights`` are the (4, BM, BN) lane weights. Given ``chunk_dtype``, ``chunk_mm`` takes an
+    ``out=`` buffer of that dtype, allocated once here and reused for every chunk of every block.
+    |C'| must stay below 2**31 (k·127² does for every width this protocol allows).
     """
     m, k = a_noisy.shape
     n = b_noisy.shape[1]
@@ -198,6 +284,7 @@ def fused_transcript(
     else:
         state_t = torch.zeros((rows, n), dtype=torch.int64)
     tiles_per_row = n // tile_n
+    buffer = None if chunk_dtype is None else torch.empty((rows, n), dtype=chunk_dtype)
     for r0 in range(0, m, rows):
         r1 = min(r0 + rows, m)
         partial = c_noisy[r0:r1]
@@ -206,8 +293,10 @@ def fused_transcript(
             state[:] = 0
             partial_flat = partial.numpy().reshape(-1)  # a row block of a contiguous tensor: a view
             state_flat = state.reshape(-1)
+            out = None if buffer is None else buffer[: r1 - r0]
             for c in range(len(starts)):
-                product = chunk_mm(a_chunks[c][r0:r1], b_chunks[c])
+                piece = a_chunks[c][r0:r1]
+                product = chunk_mm(piece, b_chunks[c]) if out is None else chunk_mm(piece, b_chunks[c], out=out)
                 _accumulate_mix(product.numpy().reshape(-1), partial_flat, state_flat, c)
             block_lanes = lanes[(r0 // tile_m) * tiles_per_row : (r1 // tile_m) * tiles_per_row]
             _tile_lanes_jit(state, weights, tile_m, tile_n, block_lanes)
@@ -226,3 +315,161 @@ def _tile_lanes_torch(state: torch.Tensor, weights: torch.Tensor, tile_m: int, t
     grid = state.reshape(m // tile_m, tile_m, n // tile_n, tile_n).permute(0, 2, 1, 3)
     lanes = [((grid * weights[lane]) % MIX_PRIME).sum(dim=(2, 3)) % MIX_PRIME for lane in range(LANES)]
     return torch.stack(lanes, dim=-1).reshape(-1, LANES).numpy()
+
+
+# --- the float32 path: the noisy operands built in float32, the running sums accumulated by the GEMM
+
+
+FLOAT32_EXACT = 1 << 24
+
+
+def transpose_int8(x: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
+    """A contiguous transpose of an int8 matrix (torch's blocked copy: ~5x numpy's at 2048²)."""
+    return torch.from_numpy(np.ascontiguousarray(x)).t().contiguous().numpy()
+
+
+@dataclass(frozen=True, slots=True)
+class NoisyOperands:
+    """A+E as float32 chunk matrices (``a_chunks[c]`` = columns ``[c·t, (c+1)·t)``, m×t, contiguous),
+    B+F (k×n) in float32, and the squared norms of A+E's rows and B+F's columns."""
+
+    a_chunks: list[torch.Tensor]
+    b: torch.Tensor
+    a_sumsq: npt.NDArray[np.int64]
+    b_sumsq: npt.NDArray[np.int64]
+
+    def float32_accumulation_exact(self) -> bool:
+        """Whether every running sum, in any summation order, is exact in float32: by Cauchy-Schwarz
+        every partial sum of Σ_l a_il·b_lj is at most ‖a_i‖₂·‖b_j‖₂ in magnitude."""
+        return int(self.a_sumsq.max(initial=0)) * int(self.b_sumsq.max(initial=0)) < FLOAT32_EXACT**2
+
+    def product_bound(self) -> int:
+        """An integer bound on every |partial sum| of (A+E)(B+F) (see above)."""
+        return math.isqrt(int(self.a_sumsq.max(initial=0)) * int(self.b_sumsq.max(initial=0))) + 1
+
+
+def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int) -> NoisyOperands:
+    """A+E and B+F as float32 straight from the sparse noise factors (``pouw.noise.NoiseFactors``
+    on the CPU) and the int8 operands: one pass each, no int8 E or F, no separate conversion."""
+    m, k = a.shape
+    n = b.shape[1]
+    starts = range(0, k, chunk)
+    if not HAVE_NUMBA:
+        e, f = noise.dense()
+        a_noisy = (a + e).to(torch.float32)
+        b_noisy = (b + f).to(torch.float32)
+        a_sumsq = (a_noisy.to(torch.int64) ** 2).sum(1).numpy()
+        b_sumsq = (b_noisy.to(torch.int64) ** 2).sum(0).numpy()
+        return NoisyOperands([a_noisy[:, s : s + chunk].contiguous() for s in starts], b_noisy, a_sumsq, b_sumsq)
+    e_left, e_right = noise.e_left.numpy(), noise.e_right.numpy()
+    f_left, f_right = noise.f_left.numpy(), noise.f_right.numpy()
+    flat = np.empty(m * k, dtype=np.float32)
+    b_noisy = np.empty((k, n), dtype=np.float32)
+    a_sumsq = np.empty(m, dtype=np.int64)
+    b_sumsq = np.empty(n, dtype=np.int64)
+    _noisy_chunks_jit(np.ascontiguousarray(e_right.T), np.ascontiguousarray(e_left.T), a.numpy(), chunk, flat, a_sumsq)
+    _noisy_rows_jit(np.ascontiguousarray(f_left), np.ascontiguousarray(f_right), b.numpy(), b_noisy, b_sumsq)
+    whole = torch.from_numpy(flat)
+    a_chunks = [whole[m * s : m * min(s + chunk, k)].view(m, min(chunk, k - s)) for s in starts]
+    return NoisyOperands(a_chunks, torch.from_numpy(b_noisy), a_sumsq, b_sumsq)
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """``C = C' − left·right`` (left = [A·F_L | E_L], m×2r; right = [F_R ; E_R·(B+F)], 2r×n), both
+    float32, and a bound on every partial sum of ``left·right`` (‖left_i‖₁ + ‖right_j‖₁: E_L, F_R ±1)."""
+
+    left: torch.Tensor
+    right: torch.Tensor
+    bound: int
+
+
+def correction(a: torch.Tensor, b_noisy: torch.Tensor, noise: Any) -> Correction:
+    """The denoising factors of ``pouw.transcript.denoise_fast``, in float32: ``A·F_L`` (|.| <= 63·k)
+    and ``E_R·(B+F)`` (|.| <= 127·k) are exact for k < 2**17 (the caller checks)."""
+    af = a.to(torch.float32) @ noise.f_left.to(torch.float32)
+    y = noise.e_right.to(torch.float32) @ b_noisy
+    bound = int(af.abs().sum(1, dtype=torch.float64).max()) + int(y.abs().sum(0, dtype=torch.float64).max())
+    left = torch.cat([af, noise.e_left.to(torch.float32)], dim=1)
+    right = torch.cat([noise.f_right.to(torch.float32), y], dim=0)
+    return Correction(left, right, bound)
+
+
+def fused_float32(
+    ops: NoisyOperands,
+    chunk: int,
+    weights: npt.NDArray[np.int64],
+    fix: Correction | None = None,
+) -> tuple[torch.Tensor, npt.NDArray[np.int64], torch.Tensor | None]:
+    """(C' int32, the digest lanes, C = C' − fix.left·fix.right int32 or None) of the noisy product.
+
+    Like :func:`fused_transcript`, but the GEMM itself keeps the running sums: each chunk product is
+    added by ``addmm`` (beta = 1) into a float32 accumulator of the row block, exact while
+    :meth:`NoisyOperands.float32_accumulation_exact` holds (the caller checks), and the numba pass
+    only converts and mixes. After the last chunk of a block, while it is still in cache, the
+    block's C' is stored and, given ``fix`` with ``product_bound + fix.bound < 2**24`` (every partial
+    sum of C' − left·right is then exact), the denoised block is one more ``addmm`` (alpha = −1).
+    """
+    m = ops.a_chunks[0].shape[0]
+    k, n = ops.b.shape
+    tile_m, tile_n = weights.shape[1], weights.shape[2]
+    c_noisy = torch.empty((m, n), dtype=torch.int32)
+    useful = None if fix is None else torch.empty((m, n), dtype=torch.int32)
+    lanes = np.empty(((m // tile_m) * (n // tile_n), LANES), dtype=np.int64)
+    rows = block_rows(m, n, tile_m)
+    starts = list(range(0, k, chunk))
+    b_chunks = [ops.b[s : s + chunk] for s in starts]
+    acc_buffer = torch.empty((rows, n), dtype=torch.float32)
+    state_buffer = np.zeros((rows, n), dtype=np.uint32)
+    tiles_per_row = n // tile_n
+    for r0 in range(0, m, rows):
+        r1 = min(r0 + rows, m)
+        acc = acc_buffer[: r1 - r0]
+        acc.zero_()
+        state = state_buffer[: r1 - r0]
+        state[:] = 0
+        acc_flat, state_flat = acc.numpy().reshape(-1), state.reshape(-1)
+        for c in range(len(starts)):
+            acc.addmm_(ops.a_chunks[c][r0:r1], b_chunks[c])
+            if HAVE_NUMBA:
+                _mix_float(acc_flat, state_flat, c)
+            else:
+                _mix_float_torch(acc, state, c)
+        block_lanes = lanes[(r0 // tile_m) * tiles_per_row : (r1 // tile_m) * tiles_per_row]
+        if HAVE_NUMBA:
+            _tile_lanes_jit(state, weights, tile_m, tile_n, block_lanes)
+        else:
+            wide = torch.from_numpy(state.astype(np.int64))
+            block_lanes[:] = _tile_lanes_torch(wide, torch.from_numpy(weights), tile_m, tile_n)
+        c_noisy[r0:r1].copy_(acc)
+        if fix is not None and useful is not None:
+            acc.addmm_(fix.left[r0:r1], fix.right, alpha=-1)
+            useful[r0:r1].copy_(acc)
+    return c_noisy, lanes, useful
+
+
+def _mix_float_torch(acc: torch.Tensor, state: npt.NDArray[np.uint32], c: int) -> None:
+    wide = state.astype(np.int64)
+    x = acc.to(torch.int64).numpy() & MASK32
+    u = ((wide ^ x) * MIX_MULTIPLIER) & MASK32
+    state[:] = (((u ^ (u >> 16)) + (c + 1)) & MASK32).astype(np.uint32)
+
+
+def fused_product(
+    a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, weights: npt.NDArray[np.int64]
+) -> tuple[torch.Tensor, npt.NDArray[np.int64], torch.Tensor, torch.Tensor | None] | None:
+    """The float32 CPU noisy product of int8 ``a``·``b`` with ``noise``: (C', lanes, B+F as float32,
+    the exact A·B as int32 or None when the denoise bound fails), or None when float32 accumulation
+    is not provably exact for these operands (the caller then takes :func:`fused_transcript`)."""
+    k = a.shape[1]
+    if chunk > 1024 or k >= 1 << 17:
+        return None
+    ops = noisy_operands(a, b, noise, chunk)
+    if not ops.float32_accumulation_exact():
+        return None
+    fix = correction(a, ops.b, noise)
+    if ops.product_bound() + fix.bound >= FLOAT32_EXACT:
+        c_noisy, lanes, useful = fused_float32(ops, chunk, weights)
+    else:
+        c_noisy, lanes, useful = fused_float32(ops, chunk, weights, fix)
+    return c_noisy, lanes, ops.b, useful

@@ -108,7 +108,8 @@ def test_the_pure_fallback_gives_the_same_bits() -> None:
         "b = torch.from_numpy(rng.integers(-63, 64, (320, 64), dtype=np.int8))\n"
         "be = get_backend('cpu:float32')\n"
         "p = noisy_product(TESTNET, b'\\x07' * 32, 1, 0, a, b, be.int_mm, be)\n"
-        "assert p.fused\n"
+        "assert p.fused and p.useful is not None\n"
+        "assert torch.equal(p.exact(a), (a.long() @ b.long()).int())\n"
         "print(b''.join(p.tickets).hex())\n"
     )
     env = {**os.environ, "POUW_NO_NUMBA": "1"}
@@ -146,3 +147,45 @@ def test_commitments_are_merkle_roots_over_row_blocks(rows: int, block: int) -> 
     want = [merkle_leaf(data[i : i + block].tobytes()) for i in range(0, rows, block)]
     assert block_roots(data, block) == want
     assert commit_rows(data, block) == merkle_root_of_hashes(want) == merkle_root([data[i : i + block].tobytes() for i in range(0, rows, block)])
+
+
+def test_float32_accumulation_path_and_its_fallbacks_agree_with_the_reference() -> None:
+    """The float32 path (running sums kept by the GEMM, denoise folded in) is taken when its
+    Cauchy-Schwarz bound holds, and the int32 path when it does not; both match the reference."""
+    backend = get_backend("cpu:float32")
+    a, b = operands(11, 64, 320, 128)
+    fast = noisy_product(TESTNET, SEED, 3, 1, a, b, backend.int_mm, backend)
+    assert fast.useful is not None
+    reference = noisy_product(TESTNET, SEED, 3, 1, a, b, REFERENCE.int_mm)
+    assert fast.tickets == reference.tickets
+    assert torch.equal(fast.c_noisy.to(torch.int64), reference.c_noisy.to(torch.int64))
+    # all-63 operands over k = 4224: max ‖a_i‖·‖b_j‖ >= 2**24, so the float32 accumulator is refused
+    k = 4224
+    a, b = torch.full((64, k), 63, dtype=torch.int8), torch.full((k, 64), 63, dtype=torch.int8)
+    noise = draw_noise(b"\x03" * 32, 64, k, 64, DEVNET.rank)
+    ops = kernels.noisy_operands(a, b, noise, DEVNET.chunk)
+    assert not ops.float32_accumulation_exact()
+    w = mix_weights(64, 64, torch.device("cpu")).numpy()
+    assert kernels.fused_product(a, b, noise, DEVNET.chunk, w) is None
+    wide = noisy_product(DEVNET, SEED, 0, 0, a, b, backend.int_mm, backend)
+    assert wide.fused and wide.useful is None
+    assert wide.tickets == noisy_product(DEVNET, SEED, 0, 0, a, b, REFERENCE.int_mm).tickets
+    assert torch.equal(wide.exact(a), (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32))
+
+
+@pytest.mark.parametrize("chunk", [12, 64, 100])
+def test_noisy_operands_equal_the_dense_noise(chunk: int) -> None:
+    a, b = operands(chunk, 128, 320, 64)
+    noise = draw_noise(b"\x04" * 32, 128, 320, 64, 128)
+    e, f = noise.dense()
+    ops = kernels.noisy_operands(a, b, noise, chunk)
+    a_noisy = torch.cat(ops.a_chunks, dim=1)
+    assert torch.equal(a_noisy, (a + e).to(torch.float32)) and torch.equal(ops.b, (b + f).to(torch.float32))
+    assert ops.a_sumsq.tolist() == ((a + e).to(torch.int64) ** 2).sum(1).tolist()
+    assert ops.b_sumsq.tolist() == ((b + f).to(torch.int64) ** 2).sum(0).tolist()
+    w = mix_weights(64, 64, torch.device("cpu")).numpy()
+    fix = kernels.correction(a, ops.b, noise)
+    c1, lanes1, useful = kernels.fused_float32(ops, chunk, w, fix)
+    c2, lanes2, none = kernels.fused_float32(ops, chunk, w)
+    assert none is None and torch.equal(c1, c2) and (lanes1 == lanes2).all()
+    assert useful is not None and torch.equal(useful, (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32))
