@@ -139,8 +139,14 @@ class CpuFloatGemm(Backend):
         return torch.mm(a, b, out=out)
 
 
+def _max_abs(x: torch.Tensor) -> int:
+    low, high = torch.aminmax(x)
+    return max(-int(low), int(high))
+
+
 class Float32Gemm(CpuFloatGemm):
-    """Exact float32 GEMM on the CPU: the inner dimension in pieces of at most 1024."""
+    """Exact float32 GEMM on the CPU: one GEMM while ``k·max|a|·max|b| <= 2**24`` (payload operands,
+    |v| <= 63, up to k = 4227), else the inner dimension in pieces of at most 1024."""
 
     kind = "float32"
     compute_dtype = torch.float32
@@ -150,8 +156,8 @@ class Float32Gemm(CpuFloatGemm):
         check_operands(a, b)
         fa, fb = a.to(torch.float32), b.to(torch.float32)
         k = a.shape[1]
-        if k <= FLOAT32_MAX_K:
-            return (fa @ fb).to(torch.int32)
+        if k <= FLOAT32_MAX_K or k * _max_abs(a) * _max_abs(b) <= 1 << 24:
+            return (fa @ fb).to(torch.int32)  # every partial sum is at most k·max|a|·max|b|
         out = torch.zeros((a.shape[0], b.shape[1]), dtype=torch.int32)
         for start in range(0, k, FLOAT32_MAX_K):
             stop = min(start + FLOAT32_MAX_K, k)

@@ -189,3 +189,14 @@ def test_noisy_operands_equal_the_dense_noise(chunk: int) -> None:
     c2, lanes2, none = kernels.fused_float32(ops, chunk, w)
     assert none is None and torch.equal(c1, c2) and (lanes1 == lanes2).all()
     assert useful is not None and torch.equal(useful, (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32))
+
+
+@pytest.mark.parametrize("k", [4226, 4227, 4352])
+def test_float32_plain_product_is_exact_across_its_single_gemm_limit(k: int) -> None:
+    """One float32 GEMM while k·max|a|·max|b| <= 2**24 (63·63·4226 is the last payload width)."""
+    a = torch.full((16, k), 63, dtype=torch.int8)
+    b = torch.full((k, 16), 63, dtype=torch.int8)
+    a[1], b[:, 1] = -63, 62
+    got = get_backend("cpu:float32").int_mm(a, b)
+    assert torch.equal(got.to(torch.int64), a.to(torch.int64) @ b.to(torch.int64))
+    assert int(got[0, 0]) == 63 * 63 * k
