@@ -393,7 +393,9 @@ def noisy_product(
         )
     elif fused and backend is not None:
         weights = _mix_weights(params.tile_m, params.tile_n).numpy()
-        done = cpu_kernels.fused_product(a, b, noise, params.chunk, weights) if backend.kind == "float32" else None
+        done = None
+        if backend.kind == "float32":
+            done = cpu_kernels.fused_product(a, b, noise, params.chunk, weights, backend.int_mm)
         if done is not None:
             c_noisy, lanes, b_noisy, useful = done
         else:

@@ -28,6 +28,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from pouw.params import NOISE_BOUND
+
 MASK32 = 0xFFFFFFFF
 MIX_MULTIPLIER = 0x7FEB352D
 MIX_PRIME = (1 << 31) - 1
@@ -328,50 +330,69 @@ def transpose_int8(x: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
     return torch.from_numpy(np.ascontiguousarray(x)).t().contiguous().numpy()
 
 
+WIDTH_EXACT = FLOAT32_EXACT // (127 * 127)
+"""1040: below this inner width every partial sum of int8 products (|x| <= 127) is exact in float32."""
+
+
 @dataclass(frozen=True, slots=True)
 class NoisyOperands:
-    """A+E as float32 chunk matrices (``a_chunks[c]`` = columns ``[c·t, (c+1)·t)``, m×t, contiguous),
-    B+F (k×n) in float32, and the squared norms of A+E's rows and B+F's columns."""
+    """A+E as float32 chunk matrices (``a_chunks[c]`` = columns ``[c·t, (c+1)·t)``, m×t), B+F (k×n)
+    in float32, and the squared norms of A+E's rows and B+F's columns (None when k <= 1040 makes
+    them unnecessary)."""
 
     a_chunks: list[torch.Tensor]
     b: torch.Tensor
-    a_sumsq: npt.NDArray[np.int64]
-    b_sumsq: npt.NDArray[np.int64]
-
-    def float32_accumulation_exact(self) -> bool:
-        """Whether every running sum, in any summation order, is exact in float32: by Cauchy-Schwarz
-        every partial sum of Σ_l a_il·b_lj is at most ‖a_i‖₂·‖b_j‖₂ in magnitude."""
-        return int(self.a_sumsq.max(initial=0)) * int(self.b_sumsq.max(initial=0)) < FLOAT32_EXACT**2
+    a_sumsq: npt.NDArray[np.int64] | None = None
+    b_sumsq: npt.NDArray[np.int64] | None = None
 
     def product_bound(self) -> int:
-        """An integer bound on every |partial sum| of (A+E)(B+F) (see above)."""
+        """An integer bound on every |partial sum| of (A+E)(B+F) in any summation order: by
+        Cauchy-Schwarz ``Σ_l |a_il·b_lj| <= ‖a_i‖₂·‖b_j‖₂``, else ``k·127²``."""
+        if self.a_sumsq is None or self.b_sumsq is None:
+            return int(self.b.shape[0]) * 127 * 127
         return math.isqrt(int(self.a_sumsq.max(initial=0)) * int(self.b_sumsq.max(initial=0))) + 1
+
+    def float32_accumulation_exact(self) -> bool:
+        """Whether every running sum, in any summation order, is exact in float32."""
+        return self.product_bound() <= FLOAT32_EXACT
 
 
 def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int) -> NoisyOperands:
-    """A+E and B+F as float32 straight from the sparse noise factors (``pouw.noise.NoiseFactors``
-    on the CPU) and the int8 operands: one pass each, no int8 E or F, no separate conversion."""
+    """A+E and B+F in float32 straight from the noise factors (``pouw.noise.NoiseFactors`` on the
+    CPU) and the int8 operands, without an int8 E or F or a separate conversion.
+
+    Wide products (k > 1040, where the norms are needed) and sparse windows (r > 2·64) take the
+    numba kernels (``s`` int16 vector adds per entry, the norms on the way); the others two float32
+    GEMMs per operand piece, ``A + E_L·E_R`` by ``addmm`` (exact: every value is at most 63 + r),
+    which cost few calls and no Python-level overhead per row for the small products of a step."""
     m, k = a.shape
     n = b.shape[1]
+    rank = int(noise.e_left.shape[1])
     starts = range(0, k, chunk)
-    if not HAVE_NUMBA:
-        e, f = noise.dense()
-        a_noisy = (a + e).to(torch.float32)
-        b_noisy = (b + f).to(torch.float32)
-        a_sumsq = (a_noisy.to(torch.int64) ** 2).sum(1).numpy()
-        b_sumsq = (b_noisy.to(torch.int64) ** 2).sum(0).numpy()
-        return NoisyOperands([a_noisy[:, s : s + chunk].contiguous() for s in starts], b_noisy, a_sumsq, b_sumsq)
-    e_left, e_right = noise.e_left.numpy(), noise.e_right.numpy()
-    f_left, f_right = noise.f_left.numpy(), noise.f_right.numpy()
-    flat = np.empty(m * k, dtype=np.float32)
-    b_noisy = np.empty((k, n), dtype=np.float32)
-    a_sumsq = np.empty(m, dtype=np.int64)
-    b_sumsq = np.empty(n, dtype=np.int64)
-    _noisy_chunks_jit(np.ascontiguousarray(e_right.T), np.ascontiguousarray(e_left.T), a.numpy(), chunk, flat, a_sumsq)
-    _noisy_rows_jit(np.ascontiguousarray(f_left), np.ascontiguousarray(f_right), b.numpy(), b_noisy, b_sumsq)
-    whole = torch.from_numpy(flat)
-    a_chunks = [whole[m * s : m * min(s + chunk, k)].view(m, min(chunk, k - s)) for s in starts]
-    return NoisyOperands(a_chunks, torch.from_numpy(b_noisy), a_sumsq, b_sumsq)
+    if HAVE_NUMBA and (k > WIDTH_EXACT or (rank > 2 * NOISE_BOUND and m * k * NOISE_BOUND >= 1 << 20)):
+        e_left, e_right = noise.e_left.numpy(), noise.e_right.numpy()
+        f_left, f_right = noise.f_left.numpy(), noise.f_right.numpy()
+        flat = np.empty(m * k, dtype=np.float32)
+        b_noisy = np.empty((k, n), dtype=np.float32)
+        a_sumsq = np.empty(m, dtype=np.int64)
+        b_sumsq = np.empty(n, dtype=np.int64)
+        _noisy_chunks_jit(np.ascontiguousarray(e_right.T), np.ascontiguousarray(e_left.T), a.numpy(), chunk, flat,
+                          a_sumsq)
+        _noisy_rows_jit(np.ascontiguousarray(f_left), np.ascontiguousarray(f_right), b.numpy(), b_noisy, b_sumsq)
+        whole = torch.from_numpy(flat)
+        a_chunks = [whole[m * s : m * min(s + chunk, k)].view(m, min(chunk, k - s)) for s in starts]
+        return NoisyOperands(a_chunks, torch.from_numpy(b_noisy), a_sumsq, b_sumsq)
+    e_left, e_right = noise.e_left.to(torch.float32), noise.e_right.to(torch.float32)
+    a_chunks = []
+    for s in starts:
+        piece = a[:, s : s + chunk].to(torch.float32, memory_format=torch.contiguous_format)
+        a_chunks.append(piece.addmm_(e_left, e_right[:, s : s + chunk]))
+    b_noisy = b.to(torch.float32).addmm_(noise.f_left.to(torch.float32), noise.f_right.to(torch.float32))
+    if k <= WIDTH_EXACT:
+        return NoisyOperands(a_chunks, b_noisy)
+    a_sumsq = sum((piece.to(torch.int64) ** 2).sum(1) for piece in a_chunks)
+    b_sumsq = (b_noisy.to(torch.int64) ** 2).sum(0)
+    return NoisyOperands(a_chunks, b_noisy, a_sumsq.numpy(), b_sumsq.numpy())
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,19 +477,33 @@ def _mix_float_torch(acc: torch.Tensor, state: npt.NDArray[np.uint32], c: int) -
 
 
 def fused_product(
-    a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, weights: npt.NDArray[np.int64]
+    a: torch.Tensor,
+    b: torch.Tensor,
+    noise: Any,
+    chunk: int,
+    weights: npt.NDArray[np.int64],
+    plain_mm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, npt.NDArray[np.int64], torch.Tensor, torch.Tensor | None] | None:
     """The float32 CPU noisy product of int8 ``a``·``b`` with ``noise``: (C', lanes, B+F as float32,
     the exact A·B as int32 or None when the denoise bound fails), or None when float32 accumulation
-    is not provably exact for these operands (the caller then takes :func:`fused_transcript`)."""
-    k = a.shape[1]
+    is not provably exact for these operands (the caller then takes :func:`fused_transcript`).
+
+    A·B comes from the cheaper of two exact routes, by MAC count: denoising C' costs
+    ``r·(mk + kn + 2mn)`` (two thin products and one of inner width 2r), a plain product
+    ``plain_mm(a, b)`` costs ``mkn``; the plain one wins whenever ``n <~ 4r`` (small layers)."""
+    m, k = a.shape
+    n = b.shape[1]
+    rank = int(noise.e_left.shape[1])
     if chunk > 1024 or k >= 1 << 17:
         return None
     ops = noisy_operands(a, b, noise, chunk)
     if not ops.float32_accumulation_exact():
         return None
+    if plain_mm is not None and m * k * n <= rank * (m * k + k * n + 2 * m * n):
+        c_noisy, lanes, _ = fused_float32(ops, chunk, weights)
+        return c_noisy, lanes, ops.b, plain_mm(a, b)
     fix = correction(a, ops.b, noise)
-    if ops.product_bound() + fix.bound >= FLOAT32_EXACT:
+    if ops.product_bound() + fix.bound > FLOAT32_EXACT:
         c_noisy, lanes, useful = fused_float32(ops, chunk, weights)
     else:
         c_noisy, lanes, useful = fused_float32(ops, chunk, weights, fix)

@@ -173,16 +173,20 @@ def test_float32_accumulation_path_and_its_fallbacks_agree_with_the_reference() 
     assert torch.equal(wide.exact(a), (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32))
 
 
-@pytest.mark.parametrize("chunk", [12, 64, 100])
-def test_noisy_operands_equal_the_dense_noise(chunk: int) -> None:
-    a, b = operands(chunk, 128, 320, 64)
-    noise = draw_noise(b"\x04" * 32, 128, 320, 64, 128)
+@pytest.mark.parametrize(("chunk", "k", "rank"), [(12, 320, 128), (64, 320, 64), (100, 1100, 128), (64, 256, 256)])
+def test_noisy_operands_equal_the_dense_noise(chunk: int, k: int, rank: int) -> None:
+    """Both constructions (GEMMs for narrow products, the numba windows for wide or sparse ones)."""
+    a, b = operands(chunk, 128, k, 64)
+    noise = draw_noise(b"\x04" * 32, 128, k, 64, rank)
     e, f = noise.dense()
     ops = kernels.noisy_operands(a, b, noise, chunk)
     a_noisy = torch.cat(ops.a_chunks, dim=1)
     assert torch.equal(a_noisy, (a + e).to(torch.float32)) and torch.equal(ops.b, (b + f).to(torch.float32))
-    assert ops.a_sumsq.tolist() == ((a + e).to(torch.int64) ** 2).sum(1).tolist()
-    assert ops.b_sumsq.tolist() == ((b + f).to(torch.int64) ** 2).sum(0).tolist()
+    if k > kernels.WIDTH_EXACT:
+        assert ops.a_sumsq is not None and ops.b_sumsq is not None
+        assert ops.a_sumsq.tolist() == ((a + e).to(torch.int64) ** 2).sum(1).tolist()
+        assert ops.b_sumsq.tolist() == ((b + f).to(torch.int64) ** 2).sum(0).tolist()
+    assert ops.float32_accumulation_exact()
     w = mix_weights(64, 64, torch.device("cpu")).numpy()
     fix = kernels.correction(a, ops.b, noise)
     c1, lanes1, useful = kernels.fused_float32(ops, chunk, w, fix)
@@ -200,3 +204,22 @@ def test_float32_plain_product_is_exact_across_its_single_gemm_limit(k: int) -> 
     got = get_backend("cpu:float32").int_mm(a, b)
     assert torch.equal(got.to(torch.int64), a.to(torch.int64) @ b.to(torch.int64))
     assert int(got[0, 0]) == 63 * 63 * k
+
+
+@pytest.mark.parametrize("rank", [1, 2, 16, 48, 64, 100, 128, 256])
+@pytest.mark.parametrize(("m", "k", "n"), [(64, 64, 128), (8, 3, 5)])
+def test_one_read_noise_draw_equals_the_call_by_call_draw(rank: int, m: int, k: int, n: int) -> None:
+    """draw_noise reads a power-of-two rank's bytes in one piece: the factors of the normative
+    draw order (signs, then rejection-sampled window offsets, then window signs) all the same."""
+    from pouw.noise import draw_signs, draw_windows
+    from pouw.prng import Prng
+
+    seed = bytes([rank % 256, m, k]) * 8 + b"\0" * 8
+    got = draw_noise(seed, m, k, n, rank)
+    nonzeros = min(rank, 64)
+    streams = Prng("pouw/noise", seed, 0), Prng("pouw/noise", seed, 1)
+    e_left, e_right = draw_signs(streams[0], m, rank), draw_windows(streams[0], rank, k, nonzeros)
+    g_left, g_right = draw_signs(streams[1], n, rank), draw_windows(streams[1], rank, k, nonzeros)
+    want = (e_left, e_right, g_right.T, g_left.T)
+    for tensor, array in zip((got.e_left, got.e_right, got.f_left, got.f_right), want, strict=True):
+        assert np.array_equal(tensor.numpy(), array)
