@@ -373,24 +373,26 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int) -> 
         e_left, e_right = noise.e_left.numpy(), noise.e_right.numpy()
         f_left, f_right = noise.f_left.numpy(), noise.f_right.numpy()
         flat = np.empty(m * k, dtype=np.float32)
-        b_noisy = np.empty((k, n), dtype=np.float32)
-        a_sumsq = np.empty(m, dtype=np.int64)
-        b_sumsq = np.empty(n, dtype=np.int64)
+        b_rows = np.empty((k, n), dtype=np.float32)
+        a_norms = np.empty(m, dtype=np.int64)
+        b_norms = np.empty(n, dtype=np.int64)
         _noisy_chunks_jit(np.ascontiguousarray(e_right.T), np.ascontiguousarray(e_left.T), a.numpy(), chunk, flat,
-                          a_sumsq)
-        _noisy_rows_jit(np.ascontiguousarray(f_left), np.ascontiguousarray(f_right), b.numpy(), b_noisy, b_sumsq)
+                          a_norms)
+        _noisy_rows_jit(np.ascontiguousarray(f_left), np.ascontiguousarray(f_right), b.numpy(), b_rows, b_norms)
         whole = torch.from_numpy(flat)
         a_chunks = [whole[m * s : m * min(s + chunk, k)].view(m, min(chunk, k - s)) for s in starts]
-        return NoisyOperands(a_chunks, torch.from_numpy(b_noisy), a_sumsq, b_sumsq)
-    e_left, e_right = noise.e_left.to(torch.float32), noise.e_right.to(torch.float32)
+        return NoisyOperands(a_chunks, torch.from_numpy(b_rows), a_norms, b_norms)
+    e_left_f, e_right_f = noise.e_left.to(torch.float32), noise.e_right.to(torch.float32)
     a_chunks = []
     for s in starts:
         piece = a[:, s : s + chunk].to(torch.float32, memory_format=torch.contiguous_format)
-        a_chunks.append(piece.addmm_(e_left, e_right[:, s : s + chunk]))
+        a_chunks.append(piece.addmm_(e_left_f, e_right_f[:, s : s + chunk]))
     b_noisy = b.to(torch.float32).addmm_(noise.f_left.to(torch.float32), noise.f_right.to(torch.float32))
     if k <= WIDTH_EXACT:
         return NoisyOperands(a_chunks, b_noisy)
-    a_sumsq = sum((piece.to(torch.int64) ** 2).sum(1) for piece in a_chunks)
+    a_sumsq = torch.zeros(m, dtype=torch.int64)
+    for piece in a_chunks:
+        a_sumsq += (piece.to(torch.int64) ** 2).sum(1)
     b_sumsq = (b_noisy.to(torch.int64) ** 2).sum(0)
     return NoisyOperands(a_chunks, b_noisy, a_sumsq.numpy(), b_sumsq.numpy())
 
