@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from pouw.backends import host_copy, host_empty
 from pouw.params import NOISE_BOUND
 
 MASK32 = 0xFFFFFFFF
@@ -126,7 +127,7 @@ def _sparse_rows_py(w: Any, d: Any, out: Any) -> None:
 
 def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> None:
     """numba body: ``out[c] = float32(base[c] + Σ_i w[c, i]·d[i])`` for ternary ``w`` (q×r) and ±1
-    ``d`` (r×width), and ``sumsq[x] = Σ_c out[c, x]²`` (exact, int64): B+F, row-major."""
+    ``d`` (r×width), and ``sumsq[x] = Σ_c out[c, x]²`` (int32: exact for q < 2**17): B+F, row-major."""
     q, r = w.shape
     width = d.shape[1]
     acc = np.zeros(width, dtype=np.int16)
@@ -144,52 +145,44 @@ def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> None:
                 for x in range(width):
                     acc[x] -= d[i, x]
         for x in range(width):
-            v = acc[x]
+            v = np.int32(acc[x])
             out[c, x] = np.float32(v)
-            sumsq[x] += np.int64(v) * np.int64(v)
+            sumsq[x] += v * v
 
 
-def _noisy_chunks_py(w: Any, d: Any, base: Any, chunk: int, out: Any, sumsq: Any) -> None:
-    """numba body: A+E in float32, chunk-major: chunk c (columns ``[c·t, c·t + width_c)``) is the
-    contiguous (m × width_c) matrix at ``out[m·c·t :]``; ``sumsq[i] = ‖(A+E)_i‖²``.
+def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: Any) -> None:
+    """numba body: A+E in float32, laid out for the row-block loop of :func:`fused_float32`: the
+    piece of row block ``[r0, r1)`` and chunk ``[s, s + width)`` is the contiguous (width × (r1−r0))
+    matrix (A+E)ᵀ[s : s + width, r0 : r1] at ``out[r0·k + s·(r1−r0):]``; ``sumsq[i] = ‖(A+E)_i‖²``
+    (int32: exact for k < 2**17, 127²·2**17 < 2**31).
 
-    ``w`` = E_Rᵀ (k×r ternary), ``d`` = E_Lᵀ (r×m, ±1), ``base`` = A (m×k int8). Column l of E is
-    the signed sum of the rows of E_Lᵀ its window selects (int16 vector adds over m), built for 64
-    columns at a time and then written transposed, with A added, from an L1-sized tile."""
+    ``w`` = E_Rᵀ (k×r ternary), ``d`` = E_Lᵀ (r×m, ±1), ``base_t`` = Aᵀ (k×m int8). Row l of
+    (A+E)ᵀ is row l of Aᵀ plus the signed sum of the rows of E_Lᵀ that column l of E_R's window
+    selects: int16 vector adds over m, every store contiguous."""
     k, r = w.shape
     m = d.shape[1]
-    span = 64
-    tmp = np.zeros((span, m), dtype=np.int16)
-    for i in range(m):
-        sumsq[i] = 0
-    for l0 in range(0, k, span):
-        l1 = min(l0 + span, k)
-        for col in range(l0, l1):
-            row = tmp[col - l0]
-            for x in range(m):
-                row[x] = 0
-            for i in range(r):
-                s = w[col, i]
-                if s == 1:
-                    for x in range(m):
-                        row[x] += d[i, x]
-                elif s == -1:
-                    for x in range(m):
-                        row[x] -= d[i, x]
-        seg = l0
-        while seg < l1:  # the pieces of [l0, l1) within one chunk each
-            start = (seg // chunk) * chunk
-            width = min(chunk, k - start)
-            stop = min(l1, start + width)
-            for x in range(m):
-                total = np.int64(0)
-                offset = m * start + x * width - start
-                for col in range(seg, stop):
-                    v = np.int64(base[x, col]) + np.int64(tmp[col - l0, x])
-                    out[offset + col] = np.float32(v)
-                    total += v * v
-                sumsq[x] += total
-            seg = stop
+    acc = np.zeros(m, dtype=np.int16)
+    for x in range(m):
+        sumsq[x] = 0
+    for col in range(k):
+        for x in range(m):
+            acc[x] = base_t[col, x]
+        for i in range(r):
+            s = w[col, i]
+            if s == 1:
+                for x in range(m):
+                    acc[x] += d[i, x]
+            elif s == -1:
+                for x in range(m):
+                    acc[x] -= d[i, x]
+        for x in range(m):
+            v = np.int32(acc[x])
+            sumsq[x] += v * v
+        for r0 in range(0, m, rows):  # the piece (block of r0, chunk of col) starts at r0·k + start·height
+            height = min(rows, m - r0)
+            offset = r0 * k + col * height - r0
+            for x in range(r0, r0 + height):
+                out[offset + x] = np.float32(acc[x])
 
 
 def _mix_float_py(acc: Any, state: Any, chunk_index: int) -> None:
@@ -201,6 +194,85 @@ def _mix_float_py(acc: Any, state: Any, chunk_index: int) -> None:
         p = np.int32(acc[j])
         u = np.uint32(np.uint32(state[j] ^ np.uint32(p)) * mul)
         state[j] = np.uint32(np.uint32(u ^ (u >> shift)) + add)
+
+
+def _small_product_py(
+    a: Any, b: Any, e_left: Any, e_right: Any, f_left: Any, f_right: Any, chunk: int, weights: Any,
+    b_noisy: Any, c_out: Any, useful: Any, lanes: Any,
+) -> None:
+    """numba body: the whole noisy product of a small A (m×k)·B (k×n) in one call, in float32 (exact:
+    k <= 1040, so every partial sum is at most k·127² < 2**24): A+E and B+F from the noise factors,
+    the chunked running sums and the mix, the tile lanes, B+F into ``b_noisy``, C' into ``c_out`` and
+    the plain A·B into ``useful`` (cheaper than denoising at these sizes). Loops are ordered so that the innermost one
+    runs over a contiguous row (vectorised)."""
+    m, k = a.shape
+    n = b.shape[1]
+    rank = e_left.shape[1]
+    e_right_f = np.empty((rank, k), dtype=np.float32)
+    for j in range(rank):
+        for col in range(k):
+            e_right_f[j, col] = np.float32(e_right[j, col])
+    f_right_f = np.empty((rank, n), dtype=np.float32)
+    for j in range(rank):
+        for x in range(n):
+            f_right_f[j, x] = np.float32(f_right[j, x])
+    a_noisy = np.zeros((m, k), dtype=np.float32)
+    for i in range(m):
+        row = a_noisy[i]
+        for col in range(k):
+            row[col] = np.float32(a[i, col])
+        for j in range(rank):
+            sign = np.float32(e_left[i, j])
+            source = e_right_f[j]
+            for col in range(k):
+                row[col] += sign * source[col]
+    for col in range(k):
+        row = b_noisy[col]
+        for x in range(n):
+            row[x] = np.float32(b[col, x])
+        for j in range(rank):
+            weight = np.float32(f_left[col, j])
+            if weight != 0:
+                source = f_right_f[j]
+                for x in range(n):
+                    row[x] += weight * source[x]
+    partial = np.zeros((m, n), dtype=np.float32)
+    state = np.zeros((m, n), dtype=np.uint32)
+    mul = np.uint32(MIX_MULTIPLIER)
+    shift = np.uint32(16)
+    c = 0
+    for start in range(0, k, chunk):
+        stop = min(start + chunk, k)
+        add = np.uint32(c + 1)
+        for i in range(m):
+            out = partial[i]
+            for col in range(start, stop):
+                value = a_noisy[i, col]
+                source = b_noisy[col]
+                for x in range(n):
+                    out[x] += value * source[x]
+            hold = state[i]
+            for x in range(n):
+                u = np.uint32(np.uint32(hold[x] ^ np.uint32(np.int32(out[x]))) * mul)
+                hold[x] = np.uint32(np.uint32(u ^ (u >> shift)) + add)
+        c += 1
+    plain = np.zeros(n, dtype=np.float32)
+    b_float = np.empty((k, n), dtype=np.float32)
+    for col in range(k):
+        for x in range(n):
+            b_float[col, x] = np.float32(b[col, x])
+    for i in range(m):
+        for x in range(n):
+            plain[x] = 0
+        for col in range(k):
+            value = np.float32(a[i, col])
+            source = b_float[col]
+            for x in range(n):
+                plain[x] += value * source[x]
+        for x in range(n):
+            useful[i, x] = np.int32(plain[x])
+            c_out[i, x] = np.int32(partial[i, x])
+    _tile_lanes_jit(state, weights, weights.shape[1], weights.shape[2], lanes)
 
 
 def _scatter_windows_py(offsets: Any, signs: Any, out: Any) -> None:
@@ -216,7 +288,8 @@ _scatter_windows_jit = _jit(_scatter_windows_py)
 _tile_lanes_jit = _jit(_tile_lanes_py)
 _sparse_rows_jit = _jit(_sparse_rows_py)
 _noisy_rows_jit = _jit(_noisy_rows_py)
-_noisy_chunks_jit = _jit(_noisy_chunks_py)
+_noisy_blocks_jit = _jit(_noisy_blocks_py)
+_small_product_jit = _jit(_small_product_py)
 _mix_float = _jit(_mix_float_py)
 
 
@@ -326,7 +399,10 @@ FLOAT32_EXACT = 1 << 24
 
 
 def transpose_int8(x: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
-    """A contiguous transpose of an int8 matrix (torch's blocked copy: ~5x numpy's at 2048²)."""
+    """A contiguous transpose of an int8 matrix: numpy's below 2**17 entries (no call overhead),
+    torch's blocked copy above (~5x numpy's at 2048²)."""
+    if x.size < 1 << 17:
+        return np.ascontiguousarray(x.T)
     return torch.from_numpy(np.ascontiguousarray(x)).t().contiguous().numpy()
 
 
@@ -336,11 +412,12 @@ WIDTH_EXACT = FLOAT32_EXACT // (127 * 127)
 
 @dataclass(frozen=True, slots=True)
 class NoisyOperands:
-    """A+E as float32 chunk matrices (``a_chunks[c]`` = columns ``[c·t, (c+1)·t)``, m×t), B+F (k×n)
-    in float32, and the squared norms of A+E's rows and B+F's columns (None when k <= 1040 makes
-    them unnecessary)."""
+    """A+E as float32 pieces ``a_pieces[block][c]`` (rows ``[block·rows, (block+1)·rows)``, columns
+    ``[c·t, (c+1)·t)``: a contiguous matrix or the transpose of one), B+F (k×n) in float32, and the
+    squared norms of A+E's rows and B+F's columns (None when k <= 1040 makes them unnecessary)."""
 
-    a_chunks: list[torch.Tensor]
+    a_pieces: list[list[torch.Tensor]]
+    rows: int
     b: torch.Tensor
     a_sumsq: npt.NDArray[np.int64] | None = None
     b_sumsq: npt.NDArray[np.int64] | None = None
@@ -357,9 +434,10 @@ class NoisyOperands:
         return self.product_bound() <= FLOAT32_EXACT
 
 
-def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int) -> NoisyOperands:
+def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, rows: int | None = None) -> NoisyOperands:
     """A+E and B+F in float32 straight from the noise factors (``pouw.noise.NoiseFactors`` on the
-    CPU) and the int8 operands, without an int8 E or F or a separate conversion.
+    CPU) and the int8 operands, without an int8 E or F or a separate conversion; A+E in the pieces
+    that :func:`fused_float32` multiplies, for row blocks of ``rows`` (default :func:`block_rows`).
 
     Wide products (k > 1040, where the norms are needed) and sparse windows (r > 2·64) take the
     numba kernels (``s`` int16 vector adds per entry, the norms on the way); the others two float32
@@ -367,34 +445,47 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int) -> 
     which cost few calls and no Python-level overhead per row for the small products of a step."""
     m, k = a.shape
     n = b.shape[1]
+    if k >= 1 << 17:
+        raise ValueError(f"inner width {k} >= 2**17: the float32 path does not apply")
+    rows = block_rows(m, n, 64) if rows is None else rows
     rank = int(noise.e_left.shape[1])
     starts = range(0, k, chunk)
+    blocks = range(0, m, rows)
     if HAVE_NUMBA and (k > WIDTH_EXACT or (rank > 2 * NOISE_BOUND and m * k * NOISE_BOUND >= 1 << 20)):
         e_left, e_right = noise.e_left.numpy(), noise.e_right.numpy()
         f_left, f_right = noise.f_left.numpy(), noise.f_right.numpy()
         flat = np.empty(m * k, dtype=np.float32)
         b_rows = np.empty((k, n), dtype=np.float32)
-        a_norms = np.empty(m, dtype=np.int64)
-        b_norms = np.empty(n, dtype=np.int64)
-        _noisy_chunks_jit(np.ascontiguousarray(e_right.T), np.ascontiguousarray(e_left.T), a.numpy(), chunk, flat,
+        a_norms = np.empty(m, dtype=np.int32)
+        b_norms = np.empty(n, dtype=np.int32)
+        a_t = transpose_int8(a.numpy())
+        _noisy_blocks_jit(np.ascontiguousarray(e_right.T), np.ascontiguousarray(e_left.T), a_t, rows, flat,
                           a_norms)
         _noisy_rows_jit(np.ascontiguousarray(f_left), np.ascontiguousarray(f_right), b.numpy(), b_rows, b_norms)
         whole = torch.from_numpy(flat)
-        a_chunks = [whole[m * s : m * min(s + chunk, k)].view(m, min(chunk, k - s)) for s in starts]
-        return NoisyOperands(a_chunks, torch.from_numpy(b_rows), a_norms, b_norms)
+        pieces = []
+        for r0 in blocks:
+            height = min(rows, m - r0)
+            pieces.append([
+                whole[r0 * k + s * height : r0 * k + min(s + chunk, k) * height].view(min(chunk, k - s), height).t()
+                for s in starts
+            ])
+        b_noisy = torch.from_numpy(b_rows)
+        return NoisyOperands(pieces, rows, b_noisy, a_norms.astype(np.int64), b_norms.astype(np.int64))
     e_left_f, e_right_f = noise.e_left.to(torch.float32), noise.e_right.to(torch.float32)
     a_chunks = []
     for s in starts:
         piece = a[:, s : s + chunk].to(torch.float32, memory_format=torch.contiguous_format)
         a_chunks.append(piece.addmm_(e_left_f, e_right_f[:, s : s + chunk]))
     b_noisy = b.to(torch.float32).addmm_(noise.f_left.to(torch.float32), noise.f_right.to(torch.float32))
+    pieces = [[piece[r0 : r0 + rows] for piece in a_chunks] for r0 in blocks]
     if k <= WIDTH_EXACT:
-        return NoisyOperands(a_chunks, b_noisy)
+        return NoisyOperands(pieces, rows, b_noisy)
     a_sumsq = torch.zeros(m, dtype=torch.int64)
     for piece in a_chunks:
         a_sumsq += (piece.to(torch.int64) ** 2).sum(1)
     b_sumsq = (b_noisy.to(torch.int64) ** 2).sum(0)
-    return NoisyOperands(a_chunks, b_noisy, a_sumsq.numpy(), b_sumsq.numpy())
+    return NoisyOperands(pieces, rows, b_noisy, a_sumsq.numpy(), b_sumsq.numpy())
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,7 +501,7 @@ class Correction:
 def correction(a: torch.Tensor, b_noisy: torch.Tensor, noise: Any) -> Correction:
     """The denoising factors of ``pouw.transcript.denoise_fast``, in float32: ``A·F_L`` (|.| <= 63·k)
     and ``E_R·(B+F)`` (|.| <= 127·k) are exact for k < 2**17 (the caller checks)."""
-    af = a.to(torch.float32) @ noise.f_left.to(torch.float32)
+    af = host_copy(a, torch.float32) @ noise.f_left.to(torch.float32)
     y = noise.e_right.to(torch.float32) @ b_noisy
     bound = int(af.abs().sum(1, dtype=torch.float64).max()) + int(y.abs().sum(0, dtype=torch.float64).max())
     left = torch.cat([af, noise.e_left.to(torch.float32)], dim=1)
@@ -433,13 +524,15 @@ def fused_float32(
     block's C' is stored and, given ``fix`` with ``product_bound + fix.bound < 2**24`` (every partial
     sum of C' − left·right is then exact), the denoised block is one more ``addmm`` (alpha = −1).
     """
-    m = ops.a_chunks[0].shape[0]
+    m = sum(int(row[0].shape[0]) for row in ops.a_pieces)
     k, n = ops.b.shape
     tile_m, tile_n = weights.shape[1], weights.shape[2]
-    c_noisy = torch.empty((m, n), dtype=torch.int32)
-    useful = None if fix is None else torch.empty((m, n), dtype=torch.int32)
+    c_noisy = host_empty((m, n), torch.int32)
+    useful = None if fix is None else host_empty((m, n), torch.int32)
     lanes = np.empty(((m // tile_m) * (n // tile_n), LANES), dtype=np.int64)
-    rows = block_rows(m, n, tile_m)
+    rows = ops.rows
+    if rows % tile_m:
+        raise ValueError(f"row blocks of {rows} rows do not hold whole tiles of {tile_m}")
     starts = list(range(0, k, chunk))
     b_chunks = [ops.b[s : s + chunk] for s in starts]
     acc_buffer = torch.empty((rows, n), dtype=torch.float32)
@@ -453,7 +546,7 @@ def fused_float32(
         state[:] = 0
         acc_flat, state_flat = acc.numpy().reshape(-1), state.reshape(-1)
         for c in range(len(starts)):
-            acc.addmm_(ops.a_chunks[c][r0:r1], b_chunks[c])
+            acc.addmm_(ops.a_pieces[r0 // rows][c], b_chunks[c])
             if HAVE_NUMBA:
                 _mix_float(acc_flat, state_flat, c)
             else:
@@ -478,6 +571,31 @@ def _mix_float_torch(acc: torch.Tensor, state: npt.NDArray[np.uint32], c: int) -
     state[:] = (((u ^ (u >> 16)) + (c + 1)) & MASK32).astype(np.uint32)
 
 
+SMALL_MACS = 1 << 21
+"""Products of at most this many MACs (and k <= 1040) run in one numba call (:func:`small_product`):
+below ~2M MACs the fixed cost of a dozen torch calls outweighs MKL's faster loops."""
+
+
+def small_product(
+    a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, weights: npt.NDArray[np.int64]
+) -> tuple[torch.Tensor, npt.NDArray[np.int64], torch.Tensor, torch.Tensor] | None:
+    """(C' int32, lanes, B+F float32, A·B int32) of a small product in one numba call, or None where
+    it does not apply (no numba, more than :data:`SMALL_MACS` MACs or k > 1040)."""
+    m, k = a.shape
+    n = b.shape[1]
+    if not HAVE_NUMBA or m * k * n > SMALL_MACS or k > WIDTH_EXACT:
+        return None
+    b_noisy = np.empty((k, n), dtype=np.float32)
+    c_noisy = np.empty((m, n), dtype=np.int32)
+    useful = np.empty((m, n), dtype=np.int32)
+    lanes = np.empty(((m // weights.shape[1]) * (n // weights.shape[2]), LANES), dtype=np.int64)
+    _small_product_jit(
+        a.numpy(), b.numpy(), noise.e_left.numpy(), noise.e_right.numpy(), noise.f_left.numpy(),
+        noise.f_right.numpy(), chunk, weights, b_noisy, c_noisy, useful, lanes,
+    )
+    return torch.from_numpy(c_noisy), lanes, torch.from_numpy(b_noisy), torch.from_numpy(useful)
+
+
 def fused_product(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -498,7 +616,9 @@ def fused_product(
     rank = int(noise.e_left.shape[1])
     if chunk > 1024 or k >= 1 << 17:
         return None
-    ops = noisy_operands(a, b, noise, chunk)
+    if plain_mm is not None and (small := small_product(a, b, noise, chunk, weights)) is not None:
+        return small
+    ops = noisy_operands(a, b, noise, chunk, block_rows(m, n, weights.shape[1]))
     if not ops.float32_accumulation_exact():
         return None
     if plain_mm is not None and m * k * n <= rank * (m * k + k * n + 2 * m * n):

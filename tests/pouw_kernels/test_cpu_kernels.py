@@ -179,8 +179,8 @@ def test_noisy_operands_equal_the_dense_noise(chunk: int, k: int, rank: int) -> 
     a, b = operands(chunk, 128, k, 64)
     noise = draw_noise(b"\x04" * 32, 128, k, 64, rank)
     e, f = noise.dense()
-    ops = kernels.noisy_operands(a, b, noise, chunk)
-    a_noisy = torch.cat(ops.a_chunks, dim=1)
+    ops = kernels.noisy_operands(a, b, noise, chunk, rows=64)
+    a_noisy = torch.cat([torch.cat(pieces, dim=1) for pieces in ops.a_pieces], dim=0)
     assert torch.equal(a_noisy, (a + e).to(torch.float32)) and torch.equal(ops.b, (b + f).to(torch.float32))
     if k > kernels.WIDTH_EXACT:
         assert ops.a_sumsq is not None and ops.b_sumsq is not None
