@@ -8,6 +8,14 @@ folds every element's 32-bit mix state; after the last chunk it folds the block'
 four digest lanes. The chunk GEMM, the running sums, the mix and the lanes of a block therefore
 run back to back on data that is still in L2, and nothing of size m·n is written per chunk.
 
+With the float32 backend (the fastest exact GEMM of an AVX2 CPU) :func:`fused_product` goes
+further: :func:`noisy_operands` builds A+E and B+F in float32 straight from the noise factors (with
+the row and column norms), :func:`fused_float32` lets ``addmm`` keep the running sums in a float32
+accumulator (exact by Cauchy-Schwarz, checked per product) so the numba pass only converts and
+mixes, and the useful product comes from the cheaper exact route: a plain GEMM for narrow layers,
+else the denoising correction folded into the block loop. :func:`small_product` does all of it in
+one numba call for the small products of a training step, where torch's per-call cost dominates.
+
 :func:`sparse_rows` builds the windowed noise without a GEMM: row c of ``W·D`` for a ternary ``W``
 with a few non-zeros per row is a handful of int16 vector adds of rows of ``D``.
 
