@@ -87,31 +87,34 @@ def _tile_lanes_py(state: Any, weights: Any, tile_m: int, tile_n: int, out: Any)
 
     ``(x & p) + (x >> 31)`` is congruent to ``x`` mod p = 2**31 - 1, so the sum of these partial
     reductions, reduced once at the end, equals the sum of the fully reduced terms (and stays
-    below 2**46 for a 64 × 64 tile)."""
+    below 2**46 for a 64 × 64 tile). ``h`` < 2**32 and ``W`` < 2**31 are both 32-bit unsigned
+    (pass ``weights`` as uint32): their 64-bit product is one ``pmuludq`` lane on AVX2."""
     rows, cols = state.shape
     col_tiles = cols // tile_n
+    low = np.uint64(2147483647)
+    shift = np.uint64(31)
     for tr in range(rows // tile_m):
         for tc in range(col_tiles):
-            acc0 = np.int64(0)
-            acc1 = np.int64(0)
-            acc2 = np.int64(0)
-            acc3 = np.int64(0)
+            acc0 = np.uint64(0)
+            acc1 = np.uint64(0)
+            acc2 = np.uint64(0)
+            acc3 = np.uint64(0)
             for i in range(tile_m):
                 for j in range(tile_n):
-                    h = np.int64(state[tr * tile_m + i, tc * tile_n + j])
-                    x0 = h * weights[0, i, j]
-                    x1 = h * weights[1, i, j]
-                    x2 = h * weights[2, i, j]
-                    x3 = h * weights[3, i, j]
-                    acc0 += (x0 & 2147483647) + (x0 >> 31)
-                    acc1 += (x1 & 2147483647) + (x1 >> 31)
-                    acc2 += (x2 & 2147483647) + (x2 >> 31)
-                    acc3 += (x3 & 2147483647) + (x3 >> 31)
+                    h = np.uint64(state[tr * tile_m + i, tc * tile_n + j])
+                    x0 = h * np.uint64(weights[0, i, j])
+                    x1 = h * np.uint64(weights[1, i, j])
+                    x2 = h * np.uint64(weights[2, i, j])
+                    x3 = h * np.uint64(weights[3, i, j])
+                    acc0 += (x0 & low) + (x0 >> shift)
+                    acc1 += (x1 & low) + (x1 >> shift)
+                    acc2 += (x2 & low) + (x2 >> shift)
+                    acc3 += (x3 & low) + (x3 >> shift)
             t = tr * col_tiles + tc
-            out[t, 0] = acc0 % 2147483647
-            out[t, 1] = acc1 % 2147483647
-            out[t, 2] = acc2 % 2147483647
-            out[t, 3] = acc3 % 2147483647
+            out[t, 0] = acc0 % low
+            out[t, 1] = acc1 % low
+            out[t, 2] = acc2 % low
+            out[t, 3] = acc3 % low
 
 
 def _sparse_rows_py(w: Any, d: Any, out: Any) -> None:
@@ -194,10 +197,16 @@ def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: An
 
 
 def _mix_float_py(acc: Any, state: Any, chunk_index: int) -> None:
-    """numba body: fold every state with the running sum held (exactly) in float32 ``acc``."""
+    """numba body: fold every state with the running sum held (exactly) in float32 ``acc``; chunk 0
+    starts from h = 0 (so ``state`` need not be zeroed first)."""
     add = np.uint32(chunk_index + 1)
     mul = np.uint32(MIX_MULTIPLIER)
     shift = np.uint32(16)
+    if chunk_index == 0:
+        for j in range(state.size):
+            u = np.uint32(np.uint32(np.int32(acc[j])) * mul)
+            state[j] = np.uint32(np.uint32(u ^ (u >> shift)) + add)
+        return
     for j in range(state.size):
         p = np.int32(acc[j])
         u = np.uint32(np.uint32(state[j] ^ np.uint32(p)) * mul)
@@ -382,7 +391,7 @@ def fused_transcript(
                 product = chunk_mm(piece, b_chunks[c]) if out is None else chunk_mm(piece, b_chunks[c], out=out)
                 _accumulate_mix(product.numpy().reshape(-1), partial_flat, state_flat, c)
             block_lanes = lanes[(r0 // tile_m) * tiles_per_row : (r1 // tile_m) * tiles_per_row]
-            _tile_lanes_jit(state, weights, tile_m, tile_n, block_lanes)
+            _tile_lanes_jit(state, weights.astype(np.uint32), tile_m, tile_n, block_lanes)
         else:
             state_block = state_t[: r1 - r0]
             state_block.zero_()
@@ -543,25 +552,30 @@ def fused_float32(
         raise ValueError(f"row blocks of {rows} rows do not hold whole tiles of {tile_m}")
     starts = list(range(0, k, chunk))
     b_chunks = [ops.b[s : s + chunk] for s in starts]
-    acc_buffer = torch.empty((rows, n), dtype=torch.float32)
+    acc_buffer = host_empty((rows, n), torch.float32)
+    weights32 = weights.astype(np.uint32)  # every weight is below 2**31
     state_buffer = np.zeros((rows, n), dtype=np.uint32)
     tiles_per_row = n // tile_n
     for r0 in range(0, m, rows):
         r1 = min(r0 + rows, m)
         acc = acc_buffer[: r1 - r0]
-        acc.zero_()
         state = state_buffer[: r1 - r0]
-        state[:] = 0
+        if not HAVE_NUMBA:
+            state[:] = 0
         acc_flat, state_flat = acc.numpy().reshape(-1), state.reshape(-1)
+        pieces = ops.a_pieces[r0 // rows]
         for c in range(len(starts)):
-            acc.addmm_(ops.a_pieces[r0 // rows][c], b_chunks[c])
+            if c == 0:
+                torch.mm(pieces[0], b_chunks[0], out=acc)  # β = 0: no zeroing pass
+            else:
+                acc.addmm_(pieces[c], b_chunks[c])
             if HAVE_NUMBA:
                 _mix_float(acc_flat, state_flat, c)
             else:
                 _mix_float_torch(acc, state, c)
         block_lanes = lanes[(r0 // tile_m) * tiles_per_row : (r1 // tile_m) * tiles_per_row]
         if HAVE_NUMBA:
-            _tile_lanes_jit(state, weights, tile_m, tile_n, block_lanes)
+            _tile_lanes_jit(state, weights32, tile_m, tile_n, block_lanes)
         else:
             wide = torch.from_numpy(state.astype(np.int64))
             block_lanes[:] = _tile_lanes_torch(wide, torch.from_numpy(weights), tile_m, tile_n)
@@ -599,7 +613,7 @@ def small_product(
     lanes = np.empty(((m // weights.shape[1]) * (n // weights.shape[2]), LANES), dtype=np.int64)
     _small_product_jit(
         a.numpy(), b.numpy(), noise.e_left.numpy(), noise.e_right.numpy(), noise.f_left.numpy(),
-        noise.f_right.numpy(), chunk, weights, b_noisy, c_noisy, useful, lanes,
+        noise.f_right.numpy(), chunk, weights.astype(np.uint32), b_noisy, c_noisy, useful, lanes,
     )
     return torch.from_numpy(c_noisy), lanes, torch.from_numpy(b_noisy), torch.from_numpy(useful)
 
