@@ -456,29 +456,31 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
     CPU) and the int8 operands, without an int8 E or F or a separate conversion; A+E in the pieces
     that :func:`fused_float32` multiplies, for row blocks of ``rows`` (default :func:`block_rows`).
 
-    Wide products (k > 1040, where the norms are needed) and sparse windows (r > 2·64) take the
-    numba kernels (``s`` int16 vector adds per entry, the norms on the way); the others two float32
-    GEMMs per operand piece, ``A + E_L·E_R`` by ``addmm`` (exact: every value is at most 63 + r),
-    which cost few calls and no Python-level overhead per row for the small products of a step."""
+    Wide products (k > 1040, where the exactness check needs the norms) and sparse windows (r > 128)
+    take the numba window kernels (``s = min(r, 64)`` int16 vector adds per entry, every store
+    contiguous, the norms on the way); the others ``A + E_L·E_R`` by a float32 ``addmm`` per chunk
+    (exact: every value is at most 63 + r), a few calls in all for the small products of a step.
+    (Measured at 2048² on AVX2: the GEMM route is no faster there, since its strided chunk copies
+    and norms cost what the windows save.) Without numba the GEMM route serves every size, with
+    float32 sums of squares per chunk (at most t·127² < 2**24, exact) added in float64."""
     m, k = a.shape
     n = b.shape[1]
-    if k >= 1 << 17:
-        raise ValueError(f"inner width {k} >= 2**17: the float32 path does not apply")
+    if k >= 1 << 17 or chunk > 1024:
+        raise ValueError(f"inner width {k} or chunk {chunk} beyond the float32 path")
     rows = block_rows(m, n, 64) if rows is None else rows
     rank = int(noise.e_left.shape[1])
     starts = range(0, k, chunk)
     blocks = range(0, m, rows)
-    if HAVE_NUMBA and (k > WIDTH_EXACT or (rank > 2 * NOISE_BOUND and m * k * NOISE_BOUND >= 1 << 20)):
-        e_left, e_right = noise.e_left.numpy(), noise.e_right.numpy()
-        f_left, f_right = noise.f_left.numpy(), noise.f_right.numpy()
+    sparse = rank > 2 * NOISE_BOUND and m * k * NOISE_BOUND >= 1 << 20
+    wide = k > WIDTH_EXACT
+    a_norms: npt.NDArray[np.int64] | None = None
+    b_norms: npt.NDArray[np.int64] | None = None
+    if HAVE_NUMBA and (sparse or wide):
         flat = np.empty(m * k, dtype=np.float32)
-        b_rows = np.empty((k, n), dtype=np.float32)
-        a_norms = np.empty(m, dtype=np.int32)
-        b_norms = np.empty(n, dtype=np.int32)
-        a_t = transpose_int8(a.numpy())
-        _noisy_blocks_jit(np.ascontiguousarray(e_right.T), np.ascontiguousarray(e_left.T), a_t, rows, flat,
-                          a_norms)
-        _noisy_rows_jit(np.ascontiguousarray(f_left), np.ascontiguousarray(f_right), b.numpy(), b_rows, b_norms)
+        norms32 = np.empty(m, dtype=np.int32)
+        e_left, e_right = noise.e_left.numpy(), noise.e_right.numpy()
+        _noisy_blocks_jit(np.ascontiguousarray(e_right.T), np.ascontiguousarray(e_left.T), transpose_int8(a.numpy()),
+                          rows, flat, norms32)
         whole = torch.from_numpy(flat)
         pieces = []
         for r0 in blocks:
@@ -487,22 +489,33 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
                 whole[r0 * k + s * height : r0 * k + min(s + chunk, k) * height].view(min(chunk, k - s), height).t()
                 for s in starts
             ])
+        a_norms = norms32.astype(np.int64)
+    else:
+        e_left_f, e_right_f = noise.e_left.to(torch.float32), noise.e_right.to(torch.float32)
+        a_chunks = []
+        squares = torch.zeros(m, dtype=torch.float64)
+        for s in starts:
+            piece = host_copy(a[:, s : s + chunk], torch.float32)
+            piece.addmm_(e_left_f, e_right_f[:, s : s + chunk])
+            a_chunks.append(piece)
+            if wide:
+                squares += (piece * piece).sum(1, dtype=torch.float64)
+        pieces = [[piece[r0 : r0 + rows] for piece in a_chunks] for r0 in blocks]
+        a_norms = squares.to(torch.int64).numpy() if wide else None
+    if HAVE_NUMBA and (sparse or wide):
+        b_rows = np.empty((k, n), dtype=np.float32)
+        norms32 = np.empty(n, dtype=np.int32)
+        f_left, f_right = noise.f_left.numpy(), noise.f_right.numpy()
+        _noisy_rows_jit(np.ascontiguousarray(f_left), np.ascontiguousarray(f_right), b.numpy(), b_rows, norms32)
         b_noisy = torch.from_numpy(b_rows)
-        return NoisyOperands(pieces, rows, b_noisy, a_norms.astype(np.int64), b_norms.astype(np.int64))
-    e_left_f, e_right_f = noise.e_left.to(torch.float32), noise.e_right.to(torch.float32)
-    a_chunks = []
-    for s in starts:
-        piece = a[:, s : s + chunk].to(torch.float32, memory_format=torch.contiguous_format)
-        a_chunks.append(piece.addmm_(e_left_f, e_right_f[:, s : s + chunk]))
-    b_noisy = b.to(torch.float32).addmm_(noise.f_left.to(torch.float32), noise.f_right.to(torch.float32))
-    pieces = [[piece[r0 : r0 + rows] for piece in a_chunks] for r0 in blocks]
-    if k <= WIDTH_EXACT:
+        b_norms = norms32.astype(np.int64)
+    else:
+        b_noisy = host_copy(b, torch.float32).addmm_(noise.f_left.to(torch.float32), noise.f_right.to(torch.float32))
+        if wide:
+            b_norms = (b_noisy * b_noisy).sum(0, dtype=torch.float64).to(torch.int64).numpy()
+    if not wide:
         return NoisyOperands(pieces, rows, b_noisy)
-    a_sumsq = torch.zeros(m, dtype=torch.int64)
-    for piece in a_chunks:
-        a_sumsq += (piece.to(torch.int64) ** 2).sum(1)
-    b_sumsq = (b_noisy.to(torch.int64) ** 2).sum(0)
-    return NoisyOperands(pieces, rows, b_noisy, a_sumsq.numpy(), b_sumsq.numpy())
+    return NoisyOperands(pieces, rows, b_noisy, a_norms, b_norms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,7 +173,7 @@ def test_float32_accumulation_path_and_its_fallbacks_agree_with_the_reference() 
     assert torch.equal(wide.exact(a), (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32))
 
 
-@pytest.mark.parametrize(("chunk", "k", "rank"), [(12, 320, 128), (64, 320, 64), (100, 1100, 128), (64, 256, 256)])
+@pytest.mark.parametrize(("chunk", "k", "rank"), [(12, 320, 128), (64, 320, 64), (100, 1100, 128), (64, 256, 256), (256, 1100, 256)])
 def test_noisy_operands_equal_the_dense_noise(chunk: int, k: int, rank: int) -> None:
     """Both constructions (GEMMs for narrow products, the numba windows for wide or sparse ones)."""
     a, b = operands(chunk, 128, k, 64)
@@ -223,3 +223,16 @@ def test_one_read_noise_draw_equals_the_call_by_call_draw(rank: int, m: int, k: 
     want = (e_left, e_right, g_right.T, g_left.T)
     for tensor, array in zip((got.e_left, got.e_right, got.f_left, got.f_right), want, strict=True):
         assert np.array_equal(tensor.numpy(), array)
+
+
+def test_noisy_operands_without_numba_give_the_same_operands_and_norms(monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = operands(5, 64, 1100, 64)
+    noise = draw_noise(b"\x05" * 32, 64, 1100, 64, 64)
+    fast = kernels.noisy_operands(a, b, noise, 100, rows=64)
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    slow = kernels.noisy_operands(a, b, noise, 100, rows=64)
+    assert torch.equal(fast.b, slow.b) and fast.product_bound() == slow.product_bound()
+    assert fast.a_sumsq is not None and slow.a_sumsq is not None
+    assert fast.a_sumsq.tolist() == slow.a_sumsq.tolist()
+    for got, want in zip(fast.a_pieces[0], slow.a_pieces[0], strict=True):
+        assert torch.equal(got, want)
