@@ -213,46 +213,69 @@ def _mix_float_py(acc: Any, state: Any, chunk_index: int) -> None:
         state[j] = np.uint32(np.uint32(u ^ (u >> shift)) + add)
 
 
+def _gemm_acc_py(a: Any, b: Any, out: Any) -> None:
+    """numba body: ``out += a @ b`` in float32, four rows of ``a`` per pass over a row of ``b`` (the
+    innermost loop runs over a contiguous row of ``b`` and of ``out``: vectorised)."""
+    m, k = a.shape
+    n = b.shape[1]
+    i = 0
+    while i + 4 <= m:
+        out0, out1, out2, out3 = out[i], out[i + 1], out[i + 2], out[i + 3]
+        for col in range(k):
+            v0, v1, v2, v3 = a[i, col], a[i + 1, col], a[i + 2, col], a[i + 3, col]
+            source = b[col]
+            for x in range(n):
+                value = source[x]
+                out0[x] += v0 * value
+                out1[x] += v1 * value
+                out2[x] += v2 * value
+                out3[x] += v3 * value
+        i += 4
+    while i < m:
+        row = out[i]
+        for col in range(k):
+            v = a[i, col]
+            source = b[col]
+            for x in range(n):
+                row[x] += v * source[x]
+        i += 1
+
+
+def _as_float32_py(x: Any, out: Any) -> None:
+    rows, cols = x.shape
+    for i in range(rows):
+        for j in range(cols):
+            out[i, j] = np.float32(x[i, j])
+
+
 def _small_product_py(
     a: Any, b: Any, e_left: Any, e_right: Any, f_left: Any, f_right: Any, chunk: int, weights: Any,
     b_noisy: Any, c_out: Any, useful: Any, lanes: Any,
 ) -> None:
     """numba body: the whole noisy product of a small A (m×k)·B (k×n) in one call, in float32 (exact:
-    k <= 1040, so every partial sum is at most k·127² < 2**24): A+E and B+F from the noise factors,
-    the chunked running sums and the mix, the tile lanes, B+F into ``b_noisy``, C' into ``c_out`` and
-    the plain A·B into ``useful`` (cheaper than denoising at these sizes). Loops are ordered so that the innermost one
-    runs over a contiguous row (vectorised)."""
+    k <= 1040, so every partial sum is at most k·127² < 2**24, and every noisy entry at most 63 + r):
+    A+E = A + E_L·E_R and B+F = B + F_L·F_R, the chunked running sums and the mix, the tile lanes,
+    B+F into ``b_noisy``, C' into ``c_out`` and the plain A·B into ``useful`` (cheaper than
+    denoising at these sizes)."""
     m, k = a.shape
     n = b.shape[1]
     rank = e_left.shape[1]
+    a_float = np.empty((m, k), dtype=np.float32)
+    _as_float32_jit(a, a_float)
+    b_float = np.empty((k, n), dtype=np.float32)
+    _as_float32_jit(b, b_float)
+    e_left_f = np.empty((m, rank), dtype=np.float32)
+    _as_float32_jit(e_left, e_left_f)
     e_right_f = np.empty((rank, k), dtype=np.float32)
-    for j in range(rank):
-        for col in range(k):
-            e_right_f[j, col] = np.float32(e_right[j, col])
+    _as_float32_jit(e_right, e_right_f)
+    f_left_f = np.empty((k, rank), dtype=np.float32)
+    _as_float32_jit(f_left, f_left_f)
     f_right_f = np.empty((rank, n), dtype=np.float32)
-    for j in range(rank):
-        for x in range(n):
-            f_right_f[j, x] = np.float32(f_right[j, x])
-    a_noisy = np.zeros((m, k), dtype=np.float32)
-    for i in range(m):
-        row = a_noisy[i]
-        for col in range(k):
-            row[col] = np.float32(a[i, col])
-        for j in range(rank):
-            sign = np.float32(e_left[i, j])
-            source = e_right_f[j]
-            for col in range(k):
-                row[col] += sign * source[col]
-    for col in range(k):
-        row = b_noisy[col]
-        for x in range(n):
-            row[x] = np.float32(b[col, x])
-        for j in range(rank):
-            weight = np.float32(f_left[col, j])
-            if weight != 0:
-                source = f_right_f[j]
-                for x in range(n):
-                    row[x] += weight * source[x]
+    _as_float32_jit(f_right, f_right_f)
+    a_noisy = a_float.copy()
+    _gemm_acc_jit(e_left_f, e_right_f, a_noisy)
+    b_noisy[:, :] = b_float
+    _gemm_acc_jit(f_left_f, f_right_f, b_noisy)
     partial = np.zeros((m, n), dtype=np.float32)
     state = np.zeros((m, n), dtype=np.uint32)
     mul = np.uint32(MIX_MULTIPLIER)
@@ -260,34 +283,20 @@ def _small_product_py(
     c = 0
     for start in range(0, k, chunk):
         stop = min(start + chunk, k)
+        _gemm_acc_jit(a_noisy[:, start:stop], b_noisy[start:stop], partial)
         add = np.uint32(c + 1)
         for i in range(m):
             out = partial[i]
-            for col in range(start, stop):
-                value = a_noisy[i, col]
-                source = b_noisy[col]
-                for x in range(n):
-                    out[x] += value * source[x]
             hold = state[i]
             for x in range(n):
                 u = np.uint32(np.uint32(hold[x] ^ np.uint32(np.int32(out[x]))) * mul)
                 hold[x] = np.uint32(np.uint32(u ^ (u >> shift)) + add)
         c += 1
-    plain = np.zeros(n, dtype=np.float32)
-    b_float = np.empty((k, n), dtype=np.float32)
-    for col in range(k):
-        for x in range(n):
-            b_float[col, x] = np.float32(b[col, x])
+    plain = np.zeros((m, n), dtype=np.float32)
+    _gemm_acc_jit(a_float, b_float, plain)
     for i in range(m):
         for x in range(n):
-            plain[x] = 0
-        for col in range(k):
-            value = np.float32(a[i, col])
-            source = b_float[col]
-            for x in range(n):
-                plain[x] += value * source[x]
-        for x in range(n):
-            useful[i, x] = np.int32(plain[x])
+            useful[i, x] = np.int32(plain[i, x])
             c_out[i, x] = np.int32(partial[i, x])
     _tile_lanes_jit(state, weights, weights.shape[1], weights.shape[2], lanes)
 
@@ -306,6 +315,8 @@ _tile_lanes_jit = _jit(_tile_lanes_py)
 _sparse_rows_jit = _jit(_sparse_rows_py)
 _noisy_rows_jit = _jit(_noisy_rows_py)
 _noisy_blocks_jit = _jit(_noisy_blocks_py)
+_gemm_acc_jit = _jit(_gemm_acc_py)
+_as_float32_jit = _jit(_as_float32_py)
 _small_product_jit = _jit(_small_product_py)
 _mix_float = _jit(_mix_float_py)
 
