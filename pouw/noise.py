@@ -96,8 +96,9 @@ class NoiseFactors:
 
 
 def _signs(raw: bytes, rows: int, cols: int) -> I8:
-    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=rows * cols, bitorder="little")
-    return (1 - 2 * bits.astype(np.int8)).reshape(rows, cols)
+    """``draw_signs`` of bytes already read."""
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=rows * cols, bitorder="little").view(np.int8)
+    return (1 - 2 * bits).reshape(rows, cols)
 
 
 def _draw_factor_pair(prng: Prng, rows: int, rank: int, cols: int, nonzeros: int) -> tuple[I8, I8]:

@@ -305,8 +305,12 @@ def _scatter_windows_py(offsets: Any, signs: Any, out: Any) -> None:
     """numba body: column c of ``out`` (r×cols, zeroed) gets ``signs[c, i]`` at row (o_c + i) mod r."""
     rank = out.shape[0]
     for c in range(signs.shape[0]):
+        row = offsets[c]  # in [0, rank): the window wraps at most once (nonzeros <= rank)
         for i in range(signs.shape[1]):
-            out[(offsets[c] + i) % rank, c] = signs[c, i]
+            out[row, c] = signs[c, i]
+            row += 1
+            if row == rank:
+                row = 0
 
 
 _accumulate_mix = _jit(_accumulate_mix_py)
