@@ -10,7 +10,9 @@ For square products m = n = k, int8 operands within the payload bound ±63, this
 * float GEMMs for reference (not exact): float32 and bfloat16 on a CPU, float16 and bfloat16 on CUDA;
 * the noisy-transcript product of each preset's parameters, through the miner's own hook
   :class:`pouw.transcript.NoisyTranscriptProduct` (commitments, noise, chunked transcript and mix,
-  tickets, denoising), and once per size a breakdown of that time by phase.
+  tickets, denoising), and once per size a breakdown of that time by phase, following the route
+  the float32 CPU path takes (a small product runs whole in one numba call, counted as
+  ``transcript``; where a plain product recovers A·B cheaper than denoising, it is ``denoise``).
 
 Throughput is in TOPS counting 2 operations per multiply-accumulate (the vendors' convention), the
 PoUW throughput counting only the useful product. On CUDA each throughput is also given as a
@@ -106,9 +108,26 @@ def phase_seconds(
     noise = draw_noise(sigma_m, m, k, n, params.rank).to(a.device)
     weights = _mix_weights(params.tile_m, params.tile_n).numpy()
     fused = fused_eligible(backend, params, k, a.device)
-    if fused and backend.kind == "float32":  # the miner's float32 path: the denoise runs in the transcript
-        ops = cpu_kernels.noisy_operands(a, b, noise, params.chunk)
+    if fused and backend.kind == "float32":  # the miner's float32 path (pouw.kernels.cpu.fused_product)
         lap("noise")
+        small = cpu_kernels.small_product(a, b, noise, params.chunk, weights)
+        if small is not None:  # one numba call: A+E, B+F, transcript, lanes and A·B, counted as transcript
+            lap("transcript")
+            _ = [tile_ticket(sigma_m, i, digest_bytes(tile)) for i, tile in enumerate(small[1])]
+            lap("tickets")
+            times["denoise"] = 0.0
+            return times
+        ops = cpu_kernels.noisy_operands(a, b, noise, params.chunk)
+        times["noise"] += time.perf_counter() - clock
+        clock = time.perf_counter()
+        if ops.float32_accumulation_exact() and cpu_kernels.plain_is_cheaper(m, k, n, params.rank):
+            c_noisy, lanes, _ = cpu_kernels.fused_float32(ops, params.chunk, weights)
+            lap("transcript")
+            _ = [tile_ticket(sigma_m, i, digest_bytes(tile)) for i, tile in enumerate(lanes)]
+            lap("tickets")
+            backend.int_mm(a, b)  # A·B by a plain product, cheaper than denoising here
+            lap("denoise")
+            return times
         if ops.float32_accumulation_exact():
             fix = cpu_kernels.correction(a, ops.b, noise)
             lap("denoise")

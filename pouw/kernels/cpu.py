@@ -646,6 +646,12 @@ def small_product(
     return torch.from_numpy(c_noisy), lanes, torch.from_numpy(b_noisy), torch.from_numpy(useful)
 
 
+def plain_is_cheaper(m: int, k: int, n: int, rank: int) -> bool:
+    """Whether a plain product (``mkn`` MACs) recovers A·B cheaper than denoising C'
+    (``r·(mk + kn + 2mn)`` MACs: two thin products and one of inner width 2r)."""
+    return m * k * n <= rank * (m * k + k * n + 2 * m * n)
+
+
 def fused_product(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -671,7 +677,7 @@ def fused_product(
     ops = noisy_operands(a, b, noise, chunk, block_rows(m, n, weights.shape[1]))
     if not ops.float32_accumulation_exact():
         return None
-    if plain_mm is not None and m * k * n <= rank * (m * k + k * n + 2 * m * n):
+    if plain_mm is not None and plain_is_cheaper(m, k, n, rank):
         c_noisy, lanes, _ = fused_float32(ops, chunk, weights)
         return c_noisy, lanes, ops.b, plain_mm(a, b)
     fix = correction(a, ops.b, noise)
