@@ -325,15 +325,18 @@ _small_product_jit = _jit(_small_product_py)
 _mix_float = _jit(_mix_float_py)
 
 
-def scatter_windows(offsets: npt.NDArray[np.int64], signs: npt.NDArray[np.int8], rank: int) -> npt.NDArray[np.int8]:
-    """The r×cols windowed ternary matrix of ``pouw.noise.draw_windows`` from its offsets and signs."""
+def scatter_windows(
+    offsets: npt.NDArray[np.int64], signs: npt.NDArray[np.int8], rank: int, transposed: bool = False
+) -> npt.NDArray[np.int8]:
+    """The r×cols windowed ternary matrix of ``pouw.noise.draw_windows`` from its offsets and signs
+    (its cols×r transpose, contiguous, if ``transposed``)."""
     cols, nonzeros = signs.shape
-    out = np.zeros((rank, cols), dtype=np.int8)
+    out = np.zeros((cols, rank) if transposed else (rank, cols), dtype=np.int8)
     if HAVE_NUMBA:
-        _scatter_windows_jit(offsets, np.ascontiguousarray(signs), out)
+        _scatter_windows_jit(offsets, np.ascontiguousarray(signs), out.T if transposed else out)
     else:
         rows = (offsets[:, None] + np.arange(nonzeros)[None, :]) % rank
-        out[rows, np.arange(cols)[:, None]] = signs
+        (out.T if transposed else out)[rows, np.arange(cols)[:, None]] = signs
     return out
 
 
@@ -494,8 +497,8 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
         flat = np.empty(m * k, dtype=np.float32)
         norms32 = np.empty(m, dtype=np.int32)
         e_left, e_right = noise.e_left.numpy(), noise.e_right.numpy()
-        _noisy_blocks_jit(np.ascontiguousarray(e_right.T), np.ascontiguousarray(e_left.T), transpose_int8(a.numpy()),
-                          rows, flat, norms32)
+        # E_Rᵀ as a strided view (r reads a column), E_Lᵀ and Aᵀ contiguous (the vectorised rows)
+        _noisy_blocks_jit(e_right.T, transpose_int8(e_left), transpose_int8(a.numpy()), rows, flat, norms32)
         whole = torch.from_numpy(flat)
         pieces = []
         for r0 in blocks:
