@@ -40,8 +40,9 @@ from chain.encoding import (
 from chain.errors import InvalidTransaction, Reason, ValidationError
 from chain.hashing import address_hash, hash_bytes, merkle_root_of_hashes, tagged_hash
 
-BLOCK_VERSION = 2
-"""Version of the block format and rules described here (v1 had σ over the whole header)."""
+BLOCK_VERSION = 3
+"""Version of the block format and rules described here (v1 had σ over the whole header; v2 hashed
+operand leaves and tickets with BLAKE2b, v3 with keyed BLAKE3 so that a GPU computes them)."""
 
 HASH32 = Bytes(32)
 ADDRESS = Bytes(20)

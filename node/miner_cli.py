@@ -16,6 +16,7 @@ from chain.errors import PouwError, ValidationError
 from node.miner import MinerError, MinerStats, MiningLoop, NodeClient
 from node.miner_metrics import MinerMetrics
 from pouw.backends import get_backend
+from pouw.transcript import transcript_path
 from wallet.address import InvalidAddress, decode_address
 from wallet.client import COOKIE_ENV, DATADIR_ENV, RpcCredentials
 
@@ -127,7 +128,7 @@ def main(node_url: str, datadir: Path | None, cookie: Path | None, address: str,
     except MinerError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"[miner] mining {status['preset']} at height {status['height']} on {backend.label} "
-               f"for {address} via {node_url}", err=True)
+               f"for {address} via {node_url}; noisy products: {transcript_path(backend)}", err=True)
     metrics = None
     if metrics_port is not None:
         metrics = MinerMetrics(backend.name, address)

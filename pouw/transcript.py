@@ -2,8 +2,8 @@
 
 For each matmul A (m×k) · B (k×n) of training step j (normative; docs/protocol.md Part IV):
 
-1. HA = :func:`commit_rows` of A's row blocks (BM rows a leaf), HB = the same of B's column
-   blocks (BN columns a leaf).
+1. HA = :func:`commit_rows` of A's row blocks (BM rows a leaf, hashed with keyed BLAKE3), HB = the
+   same of B's column blocks (BN columns a leaf).
 2. σ_m = H("pouw/sigma-m", pack([σ, j, index, m, k, n, HA, HB])); noise E, F from
    :func:`pouw.noise.draw_noise`.
 3. C' = (A+E)(B+F) with k consumed in chunks of t: after chunk c every output element holds its
@@ -12,7 +12,7 @@ For each matmul A (m×k) · B (k×n) of training step j (normative; docs/protoco
    mod 2**32, a few ops per element per chunk). A tile's digest is four lanes
    Σ_e (h_e · W[lane, e] mod p) mod p, p = 2**31 - 1, over its BM·BN elements, with fixed weights W
    from ``Prng("pouw/mix-weights", BM, BN)``, written as 4-byte big-endian words (16 bytes).
-4. ticket = H("pouw/ticket", pack([σ_m, tile_index, digest])); tiles are numbered row-major over
+4. ticket = keyed BLAKE3 of σ_m ‖ tile_index (8 bytes LE) ‖ digest; tiles are numbered row-major over
    the (m/BM)×(n/BN) grid. The tile wins iff int(ticket, big-endian) · reference_work <
    target · tile_work, tile_work = BM·BN·k: every MAC has the same odds whatever the job.
 5. The exact product is recovered as C = C' − A·F − E·(B+F).
@@ -33,6 +33,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import blake3
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -41,8 +42,8 @@ from chain.encoding import pack
 from chain.errors import Reason, ValidationError
 from chain.hashing import HASH_SIZE, merkle_proof_of_hashes, merkle_root_of_hashes, tagged_hash
 from pouw.backends import Backend
+from pouw.kernels import blake3_triton, triton_gpu
 from pouw.kernels import cpu as cpu_kernels
-from pouw.kernels import triton_gpu
 from pouw.noise import NoiseFactors, draw_noise, exact_matmul
 from pouw.params import PAYLOAD_BOUND, PouwParams
 from pouw.prng import Prng
@@ -60,7 +61,10 @@ IntMatmul = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # --- commitments and seeds -------------------------------------------------------------------------
 
 
-_LEAF_HASHER = hashlib.blake2b(digest_size=HASH_SIZE, person=b"pouw/mk-leaf")
+LEAF_KEY = blake3.blake3(b"pouw-chain v3: operand leaf").digest()
+"""Key of the keyed-BLAKE3 operand leaf hash (Part IV §2): a nothing-up-my-sleeve constant."""
+TICKET_KEY = blake3.blake3(b"pouw-chain v3: tile ticket").digest()
+"""Key of the keyed-BLAKE3 tile ticket (Part IV §4)."""
 _NODE_HASHER = hashlib.blake2b(digest_size=HASH_SIZE, person=b"pouw/mk-node")
 
 
@@ -81,16 +85,18 @@ def _root_of_hashes(level: list[bytes]) -> bytes:
     return nodes[0]
 
 
+def operand_leaf(data: bytes | memoryview) -> bytes:
+    """The leaf hash of one operand block: keyed BLAKE3 (``LEAF_KEY``) of its raw int8 bytes.
+
+    BLAKE3 is a tree of 1 KiB chunks, so a GPU hashes a block's chunks in parallel
+    (pouw/kernels/blake3_triton.py) and gets the same 32 bytes as this CPU reference."""
+    return blake3.blake3(data, key=LEAF_KEY).digest()
+
+
 def block_roots(rows: npt.NDArray[np.int8], block: int) -> list[bytes]:
-    """The Merkle leaves of a commitment: ``merkle_leaf`` of each consecutive block of ``block`` rows'
-    raw int8 bytes (row-major; the last block may be shorter)."""
-    data = np.ascontiguousarray(rows, dtype=np.int8)
-    leaves = []
-    for start in range(0, len(data), block):
-        hasher = _LEAF_HASHER.copy()
-        hasher.update(data[start : start + block].tobytes())
-        leaves.append(hasher.digest())
-    return leaves
+    """The Merkle leaves of a commitment: :func:`operand_leaf` of each consecutive block of
+    ``block`` rows' raw int8 bytes (row-major; the last block may be shorter)."""
+    return blake3_triton.leaf_hashes_host(np.ascontiguousarray(rows, dtype=np.int8), block, LEAF_KEY)
 
 
 def commit_rows(rows: npt.NDArray[np.int8], block: int) -> bytes:
@@ -155,8 +161,19 @@ def digest_bytes(lanes: npt.NDArray[np.int64]) -> bytes:
     return b"".join(int(v).to_bytes(4, "big") for v in lanes)
 
 
+def ticket_message(sigma_m: bytes, tile_index: int, digest: bytes) -> bytes:
+    """The 56 bytes a ticket hashes: σ_m ‖ tile index (8 bytes, little-endian) ‖ digest (16 bytes)."""
+    return sigma_m + tile_index.to_bytes(8, "little") + digest
+
+
 def tile_ticket(sigma_m: bytes, tile_index: int, digest: bytes) -> bytes:
-    return tagged_hash("pouw/ticket", pack([sigma_m, tile_index, digest]))
+    """keyed BLAKE3 (``TICKET_KEY``) of :func:`ticket_message`: one 64-byte block, one compression."""
+    return blake3.blake3(ticket_message(sigma_m, tile_index, digest), key=TICKET_KEY).digest()
+
+
+def tile_tickets(sigma_m: bytes, lanes: npt.NDArray[np.int64]) -> list[bytes]:
+    """The ticket of every tile from its lanes (tiles, 4), tiles numbered by row."""
+    return blake3_triton.tickets_host(sigma_m, lanes, TICKET_KEY)
 
 
 def ticket_wins(ticket: bytes, target: int, tile_work: int, reference_work: int) -> bool:
@@ -296,40 +313,131 @@ def triton_eligible(params: PouwParams, k: int, device: torch.device) -> bool:
     return device.type == "cpu" and triton_gpu.interpreting() and os.environ.get(TRITON_ON_CPU_ENV) == "1"
 
 
+def transcript_path(backend: Backend) -> str:
+    """Which implementation computes this backend's noisy products (for a miner's start-up line):
+    the Triton kernels (the GPU path, or the same under the Triton interpreter), the fused CPU
+    kernel, or the torch reference. Shapes too small for a kernel fall back to the reference."""
+    device = backend.device
+    if triton_gpu.HAVE_TRITON and (device.type == "cuda" or (
+            device.type == "cpu" and triton_gpu.interpreting() and os.environ.get(TRITON_ON_CPU_ENV) == "1")):
+        return "triton" if device.type == "cuda" else "triton (interpreter, on the CPU)"
+    if backend.fusable and device.type == "cpu":
+        return "fused CPU kernel (numba)" if cpu_kernels.HAVE_NUMBA else "fused CPU kernel (numpy fallback)"
+    return "torch reference"
+
+
+TICKET_SIZE = 32
+_WORD = (1 << 64) - 1
+
+
+def ticket_words(tickets: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
+    """(N, 32) ticket bytes as (N, 4) 64-bit words, most significant first (so that comparing the
+    rows word by word is comparing the tickets as big-endian integers)."""
+    return np.ascontiguousarray(tickets, dtype=np.uint8).view(">u8").astype(np.uint64)
+
+
+def lowest_ticket(tickets: npt.NDArray[np.uint8]) -> int:
+    """Index of the smallest of (N >= 1, 32) tickets (the first of equals)."""
+    words = ticket_words(tickets)
+    return int(np.lexsort((words[:, 3], words[:, 2], words[:, 1], words[:, 0]))[0])
+
+
+def first_winner(tickets: npt.NDArray[np.uint8], target: int, tile_work: int, reference_work: int) -> int:
+    """Index of the first of (N, 32) tickets that :func:`ticket_wins`, or −1: vectorised.
+
+    ``ticket · reference_work < target · tile_work`` holds iff ``ticket < ⌈target · tile_work /
+    reference_work⌉`` (integers), a 256-bit comparison done word by word."""
+    bound = -(-target * tile_work // reference_work)
+    count = len(tickets)
+    if bound <= 0 or count == 0:
+        return -1
+    if bound >= 1 << 256:
+        return 0
+    words = ticket_words(tickets)
+    below = np.zeros(count, dtype=bool)
+    equal = np.ones(count, dtype=bool)
+    for i in range(4):
+        limb = np.uint64((bound >> (64 * (3 - i))) & _WORD)
+        below |= equal & (words[:, i] < limb)
+        equal &= words[:, i] == limb
+    hits = np.flatnonzero(below)
+    return int(hits[0]) if hits.size else -1
+
+
 @dataclass(frozen=True, slots=True)
-class NoisyProduct:
-    """Everything one noisy-transcript product yields: commitments, seed, noise, C', tickets."""
+class TileTickets:
+    """What the lottery keeps of one noisy product: its tickets and what opens any tile.
+
+    ``a`` and ``bt`` stay on the operands' device (on a GPU nothing of size m·k is copied to the
+    host); ``data`` holds the tickets as bytes (CPU paths) or as a (tiles, 32) uint8 tensor still
+    on the device (GPU path), copied once when the step's draws are read."""
 
     params: PouwParams
     step: int
     index: int
     shape: tuple[int, int, int]
-    a_host: npt.NDArray[np.int8]  # A, on the CPU
-    bt_host: npt.NDArray[np.int8]  # Bᵀ, on the CPU (B's columns as rows)
-    a_blocks: list[bytes]  # Merkle roots of A's row blocks (BM rows each)
-    b_blocks: list[bytes]  # Merkle roots of B's column blocks (BN columns each)
+    a: torch.Tensor  # A (m×k int8), on the operands' device
+    bt: torch.Tensor  # Bᵀ (n×k int8, B's columns as rows), on the operands' device
+    a_blocks: list[bytes]  # leaf hashes of A's row blocks (BM rows each)
+    b_blocks: list[bytes]  # leaf hashes of B's column blocks (BN columns each)
     sigma_m: bytes
-    noise: NoiseFactors  # on the operands' device
-    b_noisy: torch.Tensor
-    c_noisy: torch.Tensor  # (A+E)(B+F), int64 (int32 from the fused CPU kernel)
-    tickets: list[bytes]  # per tile, row-major over the grid
-    fused: bool = False  # computed by the fused CPU kernel: denoise with denoise_fast
-    useful: torch.Tensor | None = None  # A·B (int32), when the fused kernel already denoised it
+    data: list[bytes] | torch.Tensor  # per tile, row-major over the grid
 
     @property
     def ha(self) -> bytes:
-        return merkle_root_of_hashes(self.a_blocks)
+        return _root_of_hashes(self.a_blocks)
 
     @property
     def hb(self) -> bytes:
-        return merkle_root_of_hashes(self.b_blocks)
+        return _root_of_hashes(self.b_blocks)
 
     @property
     def tile_work(self) -> int:
         return self.params.tile_m * self.params.tile_n * self.shape[1]
 
+    @property
+    def tile_count(self) -> int:
+        m, _, n = self.shape
+        return (m // self.params.tile_m) * (n // self.params.tile_n)
+
+    @property
+    def tickets(self) -> list[bytes]:
+        if isinstance(self.data, list):
+            return self.data
+        flat = self.ticket_array().tobytes()
+        return [flat[i : i + TICKET_SIZE] for i in range(0, len(flat), TICKET_SIZE)]
+
+    def scan(self, target: int, reference_work: int) -> blake3_triton.TicketScan:
+        """The first winning tile under ``target`` and the lowest ticket: on the device for device
+        tickets (one small copy back), vectorised on the host otherwise."""
+        if isinstance(self.data, torch.Tensor) and self.data.device.type != "cpu":
+            threshold = blake3_triton.win_threshold(target, self.tile_work, reference_work)
+            return blake3_triton.first_winner(self.data, threshold)
+        tickets = self.ticket_array()
+        if not len(tickets):
+            return blake3_triton.TicketScan(-1, -1, None, None)
+        best = lowest_ticket(tickets)
+        first = first_winner(tickets, target, self.tile_work, reference_work)
+        return blake3_triton.TicketScan(
+            first, best, tickets[first].tobytes() if first >= 0 else None, tickets[best].tobytes()
+        )
+
+    def ticket_array(self) -> npt.NDArray[np.uint8]:
+        """The tickets as a (tiles, 32) uint8 host array (one device→host copy on the GPU path)."""
+        if isinstance(self.data, list):
+            return np.frombuffer(b"".join(self.data), dtype=np.uint8).reshape(-1, TICKET_SIZE)
+        return self.data.cpu().numpy().reshape(-1, TICKET_SIZE)
+
+    @property
+    def a_host(self) -> npt.NDArray[np.int8]:
+        return self.a.cpu().numpy()
+
+    @property
+    def bt_host(self) -> npt.NDArray[np.int8]:
+        return self.bt.cpu().numpy()
+
     def tile_proof(self, tile_index: int) -> TileProof:
-        """The proof that opens tile ``tile_index``."""
+        """The proof that opens tile ``tile_index`` (copies only its BM rows and BN columns)."""
         p, (m, k, n) = self.params, self.shape
         tile_row, tile_col = divmod(tile_index, n // p.tile_n)
         return TileProof(
@@ -341,14 +449,35 @@ class NoisyProduct:
             n=n,
             ha=self.ha,
             hb=self.hb,
-            a_rows=self.a_host[tile_row * p.tile_m : (tile_row + 1) * p.tile_m].tobytes(),
-            b_cols=self.bt_host[tile_col * p.tile_n : (tile_col + 1) * p.tile_n].tobytes(),
+            a_rows=self.a[tile_row * p.tile_m : (tile_row + 1) * p.tile_m].cpu().numpy().tobytes(),
+            b_cols=self.bt[tile_col * p.tile_n : (tile_col + 1) * p.tile_n].cpu().numpy().tobytes(),
             a_path=tuple(merkle_proof_of_hashes(self.a_blocks, tile_row)),
             b_path=tuple(merkle_proof_of_hashes(self.b_blocks, tile_col)),
         )
 
+
+@dataclass(frozen=True, slots=True)
+class NoisyProduct(TileTickets):
+    """Everything one noisy-transcript product yields: the lottery's part, and the noise, B+F and
+    C' that denoising needs (dropped once the exact product is out: see :meth:`lottery`)."""
+
+    noise: NoiseFactors | None = None  # on the operands' device
+    b_noisy: torch.Tensor | None = None
+    c_noisy: torch.Tensor | None = None  # (A+E)(B+F), int64 (int32 from the fused and GPU kernels)
+    fused: bool = False  # computed by the fused CPU kernel: denoise with denoise_fast
+    useful: torch.Tensor | None = None  # A·B (int32), when the fused kernel already has it
+
+    def lottery(self) -> TileTickets:
+        """The tickets and what opens a tile, without the m·n buffers."""
+        return TileTickets(
+            self.params, self.step, self.index, self.shape, self.a, self.bt,
+            self.a_blocks, self.b_blocks, self.sigma_m, self.data,
+        )
+
     def exact(self, a: torch.Tensor) -> torch.Tensor:
         """The useful product A·B, denoised from C'."""
+        if self.noise is None or self.b_noisy is None or self.c_noisy is None:
+            raise ValueError("a noisy product without its noise")
         if self.fused:
             if self.useful is not None:
                 return self.useful
@@ -356,6 +485,11 @@ class NoisyProduct:
         if self.c_noisy.device.type == "cuda" and self.params.rank % 8 == 0 and self.params.rank > 16:
             return denoise_limbs(self.c_noisy, a, self.b_noisy, self.noise, torch._int_mm)
         return denoise(self.c_noisy, a, self.b_noisy, self.noise)
+
+
+def _check_payload(a: torch.Tensor, b: torch.Tensor) -> None:
+    if int(a.abs().max()) > PAYLOAD_BOUND or int(b.abs().max()) > PAYLOAD_BOUND:
+        raise ValidationError(Reason.OUT_OF_RANGE, f"matmul operand beyond ±{PAYLOAD_BOUND}")
 
 
 def noisy_product(
@@ -370,31 +504,26 @@ def noisy_product(
 ) -> NoisyProduct:
     """Steps 1-4 of the module docstring for A·B (int8, on any device): commit, seed, noise, transcript,
     tickets. ``int_mm`` multiplies the noisy int8 chunks exactly (the backend's tensor-core path);
-    given the ``backend`` of CPU tensors, the fused CPU kernel runs instead (same bits)."""
+    given the ``backend`` of CPU tensors, the fused CPU kernel runs instead (same bits); on a GPU
+    (or under the Triton interpreter) the device path of :func:`_device_product` does."""
     m, k = a.shape
     n = b.shape[1]
     if m % params.tile_m or n % params.tile_n:
         raise ValidationError(Reason.OUT_OF_RANGE, f"product {m}x{n} is not a grid of tiles")
-    if int(a.abs().max()) > PAYLOAD_BOUND or int(b.abs().max()) > PAYLOAD_BOUND:
-        raise ValidationError(Reason.OUT_OF_RANGE, f"matmul operand beyond ±{PAYLOAD_BOUND}")
-    a_host = a.cpu().numpy()
-    bt_host = cpu_kernels.transpose_int8(b.cpu().numpy())
-    a_blocks, b_blocks = block_roots(a_host, params.tile_m), block_roots(bt_host, params.tile_n)
-    ha, hb = _root_of_hashes(a_blocks), _root_of_hashes(b_blocks)
-    sigma_m = matmul_seed(header_seed, step, index, (m, k, n), ha, hb)
+    if triton_eligible(params, k, a.device):
+        return _device_product(params, header_seed, step, index, a, b, int_mm)
+    _check_payload(a, b)
+    bt = b.T.contiguous()
+    a_blocks = block_roots(a.cpu().numpy(), params.tile_m)
+    b_blocks = block_roots(bt.cpu().numpy(), params.tile_n)
+    sigma_m = matmul_seed(header_seed, step, index, (m, k, n), _root_of_hashes(a_blocks), _root_of_hashes(b_blocks))
     noise = draw_noise(sigma_m, m, k, n, params.rank).to(a.device)
     fused = backend is not None and fused_eligible(backend, params, k, a.device)
     useful = None
-    if triton_eligible(params, k, a.device):
-        a_noisy = a + noise.e().to(torch.int8)
-        b_noisy = b + noise.f().to(torch.int8)
-        c_noisy, lanes = triton_gpu.triton_transcript(
-            a_noisy, b_noisy, params.chunk, mix_weights(params.tile_m, params.tile_n, a.device)
-        )
-    elif fused and backend is not None:
+    if fused and backend is not None:
         weights = _mix_weights(params.tile_m, params.tile_n).numpy()
         done = None
-        if backend.kind == "float32":
+        if backend.kind == "float32":  # A+E, B+F, C' and lanes, and A·B by the cheaper exact route
             done = cpu_kernels.fused_product(a, b, noise, params.chunk, weights, backend.int_mm)
         if done is not None:
             c_noisy, lanes, b_noisy, useful = done
@@ -410,30 +539,61 @@ def noisy_product(
         b_noisy = b + noise.f().to(torch.int8)
         c_noisy, state = transcript(a_noisy, b_noisy, params.chunk, int_mm)
         lanes = tile_lanes(state, params.tile_m, params.tile_n)
-    tickets = [tile_ticket(sigma_m, i, digest_bytes(tile)) for i, tile in enumerate(lanes)]
     return NoisyProduct(
-        params,
-        step,
-        index,
-        (m, k, n),
-        a_host,
-        bt_host,
-        a_blocks,
-        b_blocks,
-        sigma_m,
-        noise,
-        b_noisy,
-        c_noisy,
-        tickets,
-        fused,
-        useful,
+        params, step, index, (m, k, n), a, bt, a_blocks, b_blocks, sigma_m, tile_tickets(sigma_m, lanes),
+        noise, b_noisy, c_noisy, fused, useful,
+    )
+
+
+def _leaf_list(flat: npt.NDArray[np.uint8]) -> list[bytes]:
+    data = flat.tobytes()
+    return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
+
+
+def _device_product(
+    params: PouwParams, header_seed: bytes, step: int, index: int, a: torch.Tensor, b: torch.Tensor, int_mm: IntMatmul
+) -> NoisyProduct:
+    """The GPU path (pouw/kernels): everything of size m·k, k·n or m·n stays on the device.
+
+    The operand leaves are hashed on the device (keyed BLAKE3, one vector lane per 1 KiB chunk),
+    and come back to the host in one copy together with the operands' extremes (the payload check):
+    32 bytes per BM rows, the only device→host transfer of the product, needed because σ_m and
+    the noise draws (SHAKE-256, inherently serial) are the host's. The noise factors (a few bits
+    per row) go the other way and are expanded on the device by int8 GEMMs of inner width r; the
+    Triton kernel computes C' and the tile lanes, a second kernel the tickets, which stay on the
+    device until the step's draws are read (one copy per matmul, at the end of the step)."""
+    m, k = a.shape
+    n = b.shape[1]
+    a = a.contiguous()
+    bt = b.T.contiguous()
+    leaves_a = blake3_triton.leaf_hashes(a, params.tile_m, LEAF_KEY)
+    leaves_b = blake3_triton.leaf_hashes(bt, params.tile_n, LEAF_KEY)
+    extremes = torch.stack([a.min(), a.max(), bt.min(), bt.max()]).view(torch.uint8)
+    host = torch.cat([leaves_a.reshape(-1), leaves_b.reshape(-1), extremes]).cpu().numpy()
+    if int(np.abs(host[-4:].view(np.int8).astype(np.int16)).max()) > PAYLOAD_BOUND:
+        raise ValidationError(Reason.OUT_OF_RANGE, f"matmul operand beyond ±{PAYLOAD_BOUND}")
+    split = leaves_a.numel()
+    a_blocks, b_blocks = _leaf_list(host[:split]), _leaf_list(host[split:-4])
+    sigma_m = matmul_seed(header_seed, step, index, (m, k, n), _root_of_hashes(a_blocks), _root_of_hashes(b_blocks))
+    noise = draw_noise(sigma_m, m, k, n, params.rank).to(a.device)
+    a_noisy = a + int_mm(noise.e_left, noise.e_right).to(torch.int8)  # |E| <= 64: exact in int32
+    b_noisy = b + int_mm(noise.f_left, noise.f_right).to(torch.int8)
+    c_noisy, lanes = triton_gpu.triton_transcript(
+        a_noisy, b_noisy, params.chunk, mix_weights(params.tile_m, params.tile_n, a.device)
+    )
+    tickets = blake3_triton.tickets(sigma_m, lanes, TICKET_KEY)
+    return NoisyProduct(
+        params, step, index, (m, k, n), a, bt, a_blocks, b_blocks, sigma_m, tickets, noise, b_noisy, c_noisy, False
     )
 
 
 class NoisyTranscriptProduct:
     """The matmul hook of one training step under lottery seed σ: returns the exact product and
     records the step's tickets. After the step, ``winner`` is the first winning tile's proof (lowest
-    matmul index, then lowest tile index), or None."""
+    matmul index, then lowest tile index), or None, and ``best_ticket`` the lowest ticket drawn.
+
+    The draws are read once, when one of those is first asked for: on the GPU path that is one
+    copy of each matmul's tickets per step, and no host round trip for them during the step."""
 
     def __init__(self, params: PouwParams, header_seed: bytes, step: int, target: int, backend: Backend) -> None:
         self.params = params
@@ -443,21 +603,42 @@ class NoisyTranscriptProduct:
         self.backend = backend
         self.tiles_evaluated = 0
         self.macs = 0
-        self.best_ticket: bytes | None = None
-        self.winner: TileProof | None = None
-        self.winning_ticket: bytes | None = None
+        self._pending: list[TileTickets] = []
+        self._best: bytes | None = None
+        self._winner: TileProof | None = None
+        self._winning_ticket: bytes | None = None
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor, index: int) -> torch.Tensor:
         product = noisy_product(
             self.params, self.header_seed, self.step, index, a, b, self.backend.int_mm, self.backend
         )
-        for tile_index, ticket in enumerate(product.tickets):
-            if self.best_ticket is None or ticket < self.best_ticket:
-                self.best_ticket = ticket
-            if self.winner is None and ticket_wins(ticket, self.target, product.tile_work, self.params.reference_work):
-                self.winner = product.tile_proof(tile_index)
-                self.winning_ticket = ticket
-        self.tiles_evaluated += len(product.tickets)
+        self._pending.append(product.lottery())
+        self.tiles_evaluated += product.tile_count
         m, k, n = product.shape
         self.macs += m * k * n
         return product.exact(a)
+
+    def _read_draws(self) -> None:
+        for draws in self._pending:
+            found = draws.scan(self.target, self.params.reference_work)
+            if found.best_ticket is not None and (self._best is None or found.best_ticket < self._best):
+                self._best = found.best_ticket
+            if self._winner is None and found.winner >= 0:
+                self._winner = draws.tile_proof(found.winner)
+                self._winning_ticket = found.winner_ticket
+        self._pending.clear()
+
+    @property
+    def best_ticket(self) -> bytes | None:
+        self._read_draws()
+        return self._best
+
+    @property
+    def winner(self) -> TileProof | None:
+        self._read_draws()
+        return self._winner
+
+    @property
+    def winning_ticket(self) -> bytes | None:
+        self._read_draws()
+        return self._winning_ticket

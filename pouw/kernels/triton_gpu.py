@@ -7,16 +7,16 @@ One program computes one BM×BN output tile of C' = (A+E)(B+F) and its digest la
 * after each chunk, the 32-bit mix of docs/protocol.md Part IV §4 on the accumulator tile, in
   registers (the epilogue of the chunk: xor, multiply, shift, xor, add in uint32);
 * after the last chunk, the four lanes ``Σ (h · W[l] mod p) mod p`` reduced in the kernel, so a
-  matmul returns C' and a (tiles, 4) int64 array, and the host only hashes 16 bytes per tile
-  (one batched copy per matmul, not one per tile).
+  matmul returns C' and a (tiles, 4) int64 tensor, both left on the device (the tickets are hashed
+  from the lanes on the device too: pouw/kernels/blake3_triton.py).
 
 ``TRITON_INTERPRET=1`` runs the same kernel on CPU tensors with numpy semantics; the tests hold it
 to the reference (tests/pouw_kernels/test_triton_interpret.py). On a GPU the kernel is compiled;
 this repository has not run it on one yet (no device was available), so CUDA numbers are absent.
 
-Limits, written down in docs/protocol.md Part IV: the operand commitments (BLAKE2b Merkle roots)
-and the tickets are still hashed on the host; the noise factors are drawn on the host (a few
-bytes per row) and expanded on the device.
+What stays on the host (docs/protocol.md Part IV §2, §13): the Merkle nodes above the operand
+leaves (a few per matmul), σ_m and the noise draws (SHAKE-256, a few bits per row); the leaves come
+back in one 32-byte-per-block copy and the noise factors go out, expanded on the device.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import torch
 
 
@@ -96,9 +94,10 @@ def block_k(chunk: int) -> int:
 
 def triton_transcript(
     a_noisy: torch.Tensor, b_noisy: torch.Tensor, chunk: int, weights: torch.Tensor
-) -> tuple[torch.Tensor, npt.NDArray[np.int64]]:
-    """(C' int32 (m, n), lanes int64 (tiles, 4)) of int8 ``a_noisy`` (m×k), ``b_noisy`` (k×n) on one
-    device (CUDA, or CPU under ``TRITON_INTERPRET=1``); ``weights`` the (4, BM, BN) lane weights."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C' int32 (m, n), lanes int64 (tiles, 4)), both on the device, of int8 ``a_noisy`` (m×k),
+    ``b_noisy`` (k×n) on one device (CUDA, or CPU under ``TRITON_INTERPRET=1``); ``weights`` the
+    (4, BM, BN) lane weights. Nothing is copied to the host."""
     if not HAVE_TRITON:
         raise RuntimeError("triton is not installed")
     m, k = a_noisy.shape
@@ -117,4 +116,4 @@ def triton_transcript(
         c_noisy.stride(0), c_noisy.stride(1),
         CHUNK=chunk, BM=tile_m, BN=tile_n, BK=block_k(chunk),
     )
-    return c_noisy, lanes.cpu().numpy()
+    return c_noisy, lanes

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from chain.errors import InvalidBlock, InvalidTransaction, Reason
-from chain.types import MAX_PROOF_BYTES, Block, Header
+from chain.types import BLOCK_VERSION, MAX_PROOF_BYTES, Block, Header
 from consensus.difficulty import clamp_target
 from consensus.presets import DEVNET_PRESET, MAINNET_PRESET, PRESETS, TESTNET_PRESET, Preset, model_config
 from consensus.validation import FutureBlock, HeaderContext, check_body_commitments, check_header, expected_target
@@ -57,7 +57,7 @@ def test_sigma_leaves_out_the_timestamp_and_transactions_only() -> None:
     assert all(h.lottery_seed == header.lottery_seed and h.hash != header.hash for h in same)
     changes: dict[str, Any] = {"height": 9, "prev_hash": bytes(32), "target": 5, "miner": bytes(20), "job_id": bytes(32),
                         "start_state_hash": bytes(32), "dims": (64, 64), "batch_size": 1, "lr_shift": 0,
-                        "version": 3}
+                        "version": 4}
     for name, value in changes.items():
         assert dataclasses.replace(header, **{name: value}).lottery_seed != header.lottery_seed, name
 
@@ -132,7 +132,7 @@ def test_the_caps_add_up(preset: Preset) -> None:
 def test_every_preset_has_a_v2_genesis() -> None:
     for preset in PRESETS.values():
         block, _ = preset.genesis()
-        assert block.header.version == 2 and block.header.dims == ()
+        assert block.header.version == BLOCK_VERSION == 3 and block.header.dims == ()
         check_body_commitments(block)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from chain.types import Header
+from chain.types import BLOCK_VERSION, Header
 from consensus.seal import header_trajectory_seed, trajectory_seed
 from pouw.backends import Backend
 from pouw.datasets import Dataset
@@ -31,7 +31,7 @@ HARD = TARGET // 4  # about one win every 16 steps: a shard of 4 steps is spent 
 
 def _header(**changes: Any) -> Header:
     header = Header(
-        version=2, height=7, prev_hash=b"\x11" * 32, timestamp=1_793_491_300, tx_root=b"\x22" * 32,
+        version=BLOCK_VERSION, height=7, prev_hash=b"\x11" * 32, timestamp=1_793_491_300, tx_root=b"\x22" * 32,
         target=HARD, miner=b"\x33" * 20, job_id=b"\x44" * 32, start_state_hash=b"\x55" * 32,
         dims=CONFIG.dims, batch_size=CONFIG.batch_size, lr_shift=CONFIG.lr_shift,
     )

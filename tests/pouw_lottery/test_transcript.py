@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import blake3
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from chain.encoding import pack
 from chain.errors import ValidationError
-from chain.hashing import merkle_root, tagged_hash
+from chain.hashing import merkle_root_of_hashes, tagged_hash
 from pouw.backends import Backend, get_backend
 from pouw.noise import draw_noise
 from pouw.params import DEVNET, PRESETS, PouwParams
@@ -21,6 +22,8 @@ from pouw.transcript import (
     MIX_PRIME,
     NoisyTranscriptProduct,
     commit_rows,
+    first_winner,
+    lowest_ticket,
     matmul_seed,
     ticket_wins,
     tile_digest,
@@ -81,11 +84,20 @@ def test_denoised_product_is_exactly_a_times_b(
     assert hook.macs == m * k * n
 
 
+LEAF_KEY = blake3.blake3(b"pouw-chain v3: operand leaf").digest()  # the spec's constants, restated
+TICKET_KEY = blake3.blake3(b"pouw-chain v3: tile ticket").digest()
+
+
+def spec_root(blocks: list[bytes]) -> bytes:
+    """Part IV §2 read plainly: keyed-BLAKE3 leaves, BLAKE2b "pouw/mk-node" nodes above them."""
+    return merkle_root_of_hashes([blake3.blake3(x, key=LEAF_KEY).digest() for x in blocks])
+
+
 def test_row_commitment_is_the_merkle_root_over_row_blocks() -> None:
     a, _ = operands(1, 256, 64, 64)
     rows = a.numpy()
     for block in (1, 4, 64, 256):
-        assert commit_rows(rows, block) == merkle_root([rows[i : i + block].tobytes() for i in range(0, 256, block)])
+        assert commit_rows(rows, block) == spec_root([rows[i : i + block].tobytes() for i in range(0, 256, block)])
     assert commit_rows(rows, 1) != commit_rows(rows, 64)  # the block size is part of the definition
     flipped = rows.copy()
     flipped[200, 3] ^= 1
@@ -127,8 +139,8 @@ def _reference_tile_ticket(
     m, k = a.shape
     n = b.shape[1]
     bm, bn, p = params.tile_m, params.tile_n, MIX_PRIME
-    ha = merkle_root([a[i : i + bm].tobytes() for i in range(0, m, bm)])
-    hb = merkle_root([np.ascontiguousarray(b.T)[j : j + bn].tobytes() for j in range(0, n, bn)])
+    ha = spec_root([a[i : i + bm].tobytes() for i in range(0, m, bm)])
+    hb = spec_root([np.ascontiguousarray(b.T)[j : j + bn].tobytes() for j in range(0, n, bn)])
     sigma_m = tagged_hash("pouw/sigma-m", pack([seed, step, index, m, k, n, ha, hb]))
     noise = draw_noise(sigma_m, m, k, n, params.rank)
     e, f = noise.e().tolist(), noise.f().tolist()
@@ -146,7 +158,7 @@ def _reference_tile_ticket(
             for lane in range(4):
                 lanes[lane] = (lanes[lane] + h * weights[lane * bm * bn + i * bn + j]) % p
     digest = b"".join(v.to_bytes(4, "big") for v in lanes)
-    return tagged_hash("pouw/ticket", pack([sigma_m, tile_index, digest]))
+    return blake3.blake3(sigma_m + tile_index.to_bytes(8, "little") + digest, key=TICKET_KEY).digest()
 
 
 def test_tickets_match_a_plain_python_reference_of_the_spec() -> None:
@@ -206,6 +218,27 @@ def test_win_rule_is_exact_integer_arithmetic_at_the_boundary() -> None:
     assert ticket_wins(ticket, 28806, 3, 7)
     assert not ticket_wins(b"\x00" * 32, 0, 10, 1)
     assert ticket_wins(b"\xff" * 32, 1 << 256, 1, 1)
+
+
+@given(
+    tickets=st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=40),
+    target=st.one_of(st.integers(0, 1 << 257), st.integers(0, 1 << 64)),
+    tile_work=st.integers(1, 1 << 40),
+    reference_work=st.integers(1, 1 << 40),
+    near=st.booleans(),
+)
+def test_batched_win_check_agrees_with_the_integer_rule(
+    tickets: list[bytes], target: int, tile_work: int, reference_work: int, near: bool
+) -> None:
+    """The vectorised check the hook runs on a matmul's tickets is the win rule, tile for tile,
+    including tickets right at the boundary ⌈target·tile_work/reference_work⌉ and its neighbours."""
+    bound = -(-target * tile_work // reference_work)
+    if near and 1 <= bound < 1 << 256:
+        tickets = [*tickets, (bound - 1).to_bytes(32, "big"), bound.to_bytes(32, "big")]
+    array = np.frombuffer(b"".join(tickets), dtype=np.uint8).reshape(-1, 32)
+    wins = [i for i, t in enumerate(tickets) if ticket_wins(t, target, tile_work, reference_work)]
+    assert first_winner(array, target, tile_work, reference_work) == (wins[0] if wins else -1)
+    assert tickets[lowest_ticket(array)] == min(tickets)
 
 
 def test_hook_rejects_operands_beyond_the_payload_bound() -> None:

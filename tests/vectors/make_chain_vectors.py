@@ -1,5 +1,5 @@
 """Regenerate tests/vectors/chain.json: canonical bytes and hashes of chain values (a signed transfer;
-a v2 block with a shard nonce, its lottery seed σ, trajectory seed τ, header hash, block hash and a step
+a v3 block with a shard nonce, its lottery seed σ, trajectory seed τ, header hash, block hash and a step
 seed σ_j), and each preset's
 genesis. Run ``python -m tests.vectors.make_chain_vectors`` only for a deliberate protocol change."""
 
