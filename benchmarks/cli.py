@@ -1,14 +1,21 @@
 """``pouw-bench``: run benchmark suites and write one JSON file (and plots) per suite.
 
-    pouw-bench [SUITE...] [--quick] [--device cpu|cuda:N] [--threads N] --out DIR
+    pouw-bench [SUITE...] [--quick] [--device cpu|cuda:N] [--threads N] [--emulate-isa avx2] --out DIR
 
 With no SUITE every suite runs, in the order of :data:`SUITES`. A suite that fails is recorded as
 ``"status": "error"`` in its JSON; the others still run and the command exits with status 1.
+
+``--emulate-isa avx2`` re-executes the command with MKL, oneDNN and numba limited to AVX2 and the
+float32 backend forced (``benchmarks.framework.EMULATIONS``; these must be set before torch loads),
+so that a machine with AVX-512/AMX gives figures for the AVX2 reference machine of the speed
+targets; every JSON then records ``machine.emulated_isa`` and the variables, and products whose
+timing the emulation cannot represent (``_int_mm``) are never the "fastest exact" reference.
 """
 
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 import time
 import traceback
@@ -19,7 +26,7 @@ from types import ModuleType
 import click
 import torch
 
-from benchmarks.framework import RunContext, SuiteReport, write_report
+from benchmarks.framework import EMULATIONS, RunContext, SuiteReport, emulated_isa, emulation_env, write_report
 from benchmarks.suites import attack, chain_ops, matmul, network, training, useful, verify
 
 SUITE_MODULES: tuple[ModuleType, ...] = (matmul, training, verify, attack, chain_ops, network, useful)
@@ -58,9 +65,15 @@ def run_suite(name: str, ctx: RunContext, out: Path) -> bool:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for the JSON results and PNG plots.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--emulate-isa", type=click.Choice(sorted(EMULATIONS)), default=None,
+              help="Re-run under an emulated CPU ISA (avx2: the AVX2 reference machine); recorded in every JSON.")
 def main(suites: tuple[str, ...], quick: bool, tiny: bool, device: str, threads: int, out: Path,
-         no_progress: bool) -> None:
+         no_progress: bool, emulate_isa: str | None) -> None:
     """Benchmark the PoUW chain: matmul, training, verify, attack, chain, network, useful."""
+    if emulate_isa is not None and emulated_isa() != emulate_isa:
+        flags = [flag for flag, on in (("--quick", quick), ("--tiny", tiny), ("--no-progress", no_progress)) if on]
+        reexecute(emulate_isa, [*suites, *flags, "--device", device, "--threads", str(threads), "--out", str(out),
+                                "--emulate-isa", emulate_isa])
     ctx = RunContext(device=device, quick=quick, tiny=tiny, threads=threads, progress_bars=not no_progress)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)  # first: the CPU backend's calibration times under these threads
@@ -76,6 +89,15 @@ def main(suites: tuple[str, ...], quick: bool, tiny: bool, device: str, threads:
     if failed:
         click.echo(f"[bench] failed: {', '.join(failed)}", err=True)
         sys.exit(1)
+
+
+def reexecute(isa: str, args: list[str]) -> None:
+    """Replace this process by ``pouw-bench ARGS`` under the emulation's environment (the libraries
+    read it once, when torch and numba load, so it cannot be changed in place)."""
+    env = {**os.environ, **emulation_env(isa)}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "benchmarks.cli", *args], env)
 
 
 if __name__ == "__main__":

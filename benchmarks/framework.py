@@ -238,6 +238,42 @@ def cpu_capabilities() -> dict[str, bool]:
     return {flag: flag in flags for flag in CAPABILITY_FLAGS}
 
 
+# --- ISA emulation: figures for a reference machine this one is not --------------------------------
+
+EMULATE_ENV = "POUW_BENCH_EMULATE_ISA"
+"""Set (by ``pouw-bench --emulate-isa``) in the re-executed process: the emulated ISA's name."""
+EMULATIONS: dict[str, dict[str, str]] = {
+    # the 2-core AVX2 reference machine of the speed targets (AMD EPYC, no AVX-512, no VNNI): MKL,
+    # oneDNN and numba limited to AVX2 (haswell), and the float32 backend forced, since there
+    # ``torch._int_mm`` is a naive loop (here it would still run oneDNN's AVX2 kernel: not representative)
+    "avx2": {
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "NUMBA_CPU_NAME": "haswell",
+        "POUW_CPU_BACKEND": "float32",
+    },
+}
+EMULATION_UNREPRESENTATIVE: dict[str, tuple[str, ...]] = {"avx2": ("int_mm",)}
+"""Exact CPU products whose timing under the emulation says nothing about the emulated machine."""
+
+
+def emulated_isa() -> str | None:
+    """The ISA this process emulates (its environment was set before torch loaded), or None."""
+    name = os.environ.get(EMULATE_ENV) or None
+    return name if name in EMULATIONS else None
+
+
+def emulation_env(isa: str) -> dict[str, str]:
+    """The variables that emulate ``isa``, plus the marker :func:`emulated_isa` reads."""
+    return {**EMULATIONS[isa], EMULATE_ENV: isa}
+
+
+def representative(kind: str) -> bool:
+    """Whether an exact plain product's timing stands for the machine (emulated or real)."""
+    isa = emulated_isa()
+    return isa is None or kind not in EMULATION_UNREPRESENTATIVE.get(isa, ())
+
+
 def machine_info() -> dict[str, Any]:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
@@ -253,6 +289,9 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         # other processes' load while the suite ran skews timings: 1, 5, 15-minute averages at its end
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        # figures taken under an emulated ISA (pouw-bench --emulate-isa) say so, with the variables set
+        "emulated_isa": emulated_isa(),
+        "emulation_env": {key: os.environ.get(key) for key in emulation_env(isa)} if (isa := emulated_isa()) else None,
     }
 
 

@@ -40,6 +40,22 @@ BACKEND_ENV = "POUW_CPU_BACKEND"
 CALIBRATION_SHAPE = (256, 256, 256)
 
 
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.int32: np.int32, torch.int64: np.int64}
+
+
+def host_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised CPU tensor in numpy-allocated memory. torch's CPU allocator hands large
+    blocks back to the OS on free, so every fresh multi-MB tensor pays its page faults again (~4 ms
+    for 16 MB, a fifth of a 2048² float32 GEMM's conversions); numpy's keeps them (and asks for huge
+    pages), so the per-matmul buffers of the CPU paths come from here."""
+    return torch.from_numpy(np.empty(shape, dtype=_NUMPY_DTYPES[dtype]))
+
+
+def host_copy(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x.to(dtype)`` (contiguous) into a :func:`host_empty` buffer."""
+    return host_empty(tuple(x.shape), dtype).copy_(x)
+
+
 def check_operands(a: torch.Tensor, b: torch.Tensor) -> None:
     """Raise unless ``a`` (m, k) and ``b`` (k, n) are int8 matrices with matching ``k``."""
     if a.dtype != torch.int8 or b.dtype != torch.int8 or a.dim() != 2 or b.dim() != 2:
@@ -73,9 +89,17 @@ class Backend:
         """An int8 operand in the dtype :meth:`chunk_mm` takes."""
         return x.to(self.compute_dtype).contiguous()
 
-    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """The exact product of prepared operands whose inner dimension is at most ``max_chunk``."""
+    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The exact product of prepared operands whose inner dimension is at most ``max_chunk``,
+        written into ``out`` when given (a preallocated buffer of :attr:`chunk_dtype`: the fused
+        kernel reuses one per row block, and a fresh page-faulted allocation per chunk costs as much
+        as a third of the GEMM itself)."""
         raise NotImplementedError
+
+    @property
+    def chunk_dtype(self) -> torch.dtype:
+        """The dtype :meth:`chunk_mm` returns (and takes as ``out``)."""
+        return self.compute_dtype
 
     @property
     def label(self) -> str:
@@ -105,8 +129,14 @@ class TorchIntMM(Backend):
         check_operands(a, b)
         return torch._int_mm(a.contiguous(), b.contiguous())
 
-    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch._int_mm(a.contiguous(), b.contiguous())
+    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        if out is None:
+            return torch._int_mm(a.contiguous(), b.contiguous())
+        return torch._int_mm(a.contiguous(), b.contiguous(), out=out)
+
+    @property
+    def chunk_dtype(self) -> torch.dtype:
+        return torch.int32
 
 
 class CpuFloatGemm(Backend):
@@ -119,12 +149,20 @@ class CpuFloatGemm(Backend):
         self.name = name
         self.device = torch.device("cpu")
 
-    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return a @ b
+    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        if out is None:
+            return a @ b
+        return torch.mm(a, b, out=out)
+
+
+def _max_abs(x: torch.Tensor) -> int:
+    low, high = torch.aminmax(x)
+    return max(-int(low), int(high))
 
 
 class Float32Gemm(CpuFloatGemm):
-    """Exact float32 GEMM on the CPU: the inner dimension in pieces of at most 1024."""
+    """Exact float32 GEMM on the CPU: one GEMM while ``k·max|a|·max|b| <= 2**24`` (payload operands,
+    |v| <= 63, up to k = 4227), else the inner dimension in pieces of at most 1024."""
 
     kind = "float32"
     compute_dtype = torch.float32
@@ -132,10 +170,11 @@ class Float32Gemm(CpuFloatGemm):
 
     def int_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         check_operands(a, b)
-        fa, fb = a.to(torch.float32), b.to(torch.float32)
+        fa, fb = host_copy(a, torch.float32), host_copy(b, torch.float32)
         k = a.shape[1]
-        if k <= FLOAT32_MAX_K:
-            return (fa @ fb).to(torch.int32)
+        if k <= FLOAT32_MAX_K or k * _max_abs(a) * _max_abs(b) <= 1 << 24:
+            product = torch.mm(fa, fb, out=host_empty((a.shape[0], b.shape[1]), torch.float32))
+            return host_copy(product, torch.int32)  # every partial sum is at most k·max|a|·max|b|
         out = torch.zeros((a.shape[0], b.shape[1]), dtype=torch.int32)
         for start in range(0, k, FLOAT32_MAX_K):
             stop = min(start + FLOAT32_MAX_K, k)
@@ -169,8 +208,11 @@ class ReferenceBackend(Backend):
         product = a.numpy().astype(np.int64) @ b.numpy().astype(np.int64)
         return torch.from_numpy(product.astype(np.int32))
 
-    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(a.numpy() @ b.numpy())
+    def chunk_mm(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        product = torch.from_numpy(a.numpy() @ b.numpy())
+        if out is None:
+            return product
+        return out.copy_(product)
 
 
 def _int_mm_is_exact(device: torch.device) -> bool:

@@ -95,14 +95,41 @@ class NoiseFactors:
         return torch.from_numpy(e_t).T, torch.from_numpy(f)
 
 
+def _signs(raw: bytes, rows: int, cols: int) -> I8:
+    """``draw_signs`` of bytes already read."""
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=rows * cols, bitorder="little").view(np.int8)
+    return (1 - 2 * bits).reshape(rows, cols)
+
+
+def _draw_factor_pair(
+    prng: Prng, rows: int, rank: int, cols: int, nonzeros: int, transposed: bool = False
+) -> tuple[I8, I8]:
+    """``draw_signs(prng, rows, rank)`` then ``draw_windows(prng, rank, cols, nonzeros)`` (both
+    transposed, contiguous, if ``transposed``: F's factors).
+
+    For a power-of-two rank no 64-bit word is ever rejected by ``randbelow(rank)`` (rank divides
+    2**64), so the draw is exactly the next ``ceil(rows·rank/8) + 8·cols + ceil(cols·nonzeros/8)``
+    bytes of the stream: read them in one piece (the same bytes, the same values, fewer calls)."""
+    from pouw.kernels.cpu import scatter_windows, transpose_int8
+
+    if rank & (rank - 1) or not 1 <= nonzeros <= min(rank, NOISE_BOUND):
+        left, right = draw_signs(prng, rows, rank), draw_windows(prng, rank, cols, nonzeros)
+        return (transpose_int8(left), transpose_int8(right)) if transposed else (left, right)
+
+    sign_bytes, window_bytes = (rows * rank + 7) // 8, (cols * nonzeros + 7) // 8
+    raw = prng.bytes(sign_bytes + 8 * cols + window_bytes)
+    left = _signs(raw[:sign_bytes], rows, rank)
+    words = np.frombuffer(raw, dtype="<u8", count=cols, offset=sign_bytes)
+    offsets = (words & np.uint64(rank - 1)).astype(np.int64)
+    signs = _signs(raw[sign_bytes + 8 * cols :], cols, nonzeros)
+    if transposed:
+        return transpose_int8(left), scatter_windows(offsets, signs, rank, transposed=True)
+    return left, scatter_windows(offsets, signs, rank)
+
+
 def draw_noise(sigma_m: bytes, m: int, k: int, n: int, rank: int) -> NoiseFactors:
     """The noise factors (on the CPU) of a product A (m×k)·B (k×n) seeded by σ_m."""
     nonzeros = min(rank, NOISE_BOUND)
-    e_stream = Prng("pouw/noise", sigma_m, 0)
-    e_left = draw_signs(e_stream, m, rank)
-    e_right = draw_windows(e_stream, rank, k, nonzeros)
-    f_stream = Prng("pouw/noise", sigma_m, 1)
-    g_left = draw_signs(f_stream, n, rank)
-    g_right = draw_windows(f_stream, rank, k, nonzeros)
-    factors = (e_left, e_right, np.ascontiguousarray(g_right.T), np.ascontiguousarray(g_left.T))
-    return NoiseFactors(*(torch.from_numpy(x) for x in factors))
+    e_left, e_right = _draw_factor_pair(Prng("pouw/noise", sigma_m, 0), m, rank, k, nonzeros)
+    f_right, f_left = _draw_factor_pair(Prng("pouw/noise", sigma_m, 1), n, rank, k, nonzeros, transposed=True)
+    return NoiseFactors(*(torch.from_numpy(x) for x in (e_left, e_right, f_left, f_right)))

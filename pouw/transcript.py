@@ -465,6 +465,7 @@ class NoisyProduct(TileTickets):
     b_noisy: torch.Tensor | None = None
     c_noisy: torch.Tensor | None = None  # (A+E)(B+F), int64 (int32 from the fused and GPU kernels)
     fused: bool = False  # computed by the fused CPU kernel: denoise with denoise_fast
+    useful: torch.Tensor | None = None  # A·B (int32), when the fused kernel already has it
 
     def lottery(self) -> TileTickets:
         """The tickets and what opens a tile, without the m·n buffers."""
@@ -478,6 +479,8 @@ class NoisyProduct(TileTickets):
         if self.noise is None or self.b_noisy is None or self.c_noisy is None:
             raise ValueError("a noisy product without its noise")
         if self.fused:
+            if self.useful is not None:
+                return self.useful
             return denoise_fast(self.c_noisy, a, self.b_noisy, self.noise)
         if self.c_noisy.device.type == "cuda" and self.params.rank % 8 == 0 and self.params.rank > 16:
             return denoise_limbs(self.c_noisy, a, self.b_noisy, self.noise, torch._int_mm)
@@ -516,13 +519,21 @@ def noisy_product(
     sigma_m = matmul_seed(header_seed, step, index, (m, k, n), _root_of_hashes(a_blocks), _root_of_hashes(b_blocks))
     noise = draw_noise(sigma_m, m, k, n, params.rank).to(a.device)
     fused = backend is not None and fused_eligible(backend, params, k, a.device)
+    useful = None
     if fused and backend is not None:
-        e, f = noise.dense()
-        a_noisy = backend.prepare(a + e)
-        b_noisy = backend.prepare(b + f)
-        c_noisy, lanes = cpu_kernels.fused_transcript(
-            a_noisy, b_noisy, params.chunk, backend.chunk_mm, _mix_weights(params.tile_m, params.tile_n).numpy()
-        )
+        weights = _mix_weights(params.tile_m, params.tile_n).numpy()
+        done = None
+        if backend.kind == "float32":  # A+E, B+F, C' and lanes, and A·B by the cheaper exact route
+            done = cpu_kernels.fused_product(a, b, noise, params.chunk, weights, backend.int_mm)
+        if done is not None:
+            c_noisy, lanes, b_noisy, useful = done
+        else:
+            e, f = noise.dense()
+            a_noisy = backend.prepare(a + e)
+            b_noisy = backend.prepare(b + f)
+            c_noisy, lanes = cpu_kernels.fused_transcript(
+                a_noisy, b_noisy, params.chunk, backend.chunk_mm, weights, backend.chunk_dtype
+            )
     else:
         a_noisy = a + noise.e().to(torch.int8)
         b_noisy = b + noise.f().to(torch.int8)
@@ -530,7 +541,7 @@ def noisy_product(
         lanes = tile_lanes(state, params.tile_m, params.tile_n)
     return NoisyProduct(
         params, step, index, (m, k, n), a, bt, a_blocks, b_blocks, sigma_m, tile_tickets(sigma_m, lanes),
-        noise, b_noisy, c_noisy, fused,
+        noise, b_noisy, c_noisy, fused, useful,
     )
 
 

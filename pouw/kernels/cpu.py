@@ -8,6 +8,14 @@ folds every element's 32-bit mix state; after the last chunk it folds the block'
 four digest lanes. The chunk GEMM, the running sums, the mix and the lanes of a block therefore
 run back to back on data that is still in L2, and nothing of size m·n is written per chunk.
 
+With the float32 backend (the fastest exact GEMM of an AVX2 CPU) :func:`fused_product` goes
+further: :func:`noisy_operands` builds A+E and B+F in float32 straight from the noise factors (with
+the row and column norms), :func:`fused_float32` lets ``addmm`` keep the running sums in a float32
+accumulator (exact by Cauchy-Schwarz, checked per product) so the numba pass only converts and
+mixes, and the useful product comes from the cheaper exact route: a plain GEMM for narrow layers,
+else the denoising correction folded into the block loop. :func:`small_product` does all of it in
+one numba call for the small products of a training step, where torch's per-call cost dominates.
+
 :func:`sparse_rows` builds the windowed noise without a GEMM: row c of ``W·D`` for a ternary ``W``
 with a few non-zeros per row is a handful of int16 vector adds of rows of ``D``.
 
@@ -18,13 +26,18 @@ tests check.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
+
+from pouw.backends import host_copy, host_empty
+from pouw.params import NOISE_BOUND
 
 MASK32 = 0xFFFFFFFF
 MIX_MULTIPLIER = 0x7FEB352D
@@ -74,31 +87,34 @@ def _tile_lanes_py(state: Any, weights: Any, tile_m: int, tile_n: int, out: Any)
 
     ``(x & p) + (x >> 31)`` is congruent to ``x`` mod p = 2**31 - 1, so the sum of these partial
     reductions, reduced once at the end, equals the sum of the fully reduced terms (and stays
-    below 2**46 for a 64 × 64 tile)."""
+    below 2**46 for a 64 × 64 tile). ``h`` < 2**32 and ``W`` < 2**31 are both 32-bit unsigned
+    (pass ``weights`` as uint32): their 64-bit product is one ``pmuludq`` lane on AVX2."""
     rows, cols = state.shape
     col_tiles = cols // tile_n
+    low = np.uint64(2147483647)
+    shift = np.uint64(31)
     for tr in range(rows // tile_m):
         for tc in range(col_tiles):
-            acc0 = np.int64(0)
-            acc1 = np.int64(0)
-            acc2 = np.int64(0)
-            acc3 = np.int64(0)
+            acc0 = np.uint64(0)
+            acc1 = np.uint64(0)
+            acc2 = np.uint64(0)
+            acc3 = np.uint64(0)
             for i in range(tile_m):
                 for j in range(tile_n):
-                    h = np.int64(state[tr * tile_m + i, tc * tile_n + j])
-                    x0 = h * weights[0, i, j]
-                    x1 = h * weights[1, i, j]
-                    x2 = h * weights[2, i, j]
-                    x3 = h * weights[3, i, j]
-                    acc0 += (x0 & 2147483647) + (x0 >> 31)
-                    acc1 += (x1 & 2147483647) + (x1 >> 31)
-                    acc2 += (x2 & 2147483647) + (x2 >> 31)
-                    acc3 += (x3 & 2147483647) + (x3 >> 31)
+                    h = np.uint64(state[tr * tile_m + i, tc * tile_n + j])
+                    x0 = h * np.uint64(weights[0, i, j])
+                    x1 = h * np.uint64(weights[1, i, j])
+                    x2 = h * np.uint64(weights[2, i, j])
+                    x3 = h * np.uint64(weights[3, i, j])
+                    acc0 += (x0 & low) + (x0 >> shift)
+                    acc1 += (x1 & low) + (x1 >> shift)
+                    acc2 += (x2 & low) + (x2 >> shift)
+                    acc3 += (x3 & low) + (x3 >> shift)
             t = tr * col_tiles + tc
-            out[t, 0] = acc0 % 2147483647
-            out[t, 1] = acc1 % 2147483647
-            out[t, 2] = acc2 % 2147483647
-            out[t, 3] = acc3 % 2147483647
+            out[t, 0] = acc0 % low
+            out[t, 1] = acc1 % low
+            out[t, 2] = acc2 % low
+            out[t, 3] = acc3 % low
 
 
 def _sparse_rows_py(w: Any, d: Any, out: Any) -> None:
@@ -120,29 +136,207 @@ def _sparse_rows_py(w: Any, d: Any, out: Any) -> None:
             out[c, x] = acc[x]
 
 
+def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> None:
+    """numba body: ``out[c] = float32(base[c] + Σ_i w[c, i]·d[i])`` for ternary ``w`` (q×r) and ±1
+    ``d`` (r×width), and ``sumsq[x] = Σ_c out[c, x]²`` (int32: exact for q < 2**17): B+F, row-major."""
+    q, r = w.shape
+    width = d.shape[1]
+    acc = np.zeros(width, dtype=np.int16)
+    for x in range(width):
+        sumsq[x] = 0
+    for c in range(q):
+        for x in range(width):
+            acc[x] = base[c, x]
+        for i in range(r):
+            s = w[c, i]
+            if s == 1:
+                for x in range(width):
+                    acc[x] += d[i, x]
+            elif s == -1:
+                for x in range(width):
+                    acc[x] -= d[i, x]
+        for x in range(width):
+            v = np.int32(acc[x])
+            out[c, x] = np.float32(v)
+            sumsq[x] += v * v
+
+
+def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: Any) -> None:
+    """numba body: A+E in float32, laid out for the row-block loop of :func:`fused_float32`: the
+    piece of row block ``[r0, r1)`` and chunk ``[s, s + width)`` is the contiguous (width × (r1−r0))
+    matrix (A+E)ᵀ[s : s + width, r0 : r1] at ``out[r0·k + s·(r1−r0):]``; ``sumsq[i] = ‖(A+E)_i‖²``
+    (int32: exact for k < 2**17, 127²·2**17 < 2**31).
+
+    ``w`` = E_Rᵀ (k×r ternary), ``d`` = E_Lᵀ (r×m, ±1), ``base_t`` = Aᵀ (k×m int8). Row l of
+    (A+E)ᵀ is row l of Aᵀ plus the signed sum of the rows of E_Lᵀ that column l of E_R's window
+    selects: int16 vector adds over m, every store contiguous."""
+    k, r = w.shape
+    m = d.shape[1]
+    acc = np.zeros(m, dtype=np.int16)
+    for x in range(m):
+        sumsq[x] = 0
+    for col in range(k):
+        for x in range(m):
+            acc[x] = base_t[col, x]
+        for i in range(r):
+            s = w[col, i]
+            if s == 1:
+                for x in range(m):
+                    acc[x] += d[i, x]
+            elif s == -1:
+                for x in range(m):
+                    acc[x] -= d[i, x]
+        for x in range(m):
+            v = np.int32(acc[x])
+            sumsq[x] += v * v
+        for r0 in range(0, m, rows):  # the piece (block of r0, chunk of col) starts at r0·k + start·height
+            height = min(rows, m - r0)
+            offset = r0 * k + col * height - r0
+            for x in range(r0, r0 + height):
+                out[offset + x] = np.float32(acc[x])
+
+
+def _mix_float_py(acc: Any, state: Any, chunk_index: int) -> None:
+    """numba body: fold every state with the running sum held (exactly) in float32 ``acc``; chunk 0
+    starts from h = 0 (so ``state`` need not be zeroed first)."""
+    add = np.uint32(chunk_index + 1)
+    mul = np.uint32(MIX_MULTIPLIER)
+    shift = np.uint32(16)
+    if chunk_index == 0:
+        for j in range(state.size):
+            u = np.uint32(np.uint32(np.int32(acc[j])) * mul)
+            state[j] = np.uint32(np.uint32(u ^ (u >> shift)) + add)
+        return
+    for j in range(state.size):
+        p = np.int32(acc[j])
+        u = np.uint32(np.uint32(state[j] ^ np.uint32(p)) * mul)
+        state[j] = np.uint32(np.uint32(u ^ (u >> shift)) + add)
+
+
+def _gemm_acc_py(a: Any, b: Any, out: Any) -> None:
+    """numba body: ``out += a @ b`` in float32, four rows of ``a`` per pass over a row of ``b`` (the
+    innermost loop runs over a contiguous row of ``b`` and of ``out``: vectorised)."""
+    m, k = a.shape
+    n = b.shape[1]
+    i = 0
+    while i + 4 <= m:
+        out0, out1, out2, out3 = out[i], out[i + 1], out[i + 2], out[i + 3]
+        for col in range(k):
+            v0, v1, v2, v3 = a[i, col], a[i + 1, col], a[i + 2, col], a[i + 3, col]
+            source = b[col]
+            for x in range(n):
+                value = source[x]
+                out0[x] += v0 * value
+                out1[x] += v1 * value
+                out2[x] += v2 * value
+                out3[x] += v3 * value
+        i += 4
+    while i < m:
+        row = out[i]
+        for col in range(k):
+            v = a[i, col]
+            source = b[col]
+            for x in range(n):
+                row[x] += v * source[x]
+        i += 1
+
+
+def _as_float32_py(x: Any, out: Any) -> None:
+    rows, cols = x.shape
+    for i in range(rows):
+        for j in range(cols):
+            out[i, j] = np.float32(x[i, j])
+
+
+def _small_product_py(
+    a: Any, b: Any, e_left: Any, e_right: Any, f_left: Any, f_right: Any, chunk: int, weights: Any,
+    b_noisy: Any, c_out: Any, useful: Any, lanes: Any,
+) -> None:
+    """numba body: the whole noisy product of a small A (m×k)·B (k×n) in one call, in float32 (exact:
+    k <= 1040, so every partial sum is at most k·127² < 2**24, and every noisy entry at most 63 + r):
+    A+E = A + E_L·E_R and B+F = B + F_L·F_R, the chunked running sums and the mix, the tile lanes,
+    B+F into ``b_noisy``, C' into ``c_out`` and the plain A·B into ``useful`` (cheaper than
+    denoising at these sizes)."""
+    m, k = a.shape
+    n = b.shape[1]
+    rank = e_left.shape[1]
+    a_float = np.empty((m, k), dtype=np.float32)
+    _as_float32_jit(a, a_float)
+    b_float = np.empty((k, n), dtype=np.float32)
+    _as_float32_jit(b, b_float)
+    e_left_f = np.empty((m, rank), dtype=np.float32)
+    _as_float32_jit(e_left, e_left_f)
+    e_right_f = np.empty((rank, k), dtype=np.float32)
+    _as_float32_jit(e_right, e_right_f)
+    f_left_f = np.empty((k, rank), dtype=np.float32)
+    _as_float32_jit(f_left, f_left_f)
+    f_right_f = np.empty((rank, n), dtype=np.float32)
+    _as_float32_jit(f_right, f_right_f)
+    a_noisy = a_float.copy()
+    _gemm_acc_jit(e_left_f, e_right_f, a_noisy)
+    b_noisy[:, :] = b_float
+    _gemm_acc_jit(f_left_f, f_right_f, b_noisy)
+    partial = np.zeros((m, n), dtype=np.float32)
+    state = np.zeros((m, n), dtype=np.uint32)
+    mul = np.uint32(MIX_MULTIPLIER)
+    shift = np.uint32(16)
+    c = 0
+    for start in range(0, k, chunk):
+        stop = min(start + chunk, k)
+        _gemm_acc_jit(a_noisy[:, start:stop], b_noisy[start:stop], partial)
+        add = np.uint32(c + 1)
+        for i in range(m):
+            out = partial[i]
+            hold = state[i]
+            for x in range(n):
+                u = np.uint32(np.uint32(hold[x] ^ np.uint32(np.int32(out[x]))) * mul)
+                hold[x] = np.uint32(np.uint32(u ^ (u >> shift)) + add)
+        c += 1
+    plain = np.zeros((m, n), dtype=np.float32)
+    _gemm_acc_jit(a_float, b_float, plain)
+    for i in range(m):
+        for x in range(n):
+            useful[i, x] = np.int32(plain[i, x])
+            c_out[i, x] = np.int32(partial[i, x])
+    _tile_lanes_jit(state, weights, weights.shape[1], weights.shape[2], lanes)
+
+
 def _scatter_windows_py(offsets: Any, signs: Any, out: Any) -> None:
     """numba body: column c of ``out`` (r×cols, zeroed) gets ``signs[c, i]`` at row (o_c + i) mod r."""
     rank = out.shape[0]
     for c in range(signs.shape[0]):
+        row = offsets[c]  # in [0, rank): the window wraps at most once (nonzeros <= rank)
         for i in range(signs.shape[1]):
-            out[(offsets[c] + i) % rank, c] = signs[c, i]
+            out[row, c] = signs[c, i]
+            row += 1
+            if row == rank:
+                row = 0
 
 
 _accumulate_mix = _jit(_accumulate_mix_py)
 _scatter_windows_jit = _jit(_scatter_windows_py)
 _tile_lanes_jit = _jit(_tile_lanes_py)
 _sparse_rows_jit = _jit(_sparse_rows_py)
+_noisy_rows_jit = _jit(_noisy_rows_py)
+_noisy_blocks_jit = _jit(_noisy_blocks_py)
+_gemm_acc_jit = _jit(_gemm_acc_py)
+_as_float32_jit = _jit(_as_float32_py)
+_small_product_jit = _jit(_small_product_py)
+_mix_float = _jit(_mix_float_py)
 
 
-def scatter_windows(offsets: npt.NDArray[np.int64], signs: npt.NDArray[np.int8], rank: int) -> npt.NDArray[np.int8]:
-    """The r×cols windowed ternary matrix of ``pouw.noise.draw_windows`` from its offsets and signs."""
+def scatter_windows(
+    offsets: npt.NDArray[np.int64], signs: npt.NDArray[np.int8], rank: int, transposed: bool = False
+) -> npt.NDArray[np.int8]:
+    """The r×cols windowed ternary matrix of ``pouw.noise.draw_windows`` from its offsets and signs
+    (its cols×r transpose, contiguous, if ``transposed``)."""
     cols, nonzeros = signs.shape
-    out = np.zeros((rank, cols), dtype=np.int8)
+    out = np.zeros((cols, rank) if transposed else (rank, cols), dtype=np.int8)
     if HAVE_NUMBA:
-        _scatter_windows_jit(offsets, np.ascontiguousarray(signs), out)
+        _scatter_windows_jit(offsets, np.ascontiguousarray(signs), out.T if transposed else out)
     else:
         rows = (offsets[:, None] + np.arange(nonzeros)[None, :]) % rank
-        out[rows, np.arange(cols)[:, None]] = signs
+        (out.T if transposed else out)[rows, np.arange(cols)[:, None]] = signs
     return out
 
 
@@ -174,15 +368,17 @@ def fused_transcript(
     a_noisy: torch.Tensor,
     b_noisy: torch.Tensor,
     chunk: int,
-    chunk_mm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    chunk_mm: Callable[..., torch.Tensor],
     weights: npt.NDArray[np.int64],
+    chunk_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, npt.NDArray[np.int64]]:
     """(C' as int32 (m, n), the digest lanes (tiles, 4) row-major) of the noisy product.
 
     ``a_noisy`` (m×k) and ``b_noisy`` (k×n) are CPU tensors already in ``chunk_mm``'s dtype;
     ``chunk_mm`` returns the exact product of a (rows×t)·(t×n) piece in any dtype that holds it;
-    ``weights`` are the (4, BM, BN) lane weights. |C'| must stay below 2**31 (k·127² does for every
-    width this protocol allows).
+    ``weights`` are the (4, BM, BN) lane weights. Given ``chunk_dtype``, ``chunk_mm`` takes an
+    ``out=`` buffer of that dtype, allocated once here and reused for every chunk of every block.
+    |C'| must stay below 2**31 (k·127² does for every width this protocol allows).
     """
     m, k = a_noisy.shape
     n = b_noisy.shape[1]
@@ -198,6 +394,7 @@ def fused_transcript(
     else:
         state_t = torch.zeros((rows, n), dtype=torch.int64)
     tiles_per_row = n // tile_n
+    buffer = None if chunk_dtype is None else torch.empty((rows, n), dtype=chunk_dtype)
     for r0 in range(0, m, rows):
         r1 = min(r0 + rows, m)
         partial = c_noisy[r0:r1]
@@ -206,11 +403,13 @@ def fused_transcript(
             state[:] = 0
             partial_flat = partial.numpy().reshape(-1)  # a row block of a contiguous tensor: a view
             state_flat = state.reshape(-1)
+            out = None if buffer is None else buffer[: r1 - r0]
             for c in range(len(starts)):
-                product = chunk_mm(a_chunks[c][r0:r1], b_chunks[c])
+                piece = a_chunks[c][r0:r1]
+                product = chunk_mm(piece, b_chunks[c]) if out is None else chunk_mm(piece, b_chunks[c], out=out)
                 _accumulate_mix(product.numpy().reshape(-1), partial_flat, state_flat, c)
             block_lanes = lanes[(r0 // tile_m) * tiles_per_row : (r1 // tile_m) * tiles_per_row]
-            _tile_lanes_jit(state, weights, tile_m, tile_n, block_lanes)
+            _tile_lanes_jit(state, weights.astype(np.uint32), tile_m, tile_n, block_lanes)
         else:
             state_block = state_t[: r1 - r0]
             state_block.zero_()
@@ -226,3 +425,267 @@ def _tile_lanes_torch(state: torch.Tensor, weights: torch.Tensor, tile_m: int, t
     grid = state.reshape(m // tile_m, tile_m, n // tile_n, tile_n).permute(0, 2, 1, 3)
     lanes = [((grid * weights[lane]) % MIX_PRIME).sum(dim=(2, 3)) % MIX_PRIME for lane in range(LANES)]
     return torch.stack(lanes, dim=-1).reshape(-1, LANES).numpy()
+
+
+# --- the float32 path: the noisy operands built in float32, the running sums accumulated by the GEMM
+
+
+FLOAT32_EXACT = 1 << 24
+
+
+def transpose_int8(x: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
+    """A contiguous transpose of an int8 matrix: numpy's below 2**17 entries (no call overhead),
+    torch's blocked copy above (~5x numpy's at 2048²)."""
+    if x.size < 1 << 17:
+        return np.ascontiguousarray(x.T)
+    return torch.from_numpy(np.ascontiguousarray(x)).t().contiguous().numpy()
+
+
+WIDTH_EXACT = FLOAT32_EXACT // (127 * 127)
+"""1040: below this inner width every partial sum of int8 products (|x| <= 127) is exact in float32."""
+
+
+@dataclass(frozen=True, slots=True)
+class NoisyOperands:
+    """A+E as float32 pieces ``a_pieces[block][c]`` (rows ``[block·rows, (block+1)·rows)``, columns
+    ``[c·t, (c+1)·t)``: a contiguous matrix or the transpose of one), B+F (k×n) in float32, and the
+    squared norms of A+E's rows and B+F's columns (None when k <= 1040 makes them unnecessary)."""
+
+    a_pieces: list[list[torch.Tensor]]
+    rows: int
+    b: torch.Tensor
+    a_sumsq: npt.NDArray[np.int64] | None = None
+    b_sumsq: npt.NDArray[np.int64] | None = None
+
+    def product_bound(self) -> int:
+        """An integer bound on every |partial sum| of (A+E)(B+F) in any summation order: by
+        Cauchy-Schwarz ``Σ_l |a_il·b_lj| <= ‖a_i‖₂·‖b_j‖₂``, else ``k·127²``."""
+        if self.a_sumsq is None or self.b_sumsq is None:
+            return int(self.b.shape[0]) * 127 * 127
+        return math.isqrt(int(self.a_sumsq.max(initial=0)) * int(self.b_sumsq.max(initial=0))) + 1
+
+    def float32_accumulation_exact(self) -> bool:
+        """Whether every running sum, in any summation order, is exact in float32."""
+        return self.product_bound() <= FLOAT32_EXACT
+
+
+def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, rows: int | None = None) -> NoisyOperands:
+    """A+E and B+F in float32 straight from the noise factors (``pouw.noise.NoiseFactors`` on the
+    CPU) and the int8 operands, without an int8 E or F or a separate conversion; A+E in the pieces
+    that :func:`fused_float32` multiplies, for row blocks of ``rows`` (default :func:`block_rows`).
+
+    Wide products (k > 1040, where the exactness check needs the norms) and sparse windows (r > 128)
+    take the numba window kernels (``s = min(r, 64)`` int16 vector adds per entry, every store
+    contiguous, the norms on the way); the others ``A + E_L·E_R`` by a float32 ``addmm`` per chunk
+    (exact: every value is at most 63 + r), a few calls in all for the small products of a step.
+    (Measured at 2048² on AVX2: the GEMM route is no faster there, since its strided chunk copies
+    and norms cost what the windows save.) Without numba the GEMM route serves every size, with
+    float32 sums of squares per chunk (at most t·127² < 2**24, exact) added in float64."""
+    m, k = a.shape
+    n = b.shape[1]
+    if k >= 1 << 17 or chunk > 1024:
+        raise ValueError(f"inner width {k} or chunk {chunk} beyond the float32 path")
+    rows = block_rows(m, n, 64) if rows is None else rows
+    rank = int(noise.e_left.shape[1])
+    starts = range(0, k, chunk)
+    blocks = range(0, m, rows)
+    sparse = rank > 2 * NOISE_BOUND and m * k * NOISE_BOUND >= 1 << 20
+    wide = k > WIDTH_EXACT
+    a_norms: npt.NDArray[np.int64] | None = None
+    b_norms: npt.NDArray[np.int64] | None = None
+    if HAVE_NUMBA and (sparse or wide):
+        flat = np.empty(m * k, dtype=np.float32)
+        norms32 = np.empty(m, dtype=np.int32)
+        e_left, e_right = noise.e_left.numpy(), noise.e_right.numpy()
+        # E_Rᵀ as a strided view (r reads a column), E_Lᵀ and Aᵀ contiguous (the vectorised rows)
+        _noisy_blocks_jit(e_right.T, transpose_int8(e_left), transpose_int8(a.numpy()), rows, flat, norms32)
+        whole = torch.from_numpy(flat)
+        pieces = []
+        for r0 in blocks:
+            height = min(rows, m - r0)
+            pieces.append([
+                whole[r0 * k + s * height : r0 * k + min(s + chunk, k) * height].view(min(chunk, k - s), height).t()
+                for s in starts
+            ])
+        a_norms = norms32.astype(np.int64)
+    else:
+        e_left_f, e_right_f = noise.e_left.to(torch.float32), noise.e_right.to(torch.float32)
+        a_chunks = []
+        squares = torch.zeros(m, dtype=torch.float64)
+        for s in starts:
+            piece = host_copy(a[:, s : s + chunk], torch.float32)
+            piece.addmm_(e_left_f, e_right_f[:, s : s + chunk])
+            a_chunks.append(piece)
+            if wide:
+                squares += (piece * piece).sum(1, dtype=torch.float64)
+        pieces = [[piece[r0 : r0 + rows] for piece in a_chunks] for r0 in blocks]
+        a_norms = squares.to(torch.int64).numpy() if wide else None
+    if HAVE_NUMBA and (sparse or wide):
+        b_rows = np.empty((k, n), dtype=np.float32)
+        norms32 = np.empty(n, dtype=np.int32)
+        f_left, f_right = noise.f_left.numpy(), noise.f_right.numpy()
+        _noisy_rows_jit(np.ascontiguousarray(f_left), np.ascontiguousarray(f_right), b.numpy(), b_rows, norms32)
+        b_noisy = torch.from_numpy(b_rows)
+        b_norms = norms32.astype(np.int64)
+    else:
+        b_noisy = host_copy(b, torch.float32).addmm_(noise.f_left.to(torch.float32), noise.f_right.to(torch.float32))
+        if wide:
+            b_norms = (b_noisy * b_noisy).sum(0, dtype=torch.float64).to(torch.int64).numpy()
+    if not wide:
+        return NoisyOperands(pieces, rows, b_noisy)
+    return NoisyOperands(pieces, rows, b_noisy, a_norms, b_norms)
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """``C = C' − left·right`` (left = [A·F_L | E_L], m×2r; right = [F_R ; E_R·(B+F)], 2r×n), both
+    float32, and a bound on every partial sum of ``left·right`` (‖left_i‖₁ + ‖right_j‖₁: E_L, F_R ±1)."""
+
+    left: torch.Tensor
+    right: torch.Tensor
+    bound: int
+
+
+def correction(a: torch.Tensor, b_noisy: torch.Tensor, noise: Any) -> Correction:
+    """The denoising factors of ``pouw.transcript.denoise_fast``, in float32: ``A·F_L`` (|.| <= 63·k)
+    and ``E_R·(B+F)`` (|.| <= 127·k) are exact for k < 2**17 (the caller checks)."""
+    af = host_copy(a, torch.float32) @ noise.f_left.to(torch.float32)
+    y = noise.e_right.to(torch.float32) @ b_noisy
+    bound = int(af.abs().sum(1, dtype=torch.float64).max()) + int(y.abs().sum(0, dtype=torch.float64).max())
+    left = torch.cat([af, noise.e_left.to(torch.float32)], dim=1)
+    right = torch.cat([noise.f_right.to(torch.float32), y], dim=0)
+    return Correction(left, right, bound)
+
+
+def fused_float32(
+    ops: NoisyOperands,
+    chunk: int,
+    weights: npt.NDArray[np.int64],
+    fix: Correction | None = None,
+) -> tuple[torch.Tensor, npt.NDArray[np.int64], torch.Tensor | None]:
+    """(C' int32, the digest lanes, C = C' − fix.left·fix.right int32 or None) of the noisy product.
+
+    Like :func:`fused_transcript`, but the GEMM itself keeps the running sums: each chunk product is
+    added by ``addmm`` (beta = 1) into a float32 accumulator of the row block, exact while
+    :meth:`NoisyOperands.float32_accumulation_exact` holds (the caller checks), and the numba pass
+    only converts and mixes. After the last chunk of a block, while it is still in cache, the
+    block's C' is stored and, given ``fix`` with ``product_bound + fix.bound < 2**24`` (every partial
+    sum of C' − left·right is then exact), the denoised block is one more ``addmm`` (alpha = −1).
+    """
+    m = sum(int(row[0].shape[0]) for row in ops.a_pieces)
+    k, n = ops.b.shape
+    tile_m, tile_n = weights.shape[1], weights.shape[2]
+    c_noisy = host_empty((m, n), torch.int32)
+    useful = None if fix is None else host_empty((m, n), torch.int32)
+    lanes = np.empty(((m // tile_m) * (n // tile_n), LANES), dtype=np.int64)
+    rows = ops.rows
+    if rows % tile_m:
+        raise ValueError(f"row blocks of {rows} rows do not hold whole tiles of {tile_m}")
+    starts = list(range(0, k, chunk))
+    b_chunks = [ops.b[s : s + chunk] for s in starts]
+    acc_buffer = host_empty((rows, n), torch.float32)
+    weights32 = weights.astype(np.uint32)  # every weight is below 2**31
+    state_buffer = np.zeros((rows, n), dtype=np.uint32)
+    tiles_per_row = n // tile_n
+    for r0 in range(0, m, rows):
+        r1 = min(r0 + rows, m)
+        acc = acc_buffer[: r1 - r0]
+        state = state_buffer[: r1 - r0]
+        if not HAVE_NUMBA:
+            state[:] = 0
+        acc_flat, state_flat = acc.numpy().reshape(-1), state.reshape(-1)
+        pieces = ops.a_pieces[r0 // rows]
+        for c in range(len(starts)):
+            if c == 0:
+                torch.mm(pieces[0], b_chunks[0], out=acc)  # β = 0: no zeroing pass
+            else:
+                acc.addmm_(pieces[c], b_chunks[c])
+            if HAVE_NUMBA:
+                _mix_float(acc_flat, state_flat, c)
+            else:
+                _mix_float_torch(acc, state, c)
+        block_lanes = lanes[(r0 // tile_m) * tiles_per_row : (r1 // tile_m) * tiles_per_row]
+        if HAVE_NUMBA:
+            _tile_lanes_jit(state, weights32, tile_m, tile_n, block_lanes)
+        else:
+            wide = torch.from_numpy(state.astype(np.int64))
+            block_lanes[:] = _tile_lanes_torch(wide, torch.from_numpy(weights), tile_m, tile_n)
+        c_noisy[r0:r1].copy_(acc)
+        if fix is not None and useful is not None:
+            acc.addmm_(fix.left[r0:r1], fix.right, alpha=-1)
+            useful[r0:r1].copy_(acc)
+    return c_noisy, lanes, useful
+
+
+def _mix_float_torch(acc: torch.Tensor, state: npt.NDArray[np.uint32], c: int) -> None:
+    wide = state.astype(np.int64)
+    x = acc.to(torch.int64).numpy() & MASK32
+    u = ((wide ^ x) * MIX_MULTIPLIER) & MASK32
+    state[:] = (((u ^ (u >> 16)) + (c + 1)) & MASK32).astype(np.uint32)
+
+
+SMALL_MACS = 1 << 21
+"""Products of at most this many MACs (and k <= 1040) run in one numba call (:func:`small_product`):
+below ~2M MACs the fixed cost of a dozen torch calls outweighs MKL's faster loops."""
+
+
+def small_product(
+    a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, weights: npt.NDArray[np.int64]
+) -> tuple[torch.Tensor, npt.NDArray[np.int64], torch.Tensor, torch.Tensor] | None:
+    """(C' int32, lanes, B+F float32, A·B int32) of a small product in one numba call, or None where
+    it does not apply (no numba, more than :data:`SMALL_MACS` MACs or k > 1040)."""
+    m, k = a.shape
+    n = b.shape[1]
+    if not HAVE_NUMBA or m * k * n > SMALL_MACS or k > WIDTH_EXACT:
+        return None
+    b_noisy = np.empty((k, n), dtype=np.float32)
+    c_noisy = np.empty((m, n), dtype=np.int32)
+    useful = np.empty((m, n), dtype=np.int32)
+    lanes = np.empty(((m // weights.shape[1]) * (n // weights.shape[2]), LANES), dtype=np.int64)
+    _small_product_jit(
+        a.numpy(), b.numpy(), noise.e_left.numpy(), noise.e_right.numpy(), noise.f_left.numpy(),
+        noise.f_right.numpy(), chunk, weights.astype(np.uint32), b_noisy, c_noisy, useful, lanes,
+    )
+    return torch.from_numpy(c_noisy), lanes, torch.from_numpy(b_noisy), torch.from_numpy(useful)
+
+
+def plain_is_cheaper(m: int, k: int, n: int, rank: int) -> bool:
+    """Whether a plain product (``mkn`` MACs) recovers A·B cheaper than denoising C'
+    (``r·(mk + kn + 2mn)`` MACs: two thin products and one of inner width 2r)."""
+    return m * k * n <= rank * (m * k + k * n + 2 * m * n)
+
+
+def fused_product(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    noise: Any,
+    chunk: int,
+    weights: npt.NDArray[np.int64],
+    plain_mm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, npt.NDArray[np.int64], torch.Tensor, torch.Tensor | None] | None:
+    """The float32 CPU noisy product of int8 ``a``·``b`` with ``noise``: (C', lanes, B+F as float32,
+    the exact A·B as int32 or None when the denoise bound fails), or None when float32 accumulation
+    is not provably exact for these operands (the caller then takes :func:`fused_transcript`).
+
+    A·B comes from the cheaper of two exact routes, by MAC count: denoising C' costs
+    ``r·(mk + kn + 2mn)`` (two thin products and one of inner width 2r), a plain product
+    ``plain_mm(a, b)`` costs ``mkn``; the plain one wins whenever ``n <~ 4r`` (small layers)."""
+    m, k = a.shape
+    n = b.shape[1]
+    rank = int(noise.e_left.shape[1])
+    if chunk > 1024 or k >= 1 << 17:
+        return None
+    if plain_mm is not None and (small := small_product(a, b, noise, chunk, weights)) is not None:
+        return small
+    ops = noisy_operands(a, b, noise, chunk, block_rows(m, n, weights.shape[1]))
+    if not ops.float32_accumulation_exact():
+        return None
+    if plain_mm is not None and plain_is_cheaper(m, k, n, rank):
+        c_noisy, lanes, _ = fused_float32(ops, chunk, weights)
+        return c_noisy, lanes, ops.b, plain_mm(a, b)
+    fix = correction(a, ops.b, noise)
+    if ops.product_bound() + fix.bound > FLOAT32_EXACT:
+        c_noisy, lanes, useful = fused_float32(ops, chunk, weights)
+    else:
+        c_noisy, lanes, useful = fused_float32(ops, chunk, weights, fix)
+    return c_noisy, lanes, ops.b, useful

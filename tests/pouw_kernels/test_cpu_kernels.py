@@ -108,7 +108,8 @@ def test_the_pure_fallback_gives_the_same_bits() -> None:
         "b = torch.from_numpy(rng.integers(-63, 64, (320, 64), dtype=np.int8))\n"
         "be = get_backend('cpu:float32')\n"
         "p = noisy_product(TESTNET, b'\\x07' * 32, 1, 0, a, b, be.int_mm, be)\n"
-        "assert p.fused\n"
+        "assert p.fused and p.useful is not None\n"
+        "assert torch.equal(p.exact(a), (a.long() @ b.long()).int())\n"
         "print(b''.join(p.tickets).hex())\n"
     )
     env = {**os.environ, "POUW_NO_NUMBA": "1"}
@@ -148,3 +149,92 @@ def test_commitments_are_merkle_roots_over_row_blocks(rows: int, block: int) -> 
     want = [blake3.blake3(data[i : i + block].tobytes(), key=LEAF_KEY).digest() for i in range(0, rows, block)]
     assert block_roots(data, block) == want
     assert commit_rows(data, block) == merkle_root_of_hashes(want)
+
+
+def test_float32_accumulation_path_and_its_fallbacks_agree_with_the_reference() -> None:
+    """The float32 path (running sums kept by the GEMM, denoise folded in) is taken when its
+    Cauchy-Schwarz bound holds, and the int32 path when it does not; both match the reference."""
+    backend = get_backend("cpu:float32")
+    a, b = operands(11, 64, 320, 128)
+    fast = noisy_product(TESTNET, SEED, 3, 1, a, b, backend.int_mm, backend)
+    assert fast.useful is not None
+    reference = noisy_product(TESTNET, SEED, 3, 1, a, b, REFERENCE.int_mm)
+    assert fast.tickets == reference.tickets
+    assert torch.equal(fast.c_noisy.to(torch.int64), reference.c_noisy.to(torch.int64))
+    # all-63 operands over k = 4224: max ‖a_i‖·‖b_j‖ >= 2**24, so the float32 accumulator is refused
+    k = 4224
+    a, b = torch.full((64, k), 63, dtype=torch.int8), torch.full((k, 64), 63, dtype=torch.int8)
+    noise = draw_noise(b"\x03" * 32, 64, k, 64, DEVNET.rank)
+    ops = kernels.noisy_operands(a, b, noise, DEVNET.chunk)
+    assert not ops.float32_accumulation_exact()
+    w = mix_weights(64, 64, torch.device("cpu")).numpy()
+    assert kernels.fused_product(a, b, noise, DEVNET.chunk, w) is None
+    wide = noisy_product(DEVNET, SEED, 0, 0, a, b, backend.int_mm, backend)
+    assert wide.fused and wide.useful is None
+    assert wide.tickets == noisy_product(DEVNET, SEED, 0, 0, a, b, REFERENCE.int_mm).tickets
+    assert torch.equal(wide.exact(a), (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32))
+
+
+@pytest.mark.parametrize(("chunk", "k", "rank"), [(12, 320, 128), (64, 320, 64), (100, 1100, 128), (64, 256, 256), (256, 1100, 256)])
+def test_noisy_operands_equal_the_dense_noise(chunk: int, k: int, rank: int) -> None:
+    """Both constructions (GEMMs for narrow products, the numba windows for wide or sparse ones)."""
+    a, b = operands(chunk, 128, k, 64)
+    noise = draw_noise(b"\x04" * 32, 128, k, 64, rank)
+    e, f = noise.dense()
+    ops = kernels.noisy_operands(a, b, noise, chunk, rows=64)
+    a_noisy = torch.cat([torch.cat(pieces, dim=1) for pieces in ops.a_pieces], dim=0)
+    assert torch.equal(a_noisy, (a + e).to(torch.float32)) and torch.equal(ops.b, (b + f).to(torch.float32))
+    if k > kernels.WIDTH_EXACT:
+        assert ops.a_sumsq is not None and ops.b_sumsq is not None
+        assert ops.a_sumsq.tolist() == ((a + e).to(torch.int64) ** 2).sum(1).tolist()
+        assert ops.b_sumsq.tolist() == ((b + f).to(torch.int64) ** 2).sum(0).tolist()
+    assert ops.float32_accumulation_exact()
+    w = mix_weights(64, 64, torch.device("cpu")).numpy()
+    fix = kernels.correction(a, ops.b, noise)
+    c1, lanes1, useful = kernels.fused_float32(ops, chunk, w, fix)
+    c2, lanes2, none = kernels.fused_float32(ops, chunk, w)
+    assert none is None and torch.equal(c1, c2) and (lanes1 == lanes2).all()
+    assert useful is not None and torch.equal(useful, (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32))
+
+
+@pytest.mark.parametrize("k", [4226, 4227, 4352])
+def test_float32_plain_product_is_exact_across_its_single_gemm_limit(k: int) -> None:
+    """One float32 GEMM while k·max|a|·max|b| <= 2**24 (63·63·4226 is the last payload width)."""
+    a = torch.full((16, k), 63, dtype=torch.int8)
+    b = torch.full((k, 16), 63, dtype=torch.int8)
+    a[1], b[:, 1] = -63, 62
+    got = get_backend("cpu:float32").int_mm(a, b)
+    assert torch.equal(got.to(torch.int64), a.to(torch.int64) @ b.to(torch.int64))
+    assert int(got[0, 0]) == 63 * 63 * k
+
+
+@pytest.mark.parametrize("rank", [1, 2, 16, 48, 64, 100, 128, 256])
+@pytest.mark.parametrize(("m", "k", "n"), [(64, 64, 128), (8, 3, 5)])
+def test_one_read_noise_draw_equals_the_call_by_call_draw(rank: int, m: int, k: int, n: int) -> None:
+    """draw_noise reads a power-of-two rank's bytes in one piece: the factors of the normative
+    draw order (signs, then rejection-sampled window offsets, then window signs) all the same."""
+    from pouw.noise import draw_signs, draw_windows
+    from pouw.prng import Prng
+
+    seed = bytes([rank % 256, m, k]) * 8 + b"\0" * 8
+    got = draw_noise(seed, m, k, n, rank)
+    nonzeros = min(rank, 64)
+    streams = Prng("pouw/noise", seed, 0), Prng("pouw/noise", seed, 1)
+    e_left, e_right = draw_signs(streams[0], m, rank), draw_windows(streams[0], rank, k, nonzeros)
+    g_left, g_right = draw_signs(streams[1], n, rank), draw_windows(streams[1], rank, k, nonzeros)
+    want = (e_left, e_right, g_right.T, g_left.T)
+    for tensor, array in zip((got.e_left, got.e_right, got.f_left, got.f_right), want, strict=True):
+        assert np.array_equal(tensor.numpy(), array)
+
+
+def test_noisy_operands_without_numba_give_the_same_operands_and_norms(monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = operands(5, 64, 1100, 64)
+    noise = draw_noise(b"\x05" * 32, 64, 1100, 64, 64)
+    fast = kernels.noisy_operands(a, b, noise, 100, rows=64)
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    slow = kernels.noisy_operands(a, b, noise, 100, rows=64)
+    assert torch.equal(fast.b, slow.b) and fast.product_bound() == slow.product_bound()
+    assert fast.a_sumsq is not None and slow.a_sumsq is not None
+    assert fast.a_sumsq.tolist() == slow.a_sumsq.tolist()
+    for got, want in zip(fast.a_pieces[0], slow.a_pieces[0], strict=True):
+        assert torch.equal(got, want)
