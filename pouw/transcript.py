@@ -551,7 +551,8 @@ def _leaf_list(flat: npt.NDArray[np.uint8]) -> list[bytes]:
 
 
 def _device_product(
-    params: PouwParams, header_seed: bytes, step: int, index: int, a: torch.Tensor, b: torch.Tensor, int_mm: IntMatmul
+    params: PouwParams, header_seed: bytes, step: int, index: int, a: torch.Tensor, b: torch.Tensor,
+    int_mm: IntMatmul, on_phase: Callable[[str], None] | None = None,
 ) -> NoisyProduct:
     """The GPU path (pouw/kernels): everything of size m·k, k·n or m·n stays on the device.
 
@@ -561,7 +562,9 @@ def _device_product(
     the noise draws (SHAKE-256, inherently serial) are the host's. The noise factors (a few bits
     per row) go the other way and are expanded on the device by int8 GEMMs of inner width r; the
     Triton kernel computes C' and the tile lanes, a second kernel the tickets, which stay on the
-    device until the step's draws are read (one copy per matmul, at the end of the step)."""
+    device until the step's draws are read (one copy per matmul, at the end of the step).
+    ``on_phase`` (benchmarks) is called with each phase's name as it ends."""
+    lap = on_phase if on_phase is not None else (lambda phase: None)
     m, k = a.shape
     n = b.shape[1]
     a = a.contiguous()
@@ -578,12 +581,15 @@ def _device_product(
     split = HASH_SIZE * (m // params.tile_m)
     a_blocks, b_blocks = _leaf_list(host[:split]), _leaf_list(host[split:-4])
     sigma_m = matmul_seed(header_seed, step, index, (m, k, n), _root_of_hashes(a_blocks), _root_of_hashes(b_blocks))
+    lap("commit")
     noise = draw_noise(sigma_m, m, k, n, params.rank).to(a.device)
     a_noisy = a + int_mm(noise.e_left, noise.e_right).to(torch.int8)  # |E| <= 64: exact in int32
     b_noisy = b + int_mm(noise.f_left, noise.f_right).to(torch.int8)
+    lap("noise")
     c_noisy, lanes = triton_gpu.triton_transcript(
         a_noisy, b_noisy, params.chunk, mix_weights(params.tile_m, params.tile_n, a.device)
     )
+    lap("transcript")
     tickets = blake3_triton.tickets(sigma_m, lanes, TICKET_KEY)
     return NoisyProduct(
         params, step, index, (m, k, n), a, bt, a_blocks, b_blocks, sigma_m, tickets, noise, b_noisy, c_noisy, False
