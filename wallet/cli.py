@@ -826,6 +826,11 @@ def _fetch_dataset(client: NodeClient, dataset_id: str) -> Dataset:
         raise NodeError(f"the node sent a bad dataset {dataset_id}: {exc}") from None
 
 
+MODEL_FETCH_TRIES = 4
+"""Reads of a job's model before a hash that never matches its view is an error: a block that trains
+the job between the view and the model moves both, so the pair is read again."""
+
+
 def _model_file(client: NodeClient, job_id: str) -> tuple[ModelFile, Dataset]:
     """Job ``job_id``'s current model as a self-describing :class:`pouw.modelfile.ModelFile`."""
     from consensus.presets import model_config
@@ -839,12 +844,18 @@ def _model_file(client: NodeClient, job_id: str) -> tuple[ModelFile, Dataset]:
     job_spec = JobSpec(dims=tuple(spec["dims"]), dataset_id=bytes.fromhex(spec["dataset_id"]),
                        batch_size=spec["batch_size"], lr_shift=spec["lr_shift"], total_steps=spec["total_steps"],
                        fee_per_step=spec["fee_per_step"])
-    raw = client.request(f"/api/jobs/{job_id}/model")
-    try:
-        state = ModelState.decode(raw, model_config(job_spec))
-    except PouwError as exc:
-        raise NodeError(f"the node sent a model that does not decode: {exc}") from None
-    if view.get("model_hash") and state.hash().hex() != view["model_hash"]:
+    for _ in range(MODEL_FETCH_TRIES):
+        raw = client.request(f"/api/jobs/{job_id}/model")
+        try:
+            state = ModelState.decode(raw, model_config(job_spec))
+        except PouwError as exc:
+            raise NodeError(f"the node sent a model that does not decode: {exc}") from None
+        if not view.get("model_hash") or state.hash().hex() == view["model_hash"]:
+            break
+        view = _fetch_view(client, job_id)  # a block may have trained the job between the two reads
+        if state.hash().hex() == view.get("model_hash"):
+            break
+    else:
         raise NodeError(f"the node sent a model whose hash is not the job's {view['model_hash']}")
     dataset = _fetch_dataset(client, spec["dataset_id"])
     status = client.status()
