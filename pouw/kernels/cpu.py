@@ -214,16 +214,31 @@ def _mix_float_py(acc: Any, state: Any, chunk_index: int) -> None:
 
 
 def _gemm_acc_py(a: Any, b: Any, out: Any) -> None:
-    """numba body: ``out += a @ b`` in float32, four rows of ``a`` per pass over a row of ``b`` (the
-    innermost loop runs over a contiguous row of ``b`` and of ``out``: vectorised)."""
+    """numba body: ``out += a @ b`` in float32, a 4×4 block of ``a`` per pass over four rows of ``b``
+    (the innermost loop runs over contiguous rows of ``b`` and ``out``: vectorised, and each store
+    of ``out`` carries four products). Exact in any order while every sum of |products| stays
+    below 2**24 (integers: every intermediate is then a representable integer)."""
     m, k = a.shape
     n = b.shape[1]
+    k4 = k - k % 4
     i = 0
     while i + 4 <= m:
         out0, out1, out2, out3 = out[i], out[i + 1], out[i + 2], out[i + 3]
-        for col in range(k):
-            v0, v1, v2, v3 = a[i, col], a[i + 1, col], a[i + 2, col], a[i + 3, col]
+        for col in range(0, k4, 4):
+            s0, s1, s2, s3 = b[col], b[col + 1], b[col + 2], b[col + 3]
+            a00, a01, a02, a03 = a[i, col], a[i, col + 1], a[i, col + 2], a[i, col + 3]
+            a10, a11, a12, a13 = a[i + 1, col], a[i + 1, col + 1], a[i + 1, col + 2], a[i + 1, col + 3]
+            a20, a21, a22, a23 = a[i + 2, col], a[i + 2, col + 1], a[i + 2, col + 2], a[i + 2, col + 3]
+            a30, a31, a32, a33 = a[i + 3, col], a[i + 3, col + 1], a[i + 3, col + 2], a[i + 3, col + 3]
+            for x in range(n):
+                v0, v1, v2, v3 = s0[x], s1[x], s2[x], s3[x]
+                out0[x] += a00 * v0 + a01 * v1 + a02 * v2 + a03 * v3
+                out1[x] += a10 * v0 + a11 * v1 + a12 * v2 + a13 * v3
+                out2[x] += a20 * v0 + a21 * v1 + a22 * v2 + a23 * v3
+                out3[x] += a30 * v0 + a31 * v1 + a32 * v2 + a33 * v3
+        for col in range(k4, k):
             source = b[col]
+            v0, v1, v2, v3 = a[i, col], a[i + 1, col], a[i + 2, col], a[i + 3, col]
             for x in range(n):
                 value = source[x]
                 out0[x] += v0 * value
@@ -313,7 +328,43 @@ def _scatter_windows_py(offsets: Any, signs: Any, out: Any) -> None:
                 row = 0
 
 
+def _factor_pair_py(raw: Any, sign_bytes: int, offsets: Any, nonzeros: int, left: Any, right: Any,
+                    transposed: bool) -> None:
+    """numba body of ``pouw.noise._draw_factor_pair`` from the pair's bytes ``raw`` (uint8): the
+    rows×r sign matrix from bits ``[0, rows·r)`` (little-endian within a byte, 1 = −1), then each
+    column c of the r×cols window matrix ±1 at rows (offsets[c] + i) mod r, its sign bits
+    ``[c·s, (c+1)·s)`` of the bytes after the 8·cols offset words. ``left`` is rows×r (r×rows if
+    ``transposed``), ``right`` r×cols zeroed (cols×r if ``transposed``)."""
+    if transposed:
+        rank, rows = left.shape
+    else:
+        rows, rank = left.shape
+    for i in range(rows):
+        for j in range(rank):
+            idx = i * rank + j
+            v = np.int8(1 - 2 * ((raw[idx >> 3] >> (idx & 7)) & 1))
+            if transposed:
+                left[j, i] = v
+            else:
+                left[i, j] = v
+    cols = offsets.shape[0]
+    base = sign_bytes + 8 * cols
+    for c in range(cols):
+        row = offsets[c]
+        for i in range(nonzeros):
+            idx = c * nonzeros + i
+            v = np.int8(1 - 2 * ((raw[base + (idx >> 3)] >> (idx & 7)) & 1))
+            if transposed:
+                right[c, row] = v
+            else:
+                right[row, c] = v
+            row += 1
+            if row == rank:
+                row = 0
+
+
 _accumulate_mix = _jit(_accumulate_mix_py)
+_factor_pair_jit = _jit(_factor_pair_py)
 _scatter_windows_jit = _jit(_scatter_windows_py)
 _tile_lanes_jit = _jit(_tile_lanes_py)
 _sparse_rows_jit = _jit(_sparse_rows_py)
@@ -338,6 +389,21 @@ def scatter_windows(
         rows = (offsets[:, None] + np.arange(nonzeros)[None, :]) % rank
         (out.T if transposed else out)[rows, np.arange(cols)[:, None]] = signs
     return out
+
+
+def factor_pair(
+    raw: bytes, rows: int, rank: int, cols: int, nonzeros: int, transposed: bool
+) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]] | None:
+    """The (signs, windows) factor pair of a power-of-two ``rank`` from its bytes in one numba call
+    (see ``pouw.noise._draw_factor_pair``), or None without numba."""
+    if not HAVE_NUMBA:
+        return None
+    sign_bytes = (rows * rank + 7) // 8
+    offsets = (np.frombuffer(raw, dtype="<u8", count=cols, offset=sign_bytes) & np.uint64(rank - 1)).astype(np.int64)
+    left = np.empty((rank, rows) if transposed else (rows, rank), dtype=np.int8)
+    right = np.zeros((cols, rank) if transposed else (rank, cols), dtype=np.int8)
+    _factor_pair_jit(np.frombuffer(raw, dtype=np.uint8), sign_bytes, offsets, nonzeros, left, right, transposed)
+    return left, right
 
 
 def sparse_rows(w: npt.NDArray[np.int8], d: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
@@ -369,7 +435,7 @@ def fused_transcript(
     b_noisy: torch.Tensor,
     chunk: int,
     chunk_mm: Callable[..., torch.Tensor],
-    weights: npt.NDArray[np.int64],
+    weights: npt.NDArray[Any],
     chunk_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, npt.NDArray[np.int64]]:
     """(C' as int32 (m, n), the digest lanes (tiles, 4) row-major) of the noisy product.
@@ -409,15 +475,20 @@ def fused_transcript(
                 product = chunk_mm(piece, b_chunks[c]) if out is None else chunk_mm(piece, b_chunks[c], out=out)
                 _accumulate_mix(product.numpy().reshape(-1), partial_flat, state_flat, c)
             block_lanes = lanes[(r0 // tile_m) * tiles_per_row : (r1 // tile_m) * tiles_per_row]
-            _tile_lanes_jit(state, weights.astype(np.uint32), tile_m, tile_n, block_lanes)
+            _tile_lanes_jit(state, weights.astype(np.uint32, copy=False), tile_m, tile_n, block_lanes)
         else:
             state_block = state_t[: r1 - r0]
             state_block.zero_()
             for c in range(len(starts)):
                 _accumulate_mix_torch(chunk_mm(a_chunks[c][r0:r1], b_chunks[c]), partial, state_block, c)
             block_lanes = lanes[(r0 // tile_m) * tiles_per_row : (r1 // tile_m) * tiles_per_row]
-            block_lanes[:] = _tile_lanes_torch(state_block, torch.from_numpy(weights), tile_m, tile_n)
+            block_lanes[:] = _tile_lanes_torch(state_block, _weights64(weights), tile_m, tile_n)
     return c_noisy, lanes
+
+
+def _weights64(weights: npt.NDArray[Any]) -> torch.Tensor:
+    """The lane weights (int64 or uint32) as an int64 tensor, for the torch fallbacks."""
+    return torch.from_numpy(weights.astype(np.int64, copy=False))
 
 
 def _tile_lanes_torch(state: torch.Tensor, weights: torch.Tensor, tile_m: int, tile_n: int) -> npt.NDArray[np.int64]:
@@ -560,7 +631,7 @@ def correction(a: torch.Tensor, b_noisy: torch.Tensor, noise: Any) -> Correction
 def fused_float32(
     ops: NoisyOperands,
     chunk: int,
-    weights: npt.NDArray[np.int64],
+    weights: npt.NDArray[Any],
     fix: Correction | None = None,
 ) -> tuple[torch.Tensor, npt.NDArray[np.int64], torch.Tensor | None]:
     """(C' int32, the digest lanes, C = C' − fix.left·fix.right int32 or None) of the noisy product.
@@ -584,7 +655,7 @@ def fused_float32(
     starts = list(range(0, k, chunk))
     b_chunks = [ops.b[s : s + chunk] for s in starts]
     acc_buffer = host_empty((rows, n), torch.float32)
-    weights32 = weights.astype(np.uint32)  # every weight is below 2**31
+    weights32 = weights.astype(np.uint32, copy=False)  # every weight is below 2**31
     state_buffer = np.zeros((rows, n), dtype=np.uint32)
     tiles_per_row = n // tile_n
     for r0 in range(0, m, rows):
@@ -609,7 +680,7 @@ def fused_float32(
             _tile_lanes_jit(state, weights32, tile_m, tile_n, block_lanes)
         else:
             wide = torch.from_numpy(state.astype(np.int64))
-            block_lanes[:] = _tile_lanes_torch(wide, torch.from_numpy(weights), tile_m, tile_n)
+            block_lanes[:] = _tile_lanes_torch(wide, _weights64(weights), tile_m, tile_n)
         c_noisy[r0:r1].copy_(acc)
         if fix is not None and useful is not None:
             acc.addmm_(fix.left[r0:r1], fix.right, alpha=-1)
@@ -630,7 +701,7 @@ below ~2M MACs the fixed cost of a dozen torch calls outweighs MKL's faster loop
 
 
 def small_product(
-    a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, weights: npt.NDArray[np.int64]
+    a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, weights: npt.NDArray[Any]
 ) -> tuple[torch.Tensor, npt.NDArray[np.int64], torch.Tensor, torch.Tensor] | None:
     """(C' int32, lanes, B+F float32, A·B int32) of a small product in one numba call, or None where
     it does not apply (no numba, more than :data:`SMALL_MACS` MACs or k > 1040)."""
@@ -644,7 +715,7 @@ def small_product(
     lanes = np.empty(((m // weights.shape[1]) * (n // weights.shape[2]), LANES), dtype=np.int64)
     _small_product_jit(
         a.numpy(), b.numpy(), noise.e_left.numpy(), noise.e_right.numpy(), noise.f_left.numpy(),
-        noise.f_right.numpy(), chunk, weights.astype(np.uint32), b_noisy, c_noisy, useful, lanes,
+        noise.f_right.numpy(), chunk, weights.astype(np.uint32, copy=False), b_noisy, c_noisy, useful, lanes,
     )
     return torch.from_numpy(c_noisy), lanes, torch.from_numpy(b_noisy), torch.from_numpy(useful)
 
@@ -660,7 +731,7 @@ def fused_product(
     b: torch.Tensor,
     noise: Any,
     chunk: int,
-    weights: npt.NDArray[np.int64],
+    weights: npt.NDArray[Any],
     plain_mm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, npt.NDArray[np.int64], torch.Tensor, torch.Tensor | None] | None:
     """The float32 CPU noisy product of int8 ``a``·``b`` with ``noise``: (C', lanes, B+F as float32,
