@@ -37,7 +37,7 @@ import numpy.typing as npt
 import torch
 
 from pouw.backends import host_copy, host_empty
-from pouw.params import NOISE_BOUND
+from pouw.params import NOISE_BOUND, PAYLOAD_BOUND
 
 MASK32 = 0xFFFFFFFF
 MIX_MULTIPLIER = 0x7FEB352D
@@ -138,15 +138,22 @@ def _sparse_rows_py(w: Any, d: Any, out: Any) -> None:
 
 def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> None:
     """numba body: ``out[c] = float32(base[c] + Σ_i w[c, i]·d[i])`` for ternary ``w`` (q×r) and ±1
-    ``d`` (r×width), and ``sumsq[x] = Σ_c out[c, x]²`` (int32: exact for q < 2**17): B+F, row-major."""
+    ``d`` (r×width), and ``sumsq[x] = Σ_c out[c, x]²`` (int32: exact for q < 2**17): B+F, row-major.
+    The running sums are int8 (twice the lanes of int16): exact while |base| <= 63 (s <= 64 terms
+    keep them within ±127); returns False, the result unusable, when an entry of ``base`` is not."""
     q, r = w.shape
     width = d.shape[1]
-    acc = np.zeros(width, dtype=np.int16)
+    acc = np.zeros(width, dtype=np.int8)  # exact: |base| <= 63 plus at most 64 terms ±1
+    low = np.int8(0)
+    high = np.int8(0)
     for x in range(width):
         sumsq[x] = 0
     for c in range(q):
         for x in range(width):
-            acc[x] = base[c, x]
+            v = base[c, x]
+            acc[x] = v
+            low = min(low, v)
+            high = max(high, v)
         for i in range(r):
             s = w[c, i]
             if s == 1:
@@ -159,6 +166,7 @@ def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> None:
             v = np.int32(acc[x])
             out[c, x] = np.float32(v)
             sumsq[x] += v * v
+    return -PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND
 
 
 def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: Any) -> None:
@@ -169,15 +177,21 @@ def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: An
 
     ``w`` = E_Rᵀ (k×r ternary), ``d`` = E_Lᵀ (r×m, ±1), ``base_t`` = Aᵀ (k×m int8). Row l of
     (A+E)ᵀ is row l of Aᵀ plus the signed sum of the rows of E_Lᵀ that column l of E_R's window
-    selects: int16 vector adds over m, every store contiguous."""
+    selects: int8 vector adds over m (exact: |A| <= 63 and s <= 64, so every running sum stays within
+    ±127; returns False, the result unusable, when an entry of A is beyond ±63), every store contiguous."""
     k, r = w.shape
     m = d.shape[1]
-    acc = np.zeros(m, dtype=np.int16)
+    acc = np.zeros(m, dtype=np.int8)  # exact: |A| <= 63 plus at most 64 terms ±1
+    low = np.int8(0)
+    high = np.int8(0)
     for x in range(m):
         sumsq[x] = 0
     for col in range(k):
         for x in range(m):
-            acc[x] = base_t[col, x]
+            v = base_t[col, x]
+            acc[x] = v
+            low = min(low, v)
+            high = max(high, v)
         for i in range(r):
             s = w[col, i]
             if s == 1:
@@ -194,6 +208,7 @@ def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: An
             offset = r0 * k + col * height - r0
             for x in range(r0, r0 + height):
                 out[offset + x] = np.float32(acc[x])
+    return -PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND
 
 
 def _mix_float_py(acc: Any, state: Any, chunk_index: int) -> None:
@@ -569,7 +584,8 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
         norms32 = np.empty(m, dtype=np.int32)
         e_left, e_right = noise.e_left.numpy(), noise.e_right.numpy()
         # E_Rᵀ as a strided view (r reads a column), E_Lᵀ and Aᵀ contiguous (the vectorised rows)
-        _noisy_blocks_jit(e_right.T, transpose_int8(e_left), transpose_int8(a.numpy()), rows, flat, norms32)
+        if not _noisy_blocks_jit(e_right.T, transpose_int8(e_left), transpose_int8(a.numpy()), rows, flat, norms32):
+            raise ValueError(f"an operand beyond ±{PAYLOAD_BOUND}: its int8 running sums would wrap")
         whole = torch.from_numpy(flat)
         pieces = []
         for r0 in blocks:
@@ -595,7 +611,8 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
         b_rows = np.empty((k, n), dtype=np.float32)
         norms32 = np.empty(n, dtype=np.int32)
         f_left, f_right = noise.f_left.numpy(), noise.f_right.numpy()
-        _noisy_rows_jit(np.ascontiguousarray(f_left), np.ascontiguousarray(f_right), b.numpy(), b_rows, norms32)
+        if not _noisy_rows_jit(np.ascontiguousarray(f_left), np.ascontiguousarray(f_right), b.numpy(), b_rows, norms32):
+            raise ValueError(f"an operand beyond ±{PAYLOAD_BOUND}: its int8 running sums would wrap")
         b_noisy = torch.from_numpy(b_rows)
         b_norms = norms32.astype(np.int64)
     else:

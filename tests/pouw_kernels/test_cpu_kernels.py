@@ -238,3 +238,36 @@ def test_noisy_operands_without_numba_give_the_same_operands_and_norms(monkeypat
     assert fast.a_sumsq.tolist() == slow.a_sumsq.tolist()
     for got, want in zip(fast.a_pieces[0], slow.a_pieces[0], strict=True):
         assert torch.equal(got, want)
+
+
+def test_noisy_operands_refuse_operands_beyond_the_payload_bound() -> None:
+    """The window kernels keep their running sums in int8 (exact for |x| <= 63 plus 64 terms ±1):
+    an operand entry beyond ±63 would wrap, so it is refused rather than silently mixed."""
+    for side in ("a", "b"):
+        a, b = operands(6, 64, 1100, 64)
+        (a if side == "a" else b)[3, 5] = 64 if side == "a" else -64
+        noise = draw_noise(b"\x06" * 32, 64, 1100, 64, 64)
+        if kernels.HAVE_NUMBA:
+            with pytest.raises(ValueError, match="beyond"):
+                kernels.noisy_operands(a, b, noise, 100, rows=64)
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 7, 300])
+def test_small_ticket_scan_equals_the_vectorised_one(count: int) -> None:
+    from pouw.transcript import first_winner, lowest_ticket, scan_small
+
+    rng = np.random.default_rng(count)
+    raw = rng.integers(0, 256, size=(count, 32), dtype=np.uint8)
+    if count > 2:
+        raw[2] = raw[0]  # equal tickets: the first one is the lowest
+        raw[count - 1, 0] = 0
+    tickets = [row.tobytes() for row in raw]
+    for target in (0, 1 << 240, 1 << 250, 1 << 255, 1 << 300):
+        got = scan_small(tickets, target, 64 * 64 * 128, 64 * 64 * 64)
+        want_first = first_winner(raw, target, 64 * 64 * 128, 64 * 64 * 64)
+        assert got.winner == want_first
+        assert got.winner_ticket == (tickets[want_first] if want_first >= 0 else None)
+        if count:
+            assert got.best == lowest_ticket(raw) and got.best_ticket == tickets[got.best]
+        else:
+            assert got.best == -1 and got.best_ticket is None
