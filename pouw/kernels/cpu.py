@@ -136,7 +136,7 @@ def _sparse_rows_py(w: Any, d: Any, out: Any) -> None:
             out[c, x] = acc[x]
 
 
-def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> None:
+def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> bool:
     """numba body: ``out[c] = float32(base[c] + Σ_i w[c, i]·d[i])`` for ternary ``w`` (q×r) and ±1
     ``d`` (r×width), and ``sumsq[x] = Σ_c out[c, x]²`` (int32: exact for q < 2**17): B+F, row-major.
     The running sums are int8 (twice the lanes of int16): exact while |base| <= 63 (s <= 64 terms
@@ -169,7 +169,7 @@ def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> None:
     return -PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND
 
 
-def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: Any) -> None:
+def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: Any) -> bool:
     """numba body: A+E in float32, laid out for the row-block loop of :func:`fused_float32`: the
     piece of row block ``[r0, r1)`` and chunk ``[s, s + width)`` is the contiguous (width × (r1−r0))
     matrix (A+E)ᵀ[s : s + width, r0 : r1] at ``out[r0·k + s·(r1−r0):]``; ``sumsq[i] = ‖(A+E)_i‖²``
