@@ -166,7 +166,7 @@ def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> bool:
             v = np.int32(acc[x])
             out[c, x] = np.float32(v)
             sumsq[x] += v * v
-    return -PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND
+    return bool(-PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND)
 
 
 def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: Any) -> bool:
@@ -208,7 +208,7 @@ def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: An
             offset = r0 * k + col * height - r0
             for x in range(r0, r0 + height):
                 out[offset + x] = np.float32(acc[x])
-    return -PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND
+    return bool(-PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND)
 
 
 def _mix_float_py(acc: Any, state: Any, chunk_index: int) -> None:
