@@ -528,7 +528,7 @@ class NoisyProduct(TileTickets):
 def _check_payload(*operands: npt.NDArray[np.int8]) -> None:
     """Every entry within ±``PAYLOAD_BOUND`` (min and max: no int8 ``abs``, which keeps −128)."""
     for x in operands:
-        if x.size and (int(x.max()) > PAYLOAD_BOUND or int(x.min()) < -PAYLOAD_BOUND):
+        if not cpu_kernels.within(x, PAYLOAD_BOUND):
             raise ValidationError(Reason.OUT_OF_RANGE, f"matmul operand beyond ±{PAYLOAD_BOUND}")
 
 
@@ -553,8 +553,12 @@ def noisy_product(
     if triton_eligible(params, k, a.device):
         return _device_product(params, header_seed, step, index, a, b, int_mm)
     a_host = a.cpu().numpy()
-    bt = b.T.contiguous()
-    bt_host = bt.cpu().numpy()
+    if b.device.type == "cpu":
+        bt_host = cpu_kernels.transpose_int8(b.numpy())  # numpy's copy for small ones: no torch call
+        bt = torch.from_numpy(bt_host)
+    else:
+        bt = b.T.contiguous()
+        bt_host = bt.cpu().numpy()
     _check_payload(a_host, bt_host)
     a_blocks = block_roots(a_host, params.tile_m)
     b_blocks = block_roots(bt_host, params.tile_n)

@@ -378,7 +378,18 @@ def _factor_pair_py(raw: Any, sign_bytes: int, offsets: Any, nonzeros: int, left
                 row = 0
 
 
+def _within_py(x: Any, bound: int) -> bool:
+    """numba body: every entry of the flat int8 ``x`` within ±``bound``."""
+    low = np.int8(0)
+    high = np.int8(0)
+    for j in range(x.size):
+        low = min(low, x[j])
+        high = max(high, x[j])
+    return bool(-bound <= low and high <= bound)
+
+
 _accumulate_mix = _jit(_accumulate_mix_py)
+_within_jit = _jit(_within_py)
 _factor_pair_jit = _jit(_factor_pair_py)
 _scatter_windows_jit = _jit(_scatter_windows_py)
 _tile_lanes_jit = _jit(_tile_lanes_py)
@@ -404,6 +415,15 @@ def scatter_windows(
         rows = (offsets[:, None] + np.arange(nonzeros)[None, :]) % rank
         (out.T if transposed else out)[rows, np.arange(cols)[:, None]] = signs
     return out
+
+
+def within(x: npt.NDArray[np.int8], bound: int) -> bool:
+    """Whether every entry of the int8 array ``x`` lies in [−bound, bound] (one pass, no int8 ``abs``)."""
+    if not x.size:
+        return True
+    if HAVE_NUMBA and x.flags.c_contiguous:
+        return bool(_within_jit(x.reshape(-1), bound))
+    return int(x.max()) <= bound and int(x.min()) >= -bound
 
 
 def factor_pair(

@@ -271,3 +271,17 @@ def test_small_ticket_scan_equals_the_vectorised_one(count: int) -> None:
             assert got.best == lowest_ticket(raw) and got.best_ticket == tickets[got.best]
         else:
             assert got.best == -1 and got.best_ticket is None
+
+
+@pytest.mark.parametrize("value", [64, -64, -128, 127])
+def test_noisy_product_refuses_an_operand_beyond_the_payload_bound(value: int) -> None:
+    """Checked by min and max (an int8 ``abs`` would keep −128), on A and on B, before any work."""
+    from chain.errors import ValidationError
+
+    backend = get_backend("cpu:float32")
+    for side in ("a", "b"):
+        a, b = operands(7, 64, 64, 64)
+        (a if side == "a" else b)[5, 9] = value
+        with pytest.raises(ValidationError, match="beyond"):
+            noisy_product(DEVNET, SEED, 0, 0, a, b, backend.int_mm, backend)
+    assert kernels.within(np.full((3, 5), -63, dtype=np.int8), 63)
