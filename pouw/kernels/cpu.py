@@ -343,17 +343,20 @@ def _scatter_windows_py(offsets: Any, signs: Any, out: Any) -> None:
                 row = 0
 
 
-def _factor_pair_py(raw: Any, sign_bytes: int, offsets: Any, nonzeros: int, left: Any, right: Any,
-                    transposed: bool) -> None:
-    """numba body of ``pouw.noise._draw_factor_pair`` from the pair's bytes ``raw`` (uint8): the
-    rows×r sign matrix from bits ``[0, rows·r)`` (little-endian within a byte, 1 = −1), then each
-    column c of the r×cols window matrix ±1 at rows (offsets[c] + i) mod r, its sign bits
-    ``[c·s, (c+1)·s)`` of the bytes after the 8·cols offset words. ``left`` is rows×r (r×rows if
-    ``transposed``), ``right`` r×cols zeroed (cols×r if ``transposed``)."""
+def _factor_pair_py(raw: Any, rows: int, rank: int, cols: int, nonzeros: int, transposed: bool) -> tuple[Any, Any]:
+    """numba body of ``pouw.noise._draw_factor_pair`` for a power-of-two ``rank`` from the pair's
+    bytes ``raw`` (uint8): the rows×r sign matrix from bits ``[0, rows·r)`` (little-endian within a
+    byte, 1 = −1); then cols little-endian 64-bit words, word c mod r the offset of column c (r
+    divides 2**64: no word is rejected); then each column c of the r×cols window matrix ±1 at rows
+    (offset + i) mod r from its sign bits ``[c·s, (c+1)·s)``. Returns (rows×r, r×cols), or their
+    transposes (r×rows, cols×r) if ``transposed``."""
+    sign_bytes = (rows * rank + 7) // 8
     if transposed:
-        rank, rows = left.shape
+        left = np.empty((rank, rows), dtype=np.int8)
+        right = np.zeros((cols, rank), dtype=np.int8)
     else:
-        rows, rank = left.shape
+        left = np.empty((rows, rank), dtype=np.int8)
+        right = np.zeros((rank, cols), dtype=np.int8)
     for i in range(rows):
         for j in range(rank):
             idx = i * rank + j
@@ -362,10 +365,13 @@ def _factor_pair_py(raw: Any, sign_bytes: int, offsets: Any, nonzeros: int, left
                 left[j, i] = v
             else:
                 left[i, j] = v
-    cols = offsets.shape[0]
+    mask = np.uint64(rank - 1)
     base = sign_bytes + 8 * cols
     for c in range(cols):
-        row = offsets[c]
+        word = np.uint64(0)
+        for byte in range(8):
+            word |= np.uint64(raw[sign_bytes + 8 * c + byte]) << np.uint64(8 * byte)
+        row = np.int64(word & mask)
         for i in range(nonzeros):
             idx = c * nonzeros + i
             v = np.int8(1 - 2 * ((raw[base + (idx >> 3)] >> (idx & 7)) & 1))
@@ -376,6 +382,7 @@ def _factor_pair_py(raw: Any, sign_bytes: int, offsets: Any, nonzeros: int, left
             row += 1
             if row == rank:
                 row = 0
+    return left, right
 
 
 def _within_py(x: Any, bound: int) -> bool:
@@ -433,12 +440,10 @@ def factor_pair(
     (see ``pouw.noise._draw_factor_pair``), or None without numba."""
     if not HAVE_NUMBA:
         return None
-    sign_bytes = (rows * rank + 7) // 8
-    offsets = (np.frombuffer(raw, dtype="<u8", count=cols, offset=sign_bytes) & np.uint64(rank - 1)).astype(np.int64)
-    left = np.empty((rank, rows) if transposed else (rows, rank), dtype=np.int8)
-    right = np.zeros((cols, rank) if transposed else (rank, cols), dtype=np.int8)
-    _factor_pair_jit(np.frombuffer(raw, dtype=np.uint8), sign_bytes, offsets, nonzeros, left, right, transposed)
-    return left, right
+    pair: tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]] = _factor_pair_jit(
+        np.frombuffer(raw, dtype=np.uint8), rows, rank, cols, nonzeros, transposed
+    )
+    return pair
 
 
 def sparse_rows(w: npt.NDArray[np.int8], d: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
