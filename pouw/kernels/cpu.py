@@ -381,7 +381,7 @@ def _factor_pair_py(raw: Any, rows: int, rank: int, cols: int, nonzeros: int, tr
                 right[row, c] = v
             row += 1
             if row == rank:
-                row = 0
+                row = np.int64(0)
     return left, right
 
 
