@@ -169,6 +169,41 @@ def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> bool:
     return bool(-PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND)
 
 
+def _noisy_rows_t_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> bool:
+    """numba body: ``out[c] = float32(base[c] + Σ_i w[c, i]·d[i])`` for ±1 ``w`` (q×r) and ternary
+    ``d`` (r×width) with at most 64 non-zeros a column, and ``sumsq[c] = ‖out[c]‖²`` (int32: exact
+    for width < 2**17): A+E = A + E_L·E_R row-major, r int8 vector adds a row (every entry of E is a
+    sum of s terms ±1: the running sums stay within ±127 while |base| <= 63; returns False, the
+    result unusable, when an entry of ``base`` is not). Without the transposes of
+    :func:`_noisy_blocks_py`, and as many adds when r = s (r <= 64)."""
+    q, r = w.shape
+    width = d.shape[1]
+    acc = np.zeros(width, dtype=np.int8)
+    low = np.int8(0)
+    high = np.int8(0)
+    for c in range(q):
+        for x in range(width):
+            v = base[c, x]
+            acc[x] = v
+            low = min(low, v)
+            high = max(high, v)
+        for i in range(r):
+            s = w[c, i]
+            if s == 1:
+                for x in range(width):
+                    acc[x] += d[i, x]
+            elif s == -1:
+                for x in range(width):
+                    acc[x] -= d[i, x]
+        total = np.int32(0)
+        for x in range(width):
+            v = np.int32(acc[x])
+            out[c, x] = np.float32(v)
+            total += v * v
+        sumsq[c] = total
+    return bool(-PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND)
+
+
 def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: Any) -> bool:
     """numba body: A+E in float32, laid out for the row-block loop of :func:`fused_float32`: the
     piece of row block ``[r0, r1)`` and chunk ``[s, s + width)`` is the contiguous (width × (r1−r0))
@@ -403,6 +438,7 @@ _tile_lanes_jit = _jit(_tile_lanes_py)
 _sparse_rows_jit = _jit(_sparse_rows_py)
 _noisy_rows_jit = _jit(_noisy_rows_py)
 _noisy_blocks_jit = _jit(_noisy_blocks_py)
+_noisy_rows_t_jit = _jit(_noisy_rows_t_py)
 _gemm_acc_jit = _jit(_gemm_acc_py)
 _as_float32_jit = _jit(_as_float32_py)
 _small_product_jit = _jit(_small_product_py)
@@ -585,10 +621,13 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
     CPU) and the int8 operands, without an int8 E or F or a separate conversion; A+E in the pieces
     that :func:`fused_float32` multiplies, for row blocks of ``rows`` (default :func:`block_rows`).
 
-    Wide products (k > 1040, where the exactness check needs the norms) and sparse windows (r > 128)
-    take the numba window kernels (``s = min(r, 64)`` int16 vector adds per entry, every store
-    contiguous, the norms on the way); the others ``A + E_L·E_R`` by a float32 ``addmm`` per chunk
-    (exact: every value is at most 63 + r), a few calls in all for the small products of a step.
+    Wide products with r <= 64 (every column of E_R then fully non-zero) build A+E row-major by r
+    int8 row adds (:func:`_noisy_rows_t_py`: no transposes of A and E_L, ~14 ms less at 2048² on
+    AVX2), the row blocks' chunks being strided views. Other wide products (k > 1040, where the
+    exactness check needs the norms) and sparse windows (r > 128) take the numba window kernels
+    (``s = min(r, 64)`` int8 vector adds per entry, every store contiguous, the norms on the way);
+    the others ``A + E_L·E_R`` by a float32 ``addmm`` per chunk (exact: every value is at most
+    63 + r), a few calls in all for the small products of a step.
     (Measured at 2048² on AVX2: the GEMM route is no faster there, since its strided chunk copies
     and norms cost what the windows save.) Without numba the GEMM route serves every size, with
     float32 sums of squares per chunk (at most t·127² < 2**24, exact) added in float64."""
@@ -604,7 +643,15 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
     wide = k > WIDTH_EXACT
     a_norms: npt.NDArray[np.int64] | None = None
     b_norms: npt.NDArray[np.int64] | None = None
-    if HAVE_NUMBA and (sparse or wide):
+    if HAVE_NUMBA and wide and rank <= NOISE_BOUND:  # r = s: row adds, no transposes, as many adds
+        whole2d = np.empty((m, k), dtype=np.float32)
+        norms32 = np.empty(m, dtype=np.int32)
+        if not _noisy_rows_t_jit(noise.e_left.numpy(), noise.e_right.numpy(), a.numpy(), whole2d, norms32):
+            raise ValueError(f"an operand beyond ±{PAYLOAD_BOUND}: its int8 running sums would wrap")
+        rows_t = torch.from_numpy(whole2d)
+        pieces = [[rows_t[r0 : r0 + rows, s : s + chunk] for s in starts] for r0 in blocks]
+        a_norms = norms32.astype(np.int64)
+    elif HAVE_NUMBA and (sparse or wide):
         flat = np.empty(m * k, dtype=np.float32)
         norms32 = np.empty(m, dtype=np.int32)
         e_left, e_right = noise.e_left.numpy(), noise.e_right.numpy()

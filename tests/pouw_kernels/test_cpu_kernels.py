@@ -175,7 +175,9 @@ def test_float32_accumulation_path_and_its_fallbacks_agree_with_the_reference() 
     assert torch.equal(wide.exact(a), (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32))
 
 
-@pytest.mark.parametrize(("chunk", "k", "rank"), [(12, 320, 128), (64, 320, 64), (100, 1100, 128), (64, 256, 256), (256, 1100, 256)])
+@pytest.mark.parametrize(
+    ("chunk", "k", "rank"), [(12, 320, 128), (64, 320, 64), (100, 1100, 128), (64, 256, 256), (256, 1100, 256), (64, 1100, 64)]
+)
 def test_noisy_operands_equal_the_dense_noise(chunk: int, k: int, rank: int) -> None:
     """Both constructions (GEMMs for narrow products, the numba windows for wide or sparse ones)."""
     a, b = operands(chunk, 128, k, 64)
