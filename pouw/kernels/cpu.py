@@ -596,13 +596,15 @@ WIDTH_EXACT = FLOAT32_EXACT // (127 * 127)
 class NoisyOperands:
     """A+E as float32 pieces ``a_pieces[block][c]`` (rows ``[block·rows, (block+1)·rows)``, columns
     ``[c·t, (c+1)·t)``: a contiguous matrix or the transpose of one), B+F (k×n) in float32, and the
-    squared norms of A+E's rows and B+F's columns (None when k <= 1040 makes them unnecessary)."""
+    squared norms of A+E's rows and B+F's columns (None when k <= 1040 makes them unnecessary);
+    ``a`` is the whole A+E (m×k float32, row-major) when it was built as one matrix."""
 
     a_pieces: list[list[torch.Tensor]]
     rows: int
     b: torch.Tensor
     a_sumsq: npt.NDArray[np.int64] | None = None
     b_sumsq: npt.NDArray[np.int64] | None = None
+    a: torch.Tensor | None = None
 
     def product_bound(self) -> int:
         """An integer bound on every |partial sum| of (A+E)(B+F) in any summation order: by
@@ -643,13 +645,14 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
     wide = k > WIDTH_EXACT
     a_norms: npt.NDArray[np.int64] | None = None
     b_norms: npt.NDArray[np.int64] | None = None
+    a_whole: torch.Tensor | None = None
     if HAVE_NUMBA and wide and rank <= NOISE_BOUND:  # r = s: row adds, no transposes, as many adds
         whole2d = np.empty((m, k), dtype=np.float32)
         norms32 = np.empty(m, dtype=np.int32)
         if not _noisy_rows_t_jit(noise.e_left.numpy(), noise.e_right.numpy(), a.numpy(), whole2d, norms32):
             raise ValueError(f"an operand beyond ±{PAYLOAD_BOUND}: its int8 running sums would wrap")
-        rows_t = torch.from_numpy(whole2d)
-        pieces = [[rows_t[r0 : r0 + rows, s : s + chunk] for s in starts] for r0 in blocks]
+        a_whole = torch.from_numpy(whole2d)
+        pieces = [[a_whole[r0 : r0 + rows, s : s + chunk] for s in starts] for r0 in blocks]
         a_norms = norms32.astype(np.int64)
     elif HAVE_NUMBA and (sparse or wide):
         flat = np.empty(m * k, dtype=np.float32)
@@ -693,7 +696,7 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
             b_norms = (b_noisy * b_noisy).sum(0, dtype=torch.float64).to(torch.int64).numpy()
     if not wide:
         return NoisyOperands(pieces, rows, b_noisy)
-    return NoisyOperands(pieces, rows, b_noisy, a_norms, b_norms)
+    return NoisyOperands(pieces, rows, b_noisy, a_norms, b_norms, a_whole)
 
 
 @dataclass(frozen=True, slots=True)
@@ -706,10 +709,18 @@ class Correction:
     bound: int
 
 
-def correction(a: torch.Tensor, b_noisy: torch.Tensor, noise: Any) -> Correction:
+def correction(a: torch.Tensor, b_noisy: torch.Tensor, noise: Any, a_noisy: torch.Tensor | None = None) -> Correction:
     """The denoising factors of ``pouw.transcript.denoise_fast``, in float32: ``A·F_L`` (|.| <= 63·k)
-    and ``E_R·(B+F)`` (|.| <= 127·k) are exact for k < 2**17 (the caller checks)."""
-    af = host_copy(a, torch.float32) @ noise.f_left.to(torch.float32)
+    and ``E_R·(B+F)`` (|.| <= 127·k) are exact for k < 2**17 (the caller checks).
+
+    Given A+E in float32 (``a_noisy``, r <= 64), ``A·F_L = (A+E)·F_L − E_L·(E_R·F_L)``: no float32
+    copy of A; every partial sum is at most 127·k, k or r·k <= 64·k < 2**24, so the same values."""
+    f_left = noise.f_left.to(torch.float32)
+    if a_noisy is not None and noise.rank <= NOISE_BOUND and a.shape[1] < 1 << 17:
+        af = a_noisy @ f_left
+        af.sub_(noise.e_left.to(torch.float32) @ (noise.e_right.to(torch.float32) @ f_left))
+    else:
+        af = host_copy(a, torch.float32) @ f_left
     y = noise.e_right.to(torch.float32) @ b_noisy
     bound = int(af.abs().sum(1, dtype=torch.float64).max()) + int(y.abs().sum(0, dtype=torch.float64).max())
     left = torch.cat([af, noise.e_left.to(torch.float32)], dim=1)
@@ -843,7 +854,7 @@ def fused_product(
     if plain_mm is not None and plain_is_cheaper(m, k, n, rank):
         c_noisy, lanes, _ = fused_float32(ops, chunk, weights)
         return c_noisy, lanes, ops.b, plain_mm(a, b)
-    fix = correction(a, ops.b, noise)
+    fix = correction(a, ops.b, noise, ops.a)
     if ops.product_bound() + fix.bound > FLOAT32_EXACT:
         c_noisy, lanes, useful = fused_float32(ops, chunk, weights)
     else:

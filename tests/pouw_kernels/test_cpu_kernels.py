@@ -193,6 +193,11 @@ def test_noisy_operands_equal_the_dense_noise(chunk: int, k: int, rank: int) -> 
     assert ops.float32_accumulation_exact()
     w = mix_weights(64, 64, torch.device("cpu")).numpy()
     fix = kernels.correction(a, ops.b, noise)
+    if ops.a is not None:  # A+E kept whole (r <= 64): A·F_L from it, the same factors
+        assert torch.equal(ops.a, (a + e).to(torch.float32))
+        from_noisy = kernels.correction(a, ops.b, noise, ops.a)
+        assert torch.equal(from_noisy.left, fix.left) and torch.equal(from_noisy.right, fix.right)
+        assert from_noisy.bound == fix.bound
     c1, lanes1, useful = kernels.fused_float32(ops, chunk, w, fix)
     c2, lanes2, none = kernels.fused_float32(ops, chunk, w)
     assert none is None and torch.equal(c1, c2) and (lanes1 == lanes2).all()
