@@ -573,6 +573,8 @@ def noisy_product(
         done = None
         if backend.kind == "float32":  # A+E, B+F, C' and lanes, and A·B by the cheaper exact route
             done = cpu_kernels.fused_product(a, b, noise, params.chunk, weights, backend.int_mm)
+        else:  # a small product is one numba call whatever the backend's GEMM (its own exact float32)
+            done = cpu_kernels.small_product(a, b, noise, params.chunk, weights)
         if done is not None:
             c_noisy, lanes, b_noisy, useful = done
         else:
