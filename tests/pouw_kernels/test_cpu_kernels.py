@@ -292,3 +292,19 @@ def test_noisy_product_refuses_an_operand_beyond_the_payload_bound(value: int) -
         with pytest.raises(ValidationError, match="beyond"):
             noisy_product(DEVNET, SEED, 0, 0, a, b, backend.int_mm, backend)
     assert kernels.within(np.full((3, 5), -63, dtype=np.int8), 63)
+
+
+def test_tile_tickets_and_leaves_equal_the_blake3_references() -> None:
+    """transcript's lean ticket and leaf loops give the values of blake3_triton's host references."""
+    from pouw.kernels.blake3_triton import leaf_hashes_host, tickets_host
+    from pouw.transcript import LEAF_KEY, TICKET_KEY, block_roots, tile_tickets
+
+    rng = np.random.default_rng(12)
+    lanes = rng.integers(0, (1 << 31) - 1, size=(9, 4), dtype=np.int64)
+    sigma = bytes(range(32))
+    assert tile_tickets(sigma, lanes) == tickets_host(sigma, lanes, TICKET_KEY)
+    assert tile_tickets(sigma, lanes[:0]) == []
+    with pytest.raises(ValueError):
+        tile_tickets(sigma, np.array([[0, 0, -1, 0]]))
+    rows = rng.integers(-63, 64, size=(200, 48), dtype=np.int8)
+    assert block_roots(rows, 64) == leaf_hashes_host(rows, 64, LEAF_KEY)
