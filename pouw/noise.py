@@ -110,7 +110,7 @@ def _draw_factor_pair(
     For a power-of-two rank no 64-bit word is ever rejected by ``randbelow(rank)`` (rank divides
     2**64), so the draw is exactly the next ``ceil(rows·rank/8) + 8·cols + ceil(cols·nonzeros/8)``
     bytes of the stream: read them in one piece (the same bytes, the same values, fewer calls)."""
-    from pouw.kernels.cpu import scatter_windows, transpose_int8
+    from pouw.kernels.cpu import factor_pair, scatter_windows, transpose_int8
 
     if rank & (rank - 1) or not 1 <= nonzeros <= min(rank, NOISE_BOUND):
         left, right = draw_signs(prng, rows, rank), draw_windows(prng, rank, cols, nonzeros)
@@ -118,6 +118,9 @@ def _draw_factor_pair(
 
     sign_bytes, window_bytes = (rows * rank + 7) // 8, (cols * nonzeros + 7) // 8
     raw = prng.bytes(sign_bytes + 8 * cols + window_bytes)
+    fast = factor_pair(raw, rows, rank, cols, nonzeros, transposed)  # one numba call: the same bits
+    if fast is not None:
+        return fast
     left = _signs(raw[:sign_bytes], rows, rank)
     words = np.frombuffer(raw, dtype="<u8", count=cols, offset=sign_bytes)
     offsets = (words & np.uint64(rank - 1)).astype(np.int64)

@@ -96,7 +96,10 @@ def operand_leaf(data: bytes | memoryview) -> bytes:
 def block_roots(rows: npt.NDArray[np.int8], block: int) -> list[bytes]:
     """The Merkle leaves of a commitment: :func:`operand_leaf` of each consecutive block of
     ``block`` rows' raw int8 bytes (row-major; the last block may be shorter)."""
-    return blake3_triton.leaf_hashes_host(np.ascontiguousarray(rows, dtype=np.int8), block, LEAF_KEY)
+    data = np.ascontiguousarray(rows, dtype=np.int8)  # row slices of it: contiguous, hashed in place
+    if block < 1:
+        raise ValueError("block must be positive")
+    return [blake3.blake3(data[s : s + block].data, key=LEAF_KEY).digest() for s in range(0, data.shape[0], block)]
 
 
 def commit_rows(rows: npt.NDArray[np.int8], block: int) -> bytes:
@@ -126,6 +129,14 @@ def fold_chunk(state: torch.Tensor, partial: torch.Tensor, chunk_index: int) -> 
 def _mix_weights(tile_m: int, tile_n: int) -> torch.Tensor:
     draws = Prng("pouw/mix-weights", tile_m, tile_n).randbelow_array(MIX_PRIME - 1, DIGEST_LANES * tile_m * tile_n)
     return torch.from_numpy(draws + 1).reshape(DIGEST_LANES, tile_m, tile_n)
+
+
+@functools.cache
+def _mix_weights32(tile_m: int, tile_n: int) -> npt.NDArray[np.uint32]:
+    """The lane weights as uint32 (every one is below 2**31), the dtype of the fused CPU kernels."""
+    weights: npt.NDArray[np.uint32] = _mix_weights(tile_m, tile_n).numpy().astype(np.uint32)
+    weights.flags.writeable = False
+    return weights
 
 
 def mix_weights(tile_m: int, tile_n: int, device: torch.device) -> torch.Tensor:
@@ -172,8 +183,16 @@ def tile_ticket(sigma_m: bytes, tile_index: int, digest: bytes) -> bytes:
 
 
 def tile_tickets(sigma_m: bytes, lanes: npt.NDArray[np.int64]) -> list[bytes]:
-    """The ticket of every tile from its lanes (tiles, 4), tiles numbered by row."""
-    return blake3_triton.tickets_host(sigma_m, lanes, TICKET_KEY)
+    """The ticket of every tile from its lanes (tiles, 4), tiles numbered by row (the values of
+    ``blake3_triton.tickets_host``, with less per-call work: a step of a small job has few tiles)."""
+    rows = np.asarray(lanes).reshape(-1, DIGEST_LANES)
+    if rows.size and (rows.min() < 0 or rows.max() >= 1 << 32):
+        raise ValueError("lanes must lie in [0, 2**32)")
+    digests = rows.astype(">u4").tobytes()
+    return [
+        blake3.blake3(sigma_m + i.to_bytes(8, "little") + digests[16 * i : 16 * i + 16], key=TICKET_KEY).digest()
+        for i in range(rows.shape[0])
+    ]
 
 
 def ticket_wins(ticket: bytes, target: int, tile_work: int, reference_work: int) -> bool:
@@ -306,6 +325,8 @@ def triton_eligible(params: PouwParams, k: int, device: torch.device) -> bool:
     """Whether the Triton kernel computes the transcript: CUDA tensors with triton installed (or
     CPU tensors under ``TRITON_INTERPRET=1`` with ``POUW_TRITON_ON_CPU=1``, for the tests), tiles
     of at least 16 × 16 (``tl.dot``), running sums within int32."""
+    if device.type == "cpu" and not triton_gpu.interpreting():  # the common case, decided first
+        return False
     if not triton_gpu.HAVE_TRITON or params.tile_m < 16 or params.tile_n < 16 or k * 127 * 127 >= 1 << 31:
         return False
     if device.type == "cuda":
@@ -364,6 +385,21 @@ def first_winner(tickets: npt.NDArray[np.uint8], target: int, tile_work: int, re
     return int(hits[0]) if hits.size else -1
 
 
+SMALL_SCAN = 256
+"""Up to this many tickets (a small job's matmul has a few tiles) :func:`scan_small` beats numpy."""
+
+
+def scan_small(tickets: list[bytes], target: int, tile_work: int, reference_work: int) -> blake3_triton.TicketScan:
+    """:func:`first_winner` and :func:`lowest_ticket` of a few tickets in plain Python: bytes of one
+    length compare as big-endian integers, and ``min`` keeps the first of equals."""
+    if not tickets:
+        return blake3_triton.TicketScan(-1, -1, None, None)
+    best = min(range(len(tickets)), key=tickets.__getitem__)
+    bound = -(-target * tile_work // reference_work)
+    first = next((i for i, t in enumerate(tickets) if int.from_bytes(t, "big") < bound), -1)
+    return blake3_triton.TicketScan(first, best, tickets[first] if first >= 0 else None, tickets[best])
+
+
 @dataclass(frozen=True, slots=True)
 class TileTickets:
     """What the lottery keeps of one noisy product: its tickets and what opens any tile.
@@ -413,6 +449,8 @@ class TileTickets:
         if isinstance(self.data, torch.Tensor) and self.data.device.type != "cpu":
             threshold = blake3_triton.win_threshold(target, self.tile_work, reference_work)
             return blake3_triton.first_winner(self.data, threshold)
+        if isinstance(self.data, list) and len(self.data) <= SMALL_SCAN:
+            return scan_small(self.data, target, self.tile_work, reference_work)
         tickets = self.ticket_array()
         if not len(tickets):
             return blake3_triton.TicketScan(-1, -1, None, None)
@@ -487,9 +525,11 @@ class NoisyProduct(TileTickets):
         return denoise(self.c_noisy, a, self.b_noisy, self.noise)
 
 
-def _check_payload(a: torch.Tensor, b: torch.Tensor) -> None:
-    if int(a.abs().max()) > PAYLOAD_BOUND or int(b.abs().max()) > PAYLOAD_BOUND:
-        raise ValidationError(Reason.OUT_OF_RANGE, f"matmul operand beyond ±{PAYLOAD_BOUND}")
+def _check_payload(*operands: npt.NDArray[np.int8]) -> None:
+    """Every entry within ±``PAYLOAD_BOUND`` (min and max: no int8 ``abs``, which keeps −128)."""
+    for x in operands:
+        if not cpu_kernels.within(x, PAYLOAD_BOUND):
+            raise ValidationError(Reason.OUT_OF_RANGE, f"matmul operand beyond ±{PAYLOAD_BOUND}")
 
 
 def noisy_product(
@@ -512,19 +552,29 @@ def noisy_product(
         raise ValidationError(Reason.OUT_OF_RANGE, f"product {m}x{n} is not a grid of tiles")
     if triton_eligible(params, k, a.device):
         return _device_product(params, header_seed, step, index, a, b, int_mm)
-    _check_payload(a, b)
-    bt = b.T.contiguous()
-    a_blocks = block_roots(a.cpu().numpy(), params.tile_m)
-    b_blocks = block_roots(bt.cpu().numpy(), params.tile_n)
+    a_host = a.cpu().numpy()
+    if b.device.type == "cpu":
+        bt_host = cpu_kernels.transpose_int8(b.numpy())  # numpy's copy for small ones: no torch call
+        bt = torch.from_numpy(bt_host)
+    else:
+        bt = b.T.contiguous()
+        bt_host = bt.cpu().numpy()
+    _check_payload(a_host, bt_host)
+    a_blocks = block_roots(a_host, params.tile_m)
+    b_blocks = block_roots(bt_host, params.tile_n)
     sigma_m = matmul_seed(header_seed, step, index, (m, k, n), _root_of_hashes(a_blocks), _root_of_hashes(b_blocks))
-    noise = draw_noise(sigma_m, m, k, n, params.rank).to(a.device)
+    noise = draw_noise(sigma_m, m, k, n, params.rank)  # CPU tensors
+    if a.device.type != "cpu":
+        noise = noise.to(a.device)
     fused = backend is not None and fused_eligible(backend, params, k, a.device)
     useful = None
     if fused and backend is not None:
-        weights = _mix_weights(params.tile_m, params.tile_n).numpy()
+        weights = _mix_weights32(params.tile_m, params.tile_n)
         done = None
         if backend.kind == "float32":  # A+E, B+F, C' and lanes, and A·B by the cheaper exact route
             done = cpu_kernels.fused_product(a, b, noise, params.chunk, weights, backend.int_mm)
+        else:  # a small product is one numba call whatever the backend's GEMM (its own exact float32)
+            done = cpu_kernels.small_product(a, b, noise, params.chunk, weights)
         if done is not None:
             c_noisy, lanes, b_noisy, useful = done
         else:

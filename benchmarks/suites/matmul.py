@@ -138,7 +138,7 @@ def phase_seconds(
             lap("denoise")
             return times
         if ops.float32_accumulation_exact():
-            fix = cpu_kernels.correction(a, ops.b, noise)
+            fix = cpu_kernels.correction(a, ops.b, noise, ops.a)
             lap("denoise")
             folded = ops.product_bound() + fix.bound < cpu_kernels.FLOAT32_EXACT
             c_noisy, lanes, _ = cpu_kernels.fused_float32(ops, params.chunk, weights, fix if folded else None)

@@ -17,7 +17,12 @@ else the denoising correction folded into the block loop. :func:`small_product` 
 one numba call for the small products of a training step, where torch's per-call cost dominates.
 
 :func:`sparse_rows` builds the windowed noise without a GEMM: row c of ``W·D`` for a ternary ``W``
-with a few non-zeros per row is a handful of int16 vector adds of rows of ``D``.
+with a few non-zeros per row is a handful of int16 vector adds of rows of ``D``. The float32 noisy
+operands come from int8 vector adds (exact: a payload entry, |x| <= 63, plus at most 64 terms ±1
+stays within ±127), by windows (:func:`_noisy_blocks_py`, on transposes) or, when r <= 64, row by
+row (:func:`_noisy_rows_t_py`, no transposes). The small products' GEMMs are a 4×4-blocked numba
+loop (:func:`_gemm_acc_py`, about MKL's speed below 2**21 MACs without its per-call cost), and
+:func:`factor_pair` turns a noise draw's bytes into its two factors in one call.
 
 Every function here has a pure torch/numpy fallback, used when numba cannot be imported (or when
 ``POUW_NO_NUMBA=1``); both are bit-identical to the reference in pouw/transcript.py, which the
@@ -37,7 +42,7 @@ import numpy.typing as npt
 import torch
 
 from pouw.backends import host_copy, host_empty
-from pouw.params import NOISE_BOUND
+from pouw.params import NOISE_BOUND, PAYLOAD_BOUND
 
 MASK32 = 0xFFFFFFFF
 MIX_MULTIPLIER = 0x7FEB352D
@@ -136,17 +141,24 @@ def _sparse_rows_py(w: Any, d: Any, out: Any) -> None:
             out[c, x] = acc[x]
 
 
-def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> None:
+def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> bool:
     """numba body: ``out[c] = float32(base[c] + Σ_i w[c, i]·d[i])`` for ternary ``w`` (q×r) and ±1
-    ``d`` (r×width), and ``sumsq[x] = Σ_c out[c, x]²`` (int32: exact for q < 2**17): B+F, row-major."""
+    ``d`` (r×width), and ``sumsq[x] = Σ_c out[c, x]²`` (int32: exact for q < 2**17): B+F, row-major.
+    The running sums are int8 (twice the lanes of int16): exact while |base| <= 63 (s <= 64 terms
+    keep them within ±127); returns False, the result unusable, when an entry of ``base`` is not."""
     q, r = w.shape
     width = d.shape[1]
-    acc = np.zeros(width, dtype=np.int16)
+    acc = np.zeros(width, dtype=np.int8)  # exact: |base| <= 63 plus at most 64 terms ±1
+    low = np.int8(0)
+    high = np.int8(0)
     for x in range(width):
         sumsq[x] = 0
     for c in range(q):
         for x in range(width):
-            acc[x] = base[c, x]
+            v = base[c, x]
+            acc[x] = v
+            low = min(low, v)
+            high = max(high, v)
         for i in range(r):
             s = w[c, i]
             if s == 1:
@@ -159,9 +171,45 @@ def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> None:
             v = np.int32(acc[x])
             out[c, x] = np.float32(v)
             sumsq[x] += v * v
+    return bool(-PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND)
 
 
-def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: Any) -> None:
+def _noisy_rows_t_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> bool:
+    """numba body: ``out[c] = float32(base[c] + Σ_i w[c, i]·d[i])`` for ±1 ``w`` (q×r) and ternary
+    ``d`` (r×width) with at most 64 non-zeros a column, and ``sumsq[c] = ‖out[c]‖²`` (int32: exact
+    for width < 2**17): A+E = A + E_L·E_R row-major, r int8 vector adds a row (every entry of E is a
+    sum of s terms ±1: the running sums stay within ±127 while |base| <= 63; returns False, the
+    result unusable, when an entry of ``base`` is not). Without the transposes of
+    :func:`_noisy_blocks_py`, and as many adds when r = s (r <= 64)."""
+    q, r = w.shape
+    width = d.shape[1]
+    acc = np.zeros(width, dtype=np.int8)
+    low = np.int8(0)
+    high = np.int8(0)
+    for c in range(q):
+        for x in range(width):
+            v = base[c, x]
+            acc[x] = v
+            low = min(low, v)
+            high = max(high, v)
+        for i in range(r):
+            s = w[c, i]
+            if s == 1:
+                for x in range(width):
+                    acc[x] += d[i, x]
+            elif s == -1:
+                for x in range(width):
+                    acc[x] -= d[i, x]
+        total = np.int32(0)
+        for x in range(width):
+            v = np.int32(acc[x])
+            out[c, x] = np.float32(v)
+            total += v * v
+        sumsq[c] = total
+    return bool(-PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND)
+
+
+def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: Any) -> bool:
     """numba body: A+E in float32, laid out for the row-block loop of :func:`fused_float32`: the
     piece of row block ``[r0, r1)`` and chunk ``[s, s + width)`` is the contiguous (width × (r1−r0))
     matrix (A+E)ᵀ[s : s + width, r0 : r1] at ``out[r0·k + s·(r1−r0):]``; ``sumsq[i] = ‖(A+E)_i‖²``
@@ -169,15 +217,21 @@ def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: An
 
     ``w`` = E_Rᵀ (k×r ternary), ``d`` = E_Lᵀ (r×m, ±1), ``base_t`` = Aᵀ (k×m int8). Row l of
     (A+E)ᵀ is row l of Aᵀ plus the signed sum of the rows of E_Lᵀ that column l of E_R's window
-    selects: int16 vector adds over m, every store contiguous."""
+    selects: int8 vector adds over m (exact: |A| <= 63 and s <= 64, so every running sum stays within
+    ±127; returns False, the result unusable, when an entry of A is beyond ±63), every store contiguous."""
     k, r = w.shape
     m = d.shape[1]
-    acc = np.zeros(m, dtype=np.int16)
+    acc = np.zeros(m, dtype=np.int8)  # exact: |A| <= 63 plus at most 64 terms ±1
+    low = np.int8(0)
+    high = np.int8(0)
     for x in range(m):
         sumsq[x] = 0
     for col in range(k):
         for x in range(m):
-            acc[x] = base_t[col, x]
+            v = base_t[col, x]
+            acc[x] = v
+            low = min(low, v)
+            high = max(high, v)
         for i in range(r):
             s = w[col, i]
             if s == 1:
@@ -194,6 +248,7 @@ def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: An
             offset = r0 * k + col * height - r0
             for x in range(r0, r0 + height):
                 out[offset + x] = np.float32(acc[x])
+    return bool(-PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND)
 
 
 def _mix_float_py(acc: Any, state: Any, chunk_index: int) -> None:
@@ -214,16 +269,31 @@ def _mix_float_py(acc: Any, state: Any, chunk_index: int) -> None:
 
 
 def _gemm_acc_py(a: Any, b: Any, out: Any) -> None:
-    """numba body: ``out += a @ b`` in float32, four rows of ``a`` per pass over a row of ``b`` (the
-    innermost loop runs over a contiguous row of ``b`` and of ``out``: vectorised)."""
+    """numba body: ``out += a @ b`` in float32, a 4×4 block of ``a`` per pass over four rows of ``b``
+    (the innermost loop runs over contiguous rows of ``b`` and ``out``: vectorised, and each store
+    of ``out`` carries four products). Exact in any order while every sum of |products| stays
+    below 2**24 (integers: every intermediate is then a representable integer)."""
     m, k = a.shape
     n = b.shape[1]
+    k4 = k - k % 4
     i = 0
     while i + 4 <= m:
         out0, out1, out2, out3 = out[i], out[i + 1], out[i + 2], out[i + 3]
-        for col in range(k):
-            v0, v1, v2, v3 = a[i, col], a[i + 1, col], a[i + 2, col], a[i + 3, col]
+        for col in range(0, k4, 4):
+            s0, s1, s2, s3 = b[col], b[col + 1], b[col + 2], b[col + 3]
+            a00, a01, a02, a03 = a[i, col], a[i, col + 1], a[i, col + 2], a[i, col + 3]
+            a10, a11, a12, a13 = a[i + 1, col], a[i + 1, col + 1], a[i + 1, col + 2], a[i + 1, col + 3]
+            a20, a21, a22, a23 = a[i + 2, col], a[i + 2, col + 1], a[i + 2, col + 2], a[i + 2, col + 3]
+            a30, a31, a32, a33 = a[i + 3, col], a[i + 3, col + 1], a[i + 3, col + 2], a[i + 3, col + 3]
+            for x in range(n):
+                v0, v1, v2, v3 = s0[x], s1[x], s2[x], s3[x]
+                out0[x] += a00 * v0 + a01 * v1 + a02 * v2 + a03 * v3
+                out1[x] += a10 * v0 + a11 * v1 + a12 * v2 + a13 * v3
+                out2[x] += a20 * v0 + a21 * v1 + a22 * v2 + a23 * v3
+                out3[x] += a30 * v0 + a31 * v1 + a32 * v2 + a33 * v3
+        for col in range(k4, k):
             source = b[col]
+            v0, v1, v2, v3 = a[i, col], a[i + 1, col], a[i + 2, col], a[i + 3, col]
             for x in range(n):
                 value = source[x]
                 out0[x] += v0 * value
@@ -313,12 +383,67 @@ def _scatter_windows_py(offsets: Any, signs: Any, out: Any) -> None:
                 row = 0
 
 
+def _factor_pair_py(raw: Any, rows: int, rank: int, cols: int, nonzeros: int, transposed: bool) -> tuple[Any, Any]:
+    """numba body of ``pouw.noise._draw_factor_pair`` for a power-of-two ``rank`` from the pair's
+    bytes ``raw`` (uint8): the rows×r sign matrix from bits ``[0, rows·r)`` (little-endian within a
+    byte, 1 = −1); then cols little-endian 64-bit words, word c mod r the offset of column c (r
+    divides 2**64: no word is rejected); then each column c of the r×cols window matrix ±1 at rows
+    (offset + i) mod r from its sign bits ``[c·s, (c+1)·s)``. Returns (rows×r, r×cols), or their
+    transposes (r×rows, cols×r) if ``transposed``."""
+    sign_bytes = (rows * rank + 7) // 8
+    if transposed:
+        left = np.empty((rank, rows), dtype=np.int8)
+        right = np.zeros((cols, rank), dtype=np.int8)
+    else:
+        left = np.empty((rows, rank), dtype=np.int8)
+        right = np.zeros((rank, cols), dtype=np.int8)
+    for i in range(rows):
+        for j in range(rank):
+            idx = i * rank + j
+            v = np.int8(1 - 2 * ((raw[idx >> 3] >> (idx & 7)) & 1))
+            if transposed:
+                left[j, i] = v
+            else:
+                left[i, j] = v
+    mask = np.uint64(rank - 1)
+    base = sign_bytes + 8 * cols
+    for c in range(cols):
+        word = np.uint64(0)
+        for byte in range(8):
+            word |= np.uint64(raw[sign_bytes + 8 * c + byte]) << np.uint64(8 * byte)
+        row = np.int64(word & mask)
+        for i in range(nonzeros):
+            idx = c * nonzeros + i
+            v = np.int8(1 - 2 * ((raw[base + (idx >> 3)] >> (idx & 7)) & 1))
+            if transposed:
+                right[c, row] = v
+            else:
+                right[row, c] = v
+            row += 1
+            if row == rank:
+                row = np.int64(0)
+    return left, right
+
+
+def _within_py(x: Any, bound: int) -> bool:
+    """numba body: every entry of the flat int8 ``x`` within ±``bound``."""
+    low = np.int8(0)
+    high = np.int8(0)
+    for j in range(x.size):
+        low = min(low, x[j])
+        high = max(high, x[j])
+    return bool(-bound <= low and high <= bound)
+
+
 _accumulate_mix = _jit(_accumulate_mix_py)
+_within_jit = _jit(_within_py)
+_factor_pair_jit = _jit(_factor_pair_py)
 _scatter_windows_jit = _jit(_scatter_windows_py)
 _tile_lanes_jit = _jit(_tile_lanes_py)
 _sparse_rows_jit = _jit(_sparse_rows_py)
 _noisy_rows_jit = _jit(_noisy_rows_py)
 _noisy_blocks_jit = _jit(_noisy_blocks_py)
+_noisy_rows_t_jit = _jit(_noisy_rows_t_py)
 _gemm_acc_jit = _jit(_gemm_acc_py)
 _as_float32_jit = _jit(_as_float32_py)
 _small_product_jit = _jit(_small_product_py)
@@ -338,6 +463,28 @@ def scatter_windows(
         rows = (offsets[:, None] + np.arange(nonzeros)[None, :]) % rank
         (out.T if transposed else out)[rows, np.arange(cols)[:, None]] = signs
     return out
+
+
+def within(x: npt.NDArray[np.int8], bound: int) -> bool:
+    """Whether every entry of the int8 array ``x`` lies in [−bound, bound] (one pass, no int8 ``abs``)."""
+    if not x.size:
+        return True
+    if HAVE_NUMBA and x.flags.c_contiguous:
+        return bool(_within_jit(x.reshape(-1), bound))
+    return int(x.max()) <= bound and int(x.min()) >= -bound
+
+
+def factor_pair(
+    raw: bytes, rows: int, rank: int, cols: int, nonzeros: int, transposed: bool
+) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]] | None:
+    """The (signs, windows) factor pair of a power-of-two ``rank`` from its bytes in one numba call
+    (see ``pouw.noise._draw_factor_pair``), or None without numba."""
+    if not HAVE_NUMBA:
+        return None
+    pair: tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]] = _factor_pair_jit(
+        np.frombuffer(raw, dtype=np.uint8), rows, rank, cols, nonzeros, transposed
+    )
+    return pair
 
 
 def sparse_rows(w: npt.NDArray[np.int8], d: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
@@ -369,7 +516,7 @@ def fused_transcript(
     b_noisy: torch.Tensor,
     chunk: int,
     chunk_mm: Callable[..., torch.Tensor],
-    weights: npt.NDArray[np.int64],
+    weights: npt.NDArray[Any],
     chunk_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, npt.NDArray[np.int64]]:
     """(C' as int32 (m, n), the digest lanes (tiles, 4) row-major) of the noisy product.
@@ -409,15 +556,20 @@ def fused_transcript(
                 product = chunk_mm(piece, b_chunks[c]) if out is None else chunk_mm(piece, b_chunks[c], out=out)
                 _accumulate_mix(product.numpy().reshape(-1), partial_flat, state_flat, c)
             block_lanes = lanes[(r0 // tile_m) * tiles_per_row : (r1 // tile_m) * tiles_per_row]
-            _tile_lanes_jit(state, weights.astype(np.uint32), tile_m, tile_n, block_lanes)
+            _tile_lanes_jit(state, weights.astype(np.uint32, copy=False), tile_m, tile_n, block_lanes)
         else:
             state_block = state_t[: r1 - r0]
             state_block.zero_()
             for c in range(len(starts)):
                 _accumulate_mix_torch(chunk_mm(a_chunks[c][r0:r1], b_chunks[c]), partial, state_block, c)
             block_lanes = lanes[(r0 // tile_m) * tiles_per_row : (r1 // tile_m) * tiles_per_row]
-            block_lanes[:] = _tile_lanes_torch(state_block, torch.from_numpy(weights), tile_m, tile_n)
+            block_lanes[:] = _tile_lanes_torch(state_block, _weights64(weights), tile_m, tile_n)
     return c_noisy, lanes
+
+
+def _weights64(weights: npt.NDArray[Any]) -> torch.Tensor:
+    """The lane weights (int64 or uint32) as an int64 tensor, for the torch fallbacks."""
+    return torch.from_numpy(weights.astype(np.int64, copy=False))
 
 
 def _tile_lanes_torch(state: torch.Tensor, weights: torch.Tensor, tile_m: int, tile_n: int) -> npt.NDArray[np.int64]:
@@ -449,13 +601,15 @@ WIDTH_EXACT = FLOAT32_EXACT // (127 * 127)
 class NoisyOperands:
     """A+E as float32 pieces ``a_pieces[block][c]`` (rows ``[block·rows, (block+1)·rows)``, columns
     ``[c·t, (c+1)·t)``: a contiguous matrix or the transpose of one), B+F (k×n) in float32, and the
-    squared norms of A+E's rows and B+F's columns (None when k <= 1040 makes them unnecessary)."""
+    squared norms of A+E's rows and B+F's columns (None when k <= 1040 makes them unnecessary);
+    ``a`` is the whole A+E (m×k float32, row-major) when it was built as one matrix."""
 
     a_pieces: list[list[torch.Tensor]]
     rows: int
     b: torch.Tensor
     a_sumsq: npt.NDArray[np.int64] | None = None
     b_sumsq: npt.NDArray[np.int64] | None = None
+    a: torch.Tensor | None = None
 
     def product_bound(self) -> int:
         """An integer bound on every |partial sum| of (A+E)(B+F) in any summation order: by
@@ -474,10 +628,13 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
     CPU) and the int8 operands, without an int8 E or F or a separate conversion; A+E in the pieces
     that :func:`fused_float32` multiplies, for row blocks of ``rows`` (default :func:`block_rows`).
 
-    Wide products (k > 1040, where the exactness check needs the norms) and sparse windows (r > 128)
-    take the numba window kernels (``s = min(r, 64)`` int16 vector adds per entry, every store
-    contiguous, the norms on the way); the others ``A + E_L·E_R`` by a float32 ``addmm`` per chunk
-    (exact: every value is at most 63 + r), a few calls in all for the small products of a step.
+    Wide products with r <= 64 (every column of E_R then fully non-zero) build A+E row-major by r
+    int8 row adds (:func:`_noisy_rows_t_py`: no transposes of A and E_L, ~14 ms less at 2048² on
+    AVX2), the row blocks' chunks being strided views. Other wide products (k > 1040, where the
+    exactness check needs the norms) and sparse windows (r > 128) take the numba window kernels
+    (``s = min(r, 64)`` int8 vector adds per entry, every store contiguous, the norms on the way);
+    the others ``A + E_L·E_R`` by a float32 ``addmm`` per chunk (exact: every value is at most
+    63 + r), a few calls in all for the small products of a step.
     (Measured at 2048² on AVX2: the GEMM route is no faster there, since its strided chunk copies
     and norms cost what the windows save.) Without numba the GEMM route serves every size, with
     float32 sums of squares per chunk (at most t·127² < 2**24, exact) added in float64."""
@@ -493,12 +650,22 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
     wide = k > WIDTH_EXACT
     a_norms: npt.NDArray[np.int64] | None = None
     b_norms: npt.NDArray[np.int64] | None = None
-    if HAVE_NUMBA and (sparse or wide):
+    a_whole: torch.Tensor | None = None
+    if HAVE_NUMBA and wide and rank <= NOISE_BOUND:  # r = s: row adds, no transposes, as many adds
+        whole2d = np.empty((m, k), dtype=np.float32)
+        norms32 = np.empty(m, dtype=np.int32)
+        if not _noisy_rows_t_jit(noise.e_left.numpy(), noise.e_right.numpy(), a.numpy(), whole2d, norms32):
+            raise ValueError(f"an operand beyond ±{PAYLOAD_BOUND}: its int8 running sums would wrap")
+        a_whole = torch.from_numpy(whole2d)
+        pieces = [[a_whole[r0 : r0 + rows, s : s + chunk] for s in starts] for r0 in blocks]
+        a_norms = norms32.astype(np.int64)
+    elif HAVE_NUMBA and (sparse or wide):
         flat = np.empty(m * k, dtype=np.float32)
         norms32 = np.empty(m, dtype=np.int32)
         e_left, e_right = noise.e_left.numpy(), noise.e_right.numpy()
         # E_Rᵀ as a strided view (r reads a column), E_Lᵀ and Aᵀ contiguous (the vectorised rows)
-        _noisy_blocks_jit(e_right.T, transpose_int8(e_left), transpose_int8(a.numpy()), rows, flat, norms32)
+        if not _noisy_blocks_jit(e_right.T, transpose_int8(e_left), transpose_int8(a.numpy()), rows, flat, norms32):
+            raise ValueError(f"an operand beyond ±{PAYLOAD_BOUND}: its int8 running sums would wrap")
         whole = torch.from_numpy(flat)
         pieces = []
         for r0 in blocks:
@@ -524,7 +691,8 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
         b_rows = np.empty((k, n), dtype=np.float32)
         norms32 = np.empty(n, dtype=np.int32)
         f_left, f_right = noise.f_left.numpy(), noise.f_right.numpy()
-        _noisy_rows_jit(np.ascontiguousarray(f_left), np.ascontiguousarray(f_right), b.numpy(), b_rows, norms32)
+        if not _noisy_rows_jit(np.ascontiguousarray(f_left), np.ascontiguousarray(f_right), b.numpy(), b_rows, norms32):
+            raise ValueError(f"an operand beyond ±{PAYLOAD_BOUND}: its int8 running sums would wrap")
         b_noisy = torch.from_numpy(b_rows)
         b_norms = norms32.astype(np.int64)
     else:
@@ -533,7 +701,7 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
             b_norms = (b_noisy * b_noisy).sum(0, dtype=torch.float64).to(torch.int64).numpy()
     if not wide:
         return NoisyOperands(pieces, rows, b_noisy)
-    return NoisyOperands(pieces, rows, b_noisy, a_norms, b_norms)
+    return NoisyOperands(pieces, rows, b_noisy, a_norms, b_norms, a_whole)
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,10 +714,18 @@ class Correction:
     bound: int
 
 
-def correction(a: torch.Tensor, b_noisy: torch.Tensor, noise: Any) -> Correction:
+def correction(a: torch.Tensor, b_noisy: torch.Tensor, noise: Any, a_noisy: torch.Tensor | None = None) -> Correction:
     """The denoising factors of ``pouw.transcript.denoise_fast``, in float32: ``A·F_L`` (|.| <= 63·k)
-    and ``E_R·(B+F)`` (|.| <= 127·k) are exact for k < 2**17 (the caller checks)."""
-    af = host_copy(a, torch.float32) @ noise.f_left.to(torch.float32)
+    and ``E_R·(B+F)`` (|.| <= 127·k) are exact for k < 2**17 (the caller checks).
+
+    Given A+E in float32 (``a_noisy``, r <= 64), ``A·F_L = (A+E)·F_L − E_L·(E_R·F_L)``: no float32
+    copy of A; every partial sum is at most 127·k, k or r·k <= 64·k < 2**24, so the same values."""
+    f_left = noise.f_left.to(torch.float32)
+    if a_noisy is not None and noise.rank <= NOISE_BOUND and a.shape[1] < 1 << 17:
+        af = a_noisy @ f_left
+        af.sub_(noise.e_left.to(torch.float32) @ (noise.e_right.to(torch.float32) @ f_left))
+    else:
+        af = host_copy(a, torch.float32) @ f_left
     y = noise.e_right.to(torch.float32) @ b_noisy
     bound = int(af.abs().sum(1, dtype=torch.float64).max()) + int(y.abs().sum(0, dtype=torch.float64).max())
     left = torch.cat([af, noise.e_left.to(torch.float32)], dim=1)
@@ -560,7 +736,7 @@ def correction(a: torch.Tensor, b_noisy: torch.Tensor, noise: Any) -> Correction
 def fused_float32(
     ops: NoisyOperands,
     chunk: int,
-    weights: npt.NDArray[np.int64],
+    weights: npt.NDArray[Any],
     fix: Correction | None = None,
 ) -> tuple[torch.Tensor, npt.NDArray[np.int64], torch.Tensor | None]:
     """(C' int32, the digest lanes, C = C' − fix.left·fix.right int32 or None) of the noisy product.
@@ -584,7 +760,7 @@ def fused_float32(
     starts = list(range(0, k, chunk))
     b_chunks = [ops.b[s : s + chunk] for s in starts]
     acc_buffer = host_empty((rows, n), torch.float32)
-    weights32 = weights.astype(np.uint32)  # every weight is below 2**31
+    weights32 = weights.astype(np.uint32, copy=False)  # every weight is below 2**31
     state_buffer = np.zeros((rows, n), dtype=np.uint32)
     tiles_per_row = n // tile_n
     for r0 in range(0, m, rows):
@@ -609,7 +785,7 @@ def fused_float32(
             _tile_lanes_jit(state, weights32, tile_m, tile_n, block_lanes)
         else:
             wide = torch.from_numpy(state.astype(np.int64))
-            block_lanes[:] = _tile_lanes_torch(wide, torch.from_numpy(weights), tile_m, tile_n)
+            block_lanes[:] = _tile_lanes_torch(wide, _weights64(weights), tile_m, tile_n)
         c_noisy[r0:r1].copy_(acc)
         if fix is not None and useful is not None:
             acc.addmm_(fix.left[r0:r1], fix.right, alpha=-1)
@@ -630,7 +806,7 @@ below ~2M MACs the fixed cost of a dozen torch calls outweighs MKL's faster loop
 
 
 def small_product(
-    a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, weights: npt.NDArray[np.int64]
+    a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, weights: npt.NDArray[Any]
 ) -> tuple[torch.Tensor, npt.NDArray[np.int64], torch.Tensor, torch.Tensor] | None:
     """(C' int32, lanes, B+F float32, A·B int32) of a small product in one numba call, or None where
     it does not apply (no numba, more than :data:`SMALL_MACS` MACs or k > 1040)."""
@@ -644,7 +820,7 @@ def small_product(
     lanes = np.empty(((m // weights.shape[1]) * (n // weights.shape[2]), LANES), dtype=np.int64)
     _small_product_jit(
         a.numpy(), b.numpy(), noise.e_left.numpy(), noise.e_right.numpy(), noise.f_left.numpy(),
-        noise.f_right.numpy(), chunk, weights.astype(np.uint32), b_noisy, c_noisy, useful, lanes,
+        noise.f_right.numpy(), chunk, weights.astype(np.uint32, copy=False), b_noisy, c_noisy, useful, lanes,
     )
     return torch.from_numpy(c_noisy), lanes, torch.from_numpy(b_noisy), torch.from_numpy(useful)
 
@@ -660,7 +836,7 @@ def fused_product(
     b: torch.Tensor,
     noise: Any,
     chunk: int,
-    weights: npt.NDArray[np.int64],
+    weights: npt.NDArray[Any],
     plain_mm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, npt.NDArray[np.int64], torch.Tensor, torch.Tensor | None] | None:
     """The float32 CPU noisy product of int8 ``a``·``b`` with ``noise``: (C', lanes, B+F as float32,
@@ -683,7 +859,7 @@ def fused_product(
     if plain_mm is not None and plain_is_cheaper(m, k, n, rank):
         c_noisy, lanes, _ = fused_float32(ops, chunk, weights)
         return c_noisy, lanes, ops.b, plain_mm(a, b)
-    fix = correction(a, ops.b, noise)
+    fix = correction(a, ops.b, noise, ops.a)
     if ops.product_bound() + fix.bound > FLOAT32_EXACT:
         c_noisy, lanes, useful = fused_float32(ops, chunk, weights)
     else:

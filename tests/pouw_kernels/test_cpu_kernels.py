@@ -175,7 +175,9 @@ def test_float32_accumulation_path_and_its_fallbacks_agree_with_the_reference() 
     assert torch.equal(wide.exact(a), (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32))
 
 
-@pytest.mark.parametrize(("chunk", "k", "rank"), [(12, 320, 128), (64, 320, 64), (100, 1100, 128), (64, 256, 256), (256, 1100, 256)])
+@pytest.mark.parametrize(
+    ("chunk", "k", "rank"), [(12, 320, 128), (64, 320, 64), (100, 1100, 128), (64, 256, 256), (256, 1100, 256), (64, 1100, 64)]
+)
 def test_noisy_operands_equal_the_dense_noise(chunk: int, k: int, rank: int) -> None:
     """Both constructions (GEMMs for narrow products, the numba windows for wide or sparse ones)."""
     a, b = operands(chunk, 128, k, 64)
@@ -191,6 +193,11 @@ def test_noisy_operands_equal_the_dense_noise(chunk: int, k: int, rank: int) -> 
     assert ops.float32_accumulation_exact()
     w = mix_weights(64, 64, torch.device("cpu")).numpy()
     fix = kernels.correction(a, ops.b, noise)
+    if ops.a is not None:  # A+E kept whole (r <= 64): A·F_L from it, the same factors
+        assert torch.equal(ops.a, (a + e).to(torch.float32))
+        from_noisy = kernels.correction(a, ops.b, noise, ops.a)
+        assert torch.equal(from_noisy.left, fix.left) and torch.equal(from_noisy.right, fix.right)
+        assert from_noisy.bound == fix.bound
     c1, lanes1, useful = kernels.fused_float32(ops, chunk, w, fix)
     c2, lanes2, none = kernels.fused_float32(ops, chunk, w)
     assert none is None and torch.equal(c1, c2) and (lanes1 == lanes2).all()
@@ -238,3 +245,66 @@ def test_noisy_operands_without_numba_give_the_same_operands_and_norms(monkeypat
     assert fast.a_sumsq.tolist() == slow.a_sumsq.tolist()
     for got, want in zip(fast.a_pieces[0], slow.a_pieces[0], strict=True):
         assert torch.equal(got, want)
+
+
+def test_noisy_operands_refuse_operands_beyond_the_payload_bound() -> None:
+    """The window kernels keep their running sums in int8 (exact for |x| <= 63 plus 64 terms ±1):
+    an operand entry beyond ±63 would wrap, so it is refused rather than silently mixed."""
+    for side in ("a", "b"):
+        a, b = operands(6, 64, 1100, 64)
+        (a if side == "a" else b)[3, 5] = 64 if side == "a" else -64
+        noise = draw_noise(b"\x06" * 32, 64, 1100, 64, 64)
+        if kernels.HAVE_NUMBA:
+            with pytest.raises(ValueError, match="beyond"):
+                kernels.noisy_operands(a, b, noise, 100, rows=64)
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 7, 300])
+def test_small_ticket_scan_equals_the_vectorised_one(count: int) -> None:
+    from pouw.transcript import first_winner, lowest_ticket, scan_small
+
+    rng = np.random.default_rng(count)
+    raw = rng.integers(0, 256, size=(count, 32), dtype=np.uint8)
+    if count > 2:
+        raw[2] = raw[0]  # equal tickets: the first one is the lowest
+        raw[count - 1, 0] = 0
+    tickets = [row.tobytes() for row in raw]
+    for target in (0, 1 << 240, 1 << 250, 1 << 255, 1 << 300):
+        got = scan_small(tickets, target, 64 * 64 * 128, 64 * 64 * 64)
+        want_first = first_winner(raw, target, 64 * 64 * 128, 64 * 64 * 64)
+        assert got.winner == want_first
+        assert got.winner_ticket == (tickets[want_first] if want_first >= 0 else None)
+        if count:
+            assert got.best == lowest_ticket(raw) and got.best_ticket == tickets[got.best]
+        else:
+            assert got.best == -1 and got.best_ticket is None
+
+
+@pytest.mark.parametrize("value", [64, -64, -128, 127])
+def test_noisy_product_refuses_an_operand_beyond_the_payload_bound(value: int) -> None:
+    """Checked by min and max (an int8 ``abs`` would keep −128), on A and on B, before any work."""
+    from chain.errors import ValidationError
+
+    backend = get_backend("cpu:float32")
+    for side in ("a", "b"):
+        a, b = operands(7, 64, 64, 64)
+        (a if side == "a" else b)[5, 9] = value
+        with pytest.raises(ValidationError, match="beyond"):
+            noisy_product(DEVNET, SEED, 0, 0, a, b, backend.int_mm, backend)
+    assert kernels.within(np.full((3, 5), -63, dtype=np.int8), 63)
+
+
+def test_tile_tickets_and_leaves_equal_the_blake3_references() -> None:
+    """transcript's lean ticket and leaf loops give the values of blake3_triton's host references."""
+    from pouw.kernels.blake3_triton import leaf_hashes_host, tickets_host
+    from pouw.transcript import LEAF_KEY, TICKET_KEY, block_roots, tile_tickets
+
+    rng = np.random.default_rng(12)
+    lanes = rng.integers(0, (1 << 31) - 1, size=(9, 4), dtype=np.int64)
+    sigma = bytes(range(32))
+    assert tile_tickets(sigma, lanes) == tickets_host(sigma, lanes, TICKET_KEY)
+    assert tile_tickets(sigma, lanes[:0]) == []
+    with pytest.raises(ValueError):
+        tile_tickets(sigma, np.array([[0, 0, -1, 0]]))
+    rows = rng.integers(-63, 64, size=(200, 48), dtype=np.int8)
+    assert block_roots(rows, 64) == leaf_hashes_host(rows, 64, LEAF_KEY)
