@@ -96,10 +96,7 @@ def operand_leaf(data: bytes | memoryview) -> bytes:
 def block_roots(rows: npt.NDArray[np.int8], block: int) -> list[bytes]:
     """The Merkle leaves of a commitment: :func:`operand_leaf` of each consecutive block of
     ``block`` rows' raw int8 bytes (row-major; the last block may be shorter)."""
-    data = np.ascontiguousarray(rows, dtype=np.int8)  # row slices of it: contiguous, hashed in place
-    if block < 1:
-        raise ValueError("block must be positive")
-    return [blake3.blake3(data[s : s + block].data, key=LEAF_KEY).digest() for s in range(0, data.shape[0], block)]
+    return blake3_triton.leaf_hashes_host(rows, block, LEAF_KEY)
 
 
 def commit_rows(rows: npt.NDArray[np.int8], block: int) -> bytes:
@@ -183,16 +180,8 @@ def tile_ticket(sigma_m: bytes, tile_index: int, digest: bytes) -> bytes:
 
 
 def tile_tickets(sigma_m: bytes, lanes: npt.NDArray[np.int64]) -> list[bytes]:
-    """The ticket of every tile from its lanes (tiles, 4), tiles numbered by row (the values of
-    ``blake3_triton.tickets_host``, with less per-call work: a step of a small job has few tiles)."""
-    rows = np.asarray(lanes).reshape(-1, DIGEST_LANES)
-    if rows.size and (rows.min() < 0 or rows.max() >= 1 << 32):
-        raise ValueError("lanes must lie in [0, 2**32)")
-    digests = rows.astype(">u4").tobytes()
-    return [
-        blake3.blake3(sigma_m + i.to_bytes(8, "little") + digests[16 * i : 16 * i + 16], key=TICKET_KEY).digest()
-        for i in range(rows.shape[0])
-    ]
+    """The ticket of every tile from its lanes (tiles, 4), tiles numbered by row."""
+    return blake3_triton.tickets_host(sigma_m, lanes, TICKET_KEY)
 
 
 def ticket_wins(ticket: bytes, target: int, tile_work: int, reference_work: int) -> bool:
@@ -348,54 +337,17 @@ def transcript_path(backend: Backend) -> str:
 
 
 TICKET_SIZE = 32
-_WORD = (1 << 64) - 1
 
 
-def ticket_words(tickets: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
-    """(N, 32) ticket bytes as (N, 4) 64-bit words, most significant first (so that comparing the
-    rows word by word is comparing the tickets as big-endian integers)."""
-    return np.ascontiguousarray(tickets, dtype=np.uint8).view(">u8").astype(np.uint64)
-
-
-def lowest_ticket(tickets: npt.NDArray[np.uint8]) -> int:
-    """Index of the smallest of (N >= 1, 32) tickets (the first of equals)."""
-    words = ticket_words(tickets)
-    return int(np.lexsort((words[:, 3], words[:, 2], words[:, 1], words[:, 0]))[0])
-
-
-def first_winner(tickets: npt.NDArray[np.uint8], target: int, tile_work: int, reference_work: int) -> int:
-    """Index of the first of (N, 32) tickets that :func:`ticket_wins`, or −1: vectorised.
-
-    ``ticket · reference_work < target · tile_work`` holds iff ``ticket < ⌈target · tile_work /
-    reference_work⌉`` (integers), a 256-bit comparison done word by word."""
-    bound = -(-target * tile_work // reference_work)
-    count = len(tickets)
-    if bound <= 0 or count == 0:
-        return -1
-    if bound >= 1 << 256:
-        return 0
-    words = ticket_words(tickets)
-    below = np.zeros(count, dtype=bool)
-    equal = np.ones(count, dtype=bool)
-    for i in range(4):
-        limb = np.uint64((bound >> (64 * (3 - i))) & _WORD)
-        below |= equal & (words[:, i] < limb)
-        equal &= words[:, i] == limb
-    hits = np.flatnonzero(below)
-    return int(hits[0]) if hits.size else -1
-
-
-SMALL_SCAN = 256
-"""Up to this many tickets (a small job's matmul has a few tiles) :func:`scan_small` beats numpy."""
-
-
-def scan_small(tickets: list[bytes], target: int, tile_work: int, reference_work: int) -> blake3_triton.TicketScan:
-    """:func:`first_winner` and :func:`lowest_ticket` of a few tickets in plain Python: bytes of one
-    length compare as big-endian integers, and ``min`` keeps the first of equals."""
+def scan_tickets(tickets: list[bytes], target: int, tile_work: int, reference_work: int) -> blake3_triton.TicketScan:
+    """The first tile that :func:`ticket_wins` and the lowest ticket (the first of equals), of host
+    tickets in plain Python: equal-length bytes compare as big-endian integers, and a ticket wins iff
+    it is below ``⌈target · tile_work / reference_work⌉`` (``blake3_triton.win_threshold``). Device
+    tickets are scanned on their device by ``blake3_triton.first_winner`` instead."""
     if not tickets:
         return blake3_triton.TicketScan(-1, -1, None, None)
     best = min(range(len(tickets)), key=tickets.__getitem__)
-    bound = -(-target * tile_work // reference_work)
+    bound = blake3_triton.win_threshold(target, tile_work, reference_work)
     first = next((i for i, t in enumerate(tickets) if int.from_bytes(t, "big") < bound), -1)
     return blake3_triton.TicketScan(first, best, tickets[first] if first >= 0 else None, tickets[best])
 
@@ -438,33 +390,19 @@ class TileTickets:
 
     @property
     def tickets(self) -> list[bytes]:
+        """Every tile's ticket as bytes (one device→host copy on the GPU path)."""
         if isinstance(self.data, list):
             return self.data
-        flat = self.ticket_array().tobytes()
+        flat = self.data.cpu().numpy().tobytes()
         return [flat[i : i + TICKET_SIZE] for i in range(0, len(flat), TICKET_SIZE)]
 
     def scan(self, target: int, reference_work: int) -> blake3_triton.TicketScan:
         """The first winning tile under ``target`` and the lowest ticket: on the device for device
-        tickets (one small copy back), vectorised on the host otherwise."""
-        if isinstance(self.data, torch.Tensor) and self.data.device.type != "cpu":
-            threshold = blake3_triton.win_threshold(target, self.tile_work, reference_work)
-            return blake3_triton.first_winner(self.data, threshold)
-        if isinstance(self.data, list) and len(self.data) <= SMALL_SCAN:
-            return scan_small(self.data, target, self.tile_work, reference_work)
-        tickets = self.ticket_array()
-        if not len(tickets):
-            return blake3_triton.TicketScan(-1, -1, None, None)
-        best = lowest_ticket(tickets)
-        first = first_winner(tickets, target, self.tile_work, reference_work)
-        return blake3_triton.TicketScan(
-            first, best, tickets[first].tobytes() if first >= 0 else None, tickets[best].tobytes()
-        )
-
-    def ticket_array(self) -> npt.NDArray[np.uint8]:
-        """The tickets as a (tiles, 32) uint8 host array (one device→host copy on the GPU path)."""
+        tickets (one small copy back), in plain Python for host ones."""
         if isinstance(self.data, list):
-            return np.frombuffer(b"".join(self.data), dtype=np.uint8).reshape(-1, TICKET_SIZE)
-        return self.data.cpu().numpy().reshape(-1, TICKET_SIZE)
+            return scan_tickets(self.data, target, self.tile_work, reference_work)
+        threshold = blake3_triton.win_threshold(target, self.tile_work, reference_work)
+        return blake3_triton.first_winner(self.data, threshold)
 
     @property
     def a_host(self) -> npt.NDArray[np.int8]:

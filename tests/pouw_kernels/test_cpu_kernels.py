@@ -260,8 +260,9 @@ def test_noisy_operands_refuse_operands_beyond_the_payload_bound() -> None:
 
 
 @pytest.mark.parametrize("count", [0, 1, 2, 7, 300])
-def test_small_ticket_scan_equals_the_vectorised_one(count: int) -> None:
-    from pouw.transcript import first_winner, lowest_ticket, scan_small
+def test_host_ticket_scan_equals_the_device_one(count: int) -> None:
+    from pouw.kernels.blake3_triton import first_winner, win_threshold
+    from pouw.transcript import scan_tickets
 
     rng = np.random.default_rng(count)
     raw = rng.integers(0, 256, size=(count, 32), dtype=np.uint8)
@@ -270,12 +271,12 @@ def test_small_ticket_scan_equals_the_vectorised_one(count: int) -> None:
         raw[count - 1, 0] = 0
     tickets = [row.tobytes() for row in raw]
     for target in (0, 1 << 240, 1 << 250, 1 << 255, 1 << 300):
-        got = scan_small(tickets, target, 64 * 64 * 128, 64 * 64 * 64)
-        want_first = first_winner(raw, target, 64 * 64 * 128, 64 * 64 * 64)
-        assert got.winner == want_first
-        assert got.winner_ticket == (tickets[want_first] if want_first >= 0 else None)
+        got = scan_tickets(tickets, target, 64 * 64 * 128, 64 * 64 * 64)
+        want = first_winner(torch.from_numpy(raw), win_threshold(target, 64 * 64 * 128, 64 * 64 * 64))
+        assert got.winner == want.winner
+        assert got.winner_ticket == (tickets[want.winner] if want.winner >= 0 else None)
         if count:
-            assert got.best == lowest_ticket(raw) and got.best_ticket == tickets[got.best]
+            assert got.best == want.best and got.best_ticket == tickets[got.best]
         else:
             assert got.best == -1 and got.best_ticket is None
 
@@ -295,7 +296,7 @@ def test_noisy_product_refuses_an_operand_beyond_the_payload_bound(value: int) -
 
 
 def test_tile_tickets_and_leaves_equal_the_blake3_references() -> None:
-    """transcript's lean ticket and leaf loops give the values of blake3_triton's host references."""
+    """transcript's ticket and leaf hashes are blake3_triton's host references under the protocol's keys."""
     from pouw.kernels.blake3_triton import leaf_hashes_host, tickets_host
     from pouw.transcript import LEAF_KEY, TICKET_KEY, block_roots, tile_tickets
 

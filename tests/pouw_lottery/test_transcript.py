@@ -15,6 +15,7 @@ from chain.encoding import pack
 from chain.errors import ValidationError
 from chain.hashing import merkle_root_of_hashes, tagged_hash
 from pouw.backends import Backend, get_backend
+from pouw.kernels import blake3_triton
 from pouw.noise import draw_noise
 from pouw.params import DEVNET, PRESETS, PouwParams
 from pouw.prng import Prng
@@ -22,9 +23,8 @@ from pouw.transcript import (
     MIX_PRIME,
     NoisyTranscriptProduct,
     commit_rows,
-    first_winner,
-    lowest_ticket,
     matmul_seed,
+    scan_tickets,
     ticket_wins,
     tile_digest,
     tile_ticket,
@@ -230,15 +230,21 @@ def test_win_rule_is_exact_integer_arithmetic_at_the_boundary() -> None:
 def test_batched_win_check_agrees_with_the_integer_rule(
     tickets: list[bytes], target: int, tile_work: int, reference_work: int, near: bool
 ) -> None:
-    """The vectorised check the hook runs on a matmul's tickets is the win rule, tile for tile,
-    including tickets right at the boundary ⌈target·tile_work/reference_work⌉ and its neighbours."""
+    """Both scans the hook runs on a matmul's tickets (plain Python for host tickets, torch ops for
+    device ones, here on a CPU tensor) are the win rule, tile for tile, including tickets right at
+    the boundary ⌈target·tile_work/reference_work⌉ and its neighbours."""
     bound = -(-target * tile_work // reference_work)
     if near and 1 <= bound < 1 << 256:
         tickets = [*tickets, (bound - 1).to_bytes(32, "big"), bound.to_bytes(32, "big")]
-    array = np.frombuffer(b"".join(tickets), dtype=np.uint8).reshape(-1, 32)
+    array = torch.from_numpy(np.frombuffer(b"".join(tickets), dtype=np.uint8).reshape(-1, 32).copy())
     wins = [i for i, t in enumerate(tickets) if ticket_wins(t, target, tile_work, reference_work)]
-    assert first_winner(array, target, tile_work, reference_work) == (wins[0] if wins else -1)
-    assert tickets[lowest_ticket(array)] == min(tickets)
+    on_host = scan_tickets(tickets, target, tile_work, reference_work)
+    on_device = blake3_triton.first_winner(array, blake3_triton.win_threshold(target, tile_work, reference_work))
+    for scan in (on_host, on_device):
+        assert scan.winner == (wins[0] if wins else -1)
+        assert scan.winner_ticket == (tickets[wins[0]] if wins else None)
+        assert tickets[scan.best] == scan.best_ticket == min(tickets)
+        assert scan.best == tickets.index(min(tickets))  # the first of equals
 
 
 def test_hook_rejects_operands_beyond_the_payload_bound() -> None:
