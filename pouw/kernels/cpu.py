@@ -122,21 +122,41 @@ def _tile_lanes_py(state: Any, weights: Any, tile_m: int, tile_n: int, out: Any)
             out[t, 3] = acc3 % low
 
 
+def _add_signed_rows_py(acc: Any, w_row: Any, d: Any) -> None:
+    """numba body: ``acc += Σ_i w_row[i]·d[i]`` for a ternary row ``w_row``: one vector add or
+    subtract of a row of ``d`` per non-zero (the core of every sparse noise construction here)."""
+    for i in range(w_row.shape[0]):
+        s = w_row[i]
+        if s == 1:
+            for x in range(acc.shape[0]):
+                acc[x] += d[i, x]
+        elif s == -1:
+            for x in range(acc.shape[0]):
+                acc[x] -= d[i, x]
+
+
+def _load_row_py(acc: Any, row: Any, low: Any, high: Any) -> tuple[Any, Any]:
+    """numba body: ``acc[:] = row``, returning the running minimum and maximum with ``row``'s."""
+    for x in range(acc.shape[0]):
+        v = row[x]
+        acc[x] = v
+        low = min(low, v)
+        high = max(high, v)
+    return low, high
+
+
+_add_signed_rows = _jit(_add_signed_rows_py)
+_load_row = _jit(_load_row_py)
+
+
 def _sparse_rows_py(w: Any, d: Any, out: Any) -> None:
     """numba body: ``out = W·D`` for ternary ``W`` (q×r, few non-zeros a row), ``D`` (r×w) ±1."""
-    q, r = w.shape
+    q = w.shape[0]
     width = d.shape[1]
     acc = np.zeros(width, dtype=np.int16)
     for c in range(q):
         acc[:] = 0
-        for i in range(r):
-            s = w[c, i]
-            if s == 1:
-                for x in range(width):
-                    acc[x] += d[i, x]
-            elif s == -1:
-                for x in range(width):
-                    acc[x] -= d[i, x]
+        _add_signed_rows(acc, w[c], d)
         for x in range(width):
             out[c, x] = acc[x]
 
@@ -146,7 +166,7 @@ def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> bool:
     ``d`` (r×width), and ``sumsq[x] = Σ_c out[c, x]²`` (int32: exact for q < 2**17): B+F, row-major.
     The running sums are int8 (twice the lanes of int16): exact while |base| <= 63 (s <= 64 terms
     keep them within ±127); returns False, the result unusable, when an entry of ``base`` is not."""
-    q, r = w.shape
+    q = w.shape[0]
     width = d.shape[1]
     acc = np.zeros(width, dtype=np.int8)  # exact: |base| <= 63 plus at most 64 terms ±1
     low = np.int8(0)
@@ -154,19 +174,8 @@ def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> bool:
     for x in range(width):
         sumsq[x] = 0
     for c in range(q):
-        for x in range(width):
-            v = base[c, x]
-            acc[x] = v
-            low = min(low, v)
-            high = max(high, v)
-        for i in range(r):
-            s = w[c, i]
-            if s == 1:
-                for x in range(width):
-                    acc[x] += d[i, x]
-            elif s == -1:
-                for x in range(width):
-                    acc[x] -= d[i, x]
+        low, high = _load_row(acc, base[c], low, high)
+        _add_signed_rows(acc, w[c], d)
         for x in range(width):
             v = np.int32(acc[x])
             out[c, x] = np.float32(v)
@@ -181,25 +190,14 @@ def _noisy_rows_t_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> bool:
     sum of s terms ±1: the running sums stay within ±127 while |base| <= 63; returns False, the
     result unusable, when an entry of ``base`` is not). Without the transposes of
     :func:`_noisy_blocks_py`, and as many adds when r = s (r <= 64)."""
-    q, r = w.shape
+    q = w.shape[0]
     width = d.shape[1]
     acc = np.zeros(width, dtype=np.int8)
     low = np.int8(0)
     high = np.int8(0)
     for c in range(q):
-        for x in range(width):
-            v = base[c, x]
-            acc[x] = v
-            low = min(low, v)
-            high = max(high, v)
-        for i in range(r):
-            s = w[c, i]
-            if s == 1:
-                for x in range(width):
-                    acc[x] += d[i, x]
-            elif s == -1:
-                for x in range(width):
-                    acc[x] -= d[i, x]
+        low, high = _load_row(acc, base[c], low, high)
+        _add_signed_rows(acc, w[c], d)
         total = np.int32(0)
         for x in range(width):
             v = np.int32(acc[x])
@@ -219,7 +217,7 @@ def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: An
     (A+E)ᵀ is row l of Aᵀ plus the signed sum of the rows of E_Lᵀ that column l of E_R's window
     selects: int8 vector adds over m (exact: |A| <= 63 and s <= 64, so every running sum stays within
     ±127; returns False, the result unusable, when an entry of A is beyond ±63), every store contiguous."""
-    k, r = w.shape
+    k = w.shape[0]
     m = d.shape[1]
     acc = np.zeros(m, dtype=np.int8)  # exact: |A| <= 63 plus at most 64 terms ±1
     low = np.int8(0)
@@ -227,19 +225,8 @@ def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: An
     for x in range(m):
         sumsq[x] = 0
     for col in range(k):
-        for x in range(m):
-            v = base_t[col, x]
-            acc[x] = v
-            low = min(low, v)
-            high = max(high, v)
-        for i in range(r):
-            s = w[col, i]
-            if s == 1:
-                for x in range(m):
-                    acc[x] += d[i, x]
-            elif s == -1:
-                for x in range(m):
-                    acc[x] -= d[i, x]
+        low, high = _load_row(acc, base_t[col], low, high)
+        _add_signed_rows(acc, w[col], d)
         for x in range(m):
             v = np.int32(acc[x])
             sumsq[x] += v * v
