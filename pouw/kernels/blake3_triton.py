@@ -86,6 +86,18 @@ def _require_triton() -> None:
 if HAVE_TRITON:
 
     @triton.jit
+    def _store_words(out, w0, w1, w2, w3, w4, w5, w6, w7, mask):  # type: ignore[no-untyped-def]
+        """Store eight uint32 words (a chaining value or a digest) at ``out`` .. ``out + 7``."""
+        tl.store(out + 0, w0.to(tl.int32, bitcast=True), mask=mask)
+        tl.store(out + 1, w1.to(tl.int32, bitcast=True), mask=mask)
+        tl.store(out + 2, w2.to(tl.int32, bitcast=True), mask=mask)
+        tl.store(out + 3, w3.to(tl.int32, bitcast=True), mask=mask)
+        tl.store(out + 4, w4.to(tl.int32, bitcast=True), mask=mask)
+        tl.store(out + 5, w5.to(tl.int32, bitcast=True), mask=mask)
+        tl.store(out + 6, w6.to(tl.int32, bitcast=True), mask=mask)
+        tl.store(out + 7, w7.to(tl.int32, bitcast=True), mask=mask)
+
+    @triton.jit
     def _g(a, b, c, d, mx, my):  # type: ignore[no-untyped-def]
         """BLAKE3's quarter-round on uint32 tensors (rotations written out: the interpreter pays
         per nested call)."""
@@ -218,14 +230,7 @@ if HAVE_TRITON:
             c6 = tl.where(active, o6, c6)
             c7 = tl.where(active, o7, c7)
         out = cv_ptr + g.to(tl.int64) * 8
-        tl.store(out + 0, c0.to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 1, c1.to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 2, c2.to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 3, c3.to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 4, c4.to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 5, c5.to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 6, c6.to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 7, c7.to(tl.int32, bitcast=True), mask=valid)
+        _store_words(out, c0, c1, c2, c3, c4, c5, c6, c7, valid)
 
     @triton.jit(do_not_specialize=_KEY_ARGS)
     def _parent_kernel(  # type: ignore[no-untyped-def]
@@ -274,14 +279,11 @@ if HAVE_TRITON:
             zero, zero, zero + 64, flags,
         )
         out = cv_out_ptr + g.to(tl.int64) * 8
-        tl.store(out + 0, tl.where(has_right, o0, l0).to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 1, tl.where(has_right, o1, l1).to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 2, tl.where(has_right, o2, l2).to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 3, tl.where(has_right, o3, l3).to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 4, tl.where(has_right, o4, l4).to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 5, tl.where(has_right, o5, l5).to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 6, tl.where(has_right, o6, l6).to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 7, tl.where(has_right, o7, l7).to(tl.int32, bitcast=True), mask=valid)
+        _store_words(
+            out, tl.where(has_right, o0, l0), tl.where(has_right, o1, l1), tl.where(has_right, o2, l2),
+            tl.where(has_right, o3, l3), tl.where(has_right, o4, l4), tl.where(has_right, o5, l5),
+            tl.where(has_right, o6, l6), tl.where(has_right, o7, l7), valid,
+        )  # a node without a right sibling is carried up unchanged
 
     @triton.jit
     def _swap32(x):  # type: ignore[no-untyped-def]
@@ -328,14 +330,7 @@ if HAVE_TRITON:
             zero, zero, zero + 56, zero + (16 | 8 | 2 | 1),  # KEYED_HASH | ROOT | CHUNK_END | CHUNK_START
         )
         out = out_ptr + index * 8
-        tl.store(out + 0, o0.to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 1, o1.to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 2, o2.to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 3, o3.to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 4, o4.to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 5, o5.to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 6, o6.to(tl.int32, bitcast=True), mask=valid)
-        tl.store(out + 7, o7.to(tl.int32, bitcast=True), mask=valid)
+        _store_words(out, o0, o1, o2, o3, o4, o5, o6, o7, valid)
 
 
 def _lanes_per_program(count: int) -> int:
