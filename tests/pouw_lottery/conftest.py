@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
 
+from chain.types import BLOCK_VERSION, Header
 from pouw.backends import Backend, get_backend
 from pouw.datasets import Dataset, load_dataset
 from pouw.mining import Miner, MineResult
@@ -25,6 +27,16 @@ OLD_SEED = b"\x01" * 32
 HEADER_SEED = b"\x02" * 32
 # About one win every four steps.
 TARGET = target_for_work(PARAMS, 4 * CONFIG.macs_per_step())
+
+
+def lottery_header(**changes: Any) -> Header:
+    """A block template for the lottery job (fixed fields; ``changes`` override any of them)."""
+    header = Header(
+        version=BLOCK_VERSION, height=7, prev_hash=b"\x11" * 32, timestamp=1_793_491_300, tx_root=b"\x22" * 32,
+        target=TARGET, miner=b"\x33" * 20, job_id=b"\x44" * 32, start_state_hash=b"\x55" * 32,
+        dims=CONFIG.dims, batch_size=CONFIG.batch_size, lr_shift=CONFIG.lr_shift,
+    )
+    return dataclasses.replace(header, **changes)
 
 
 @dataclass(frozen=True)

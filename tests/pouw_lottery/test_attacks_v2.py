@@ -19,7 +19,7 @@ import pytest
 
 from chain.builder import make_header
 from chain.transition import transition_with_reward
-from chain.types import BLOCK_VERSION, Header, Seal
+from chain.types import Header, Seal
 from consensus.presets import DEVNET_PRESET, model_config
 from pouw.backends import Backend
 from pouw.datasets import Dataset
@@ -30,16 +30,11 @@ from pouw.params import expected_block_macs
 from pouw.prng import Prng
 from pouw.proof import WorkData, replay_plan, segment_count, trajectory_root
 from pouw.verify import verify_seal
-from tests.pouw_lottery.conftest import CONFIG, PARAMS, TARGET, TRAJECTORY_SEED, Mined
+from tests.pouw_lottery.conftest import CONFIG, PARAMS, TARGET, TRAJECTORY_SEED, Mined, lottery_header
 
 
 def _header(**changes: Any) -> Header:
-    header = Header(
-        version=BLOCK_VERSION, height=7, prev_hash=b"\x11" * 32, timestamp=1_793_491_300, tx_root=b"\x22" * 32,
-        target=TARGET, miner=b"\x33" * 20, job_id=b"\x44" * 32, start_state_hash=b"\x55" * 32,
-        dims=CONFIG.dims, batch_size=CONFIG.batch_size, lr_shift=CONFIG.lr_shift,
-    )
-    return dataclasses.replace(header, **changes)
+    return lottery_header(**changes)
 
 
 # --- post-hoc trajectories ---------------------------------------------------------------------

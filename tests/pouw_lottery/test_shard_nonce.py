@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from chain.types import BLOCK_VERSION, Header
+from chain.types import Header
 from consensus.seal import header_trajectory_seed, trajectory_seed
 from pouw.backends import Backend
 from pouw.datasets import Dataset
@@ -22,7 +22,7 @@ from pouw.errors import SealCheck, SealError
 from pouw.mining import Miner, MiningProgress
 from pouw.model import ModelState
 from pouw.verify import verify_seal
-from tests.pouw_lottery.conftest import CONFIG, PARAMS, TARGET
+from tests.pouw_lottery.conftest import CONFIG, PARAMS, TARGET, lottery_header
 
 CAP = 4
 SMALL = dataclasses.replace(PARAMS, max_steps_per_block=CAP)
@@ -30,12 +30,7 @@ HARD = TARGET // 4  # about one win every 16 steps: a shard of 4 steps is spent 
 
 
 def _header(**changes: Any) -> Header:
-    header = Header(
-        version=BLOCK_VERSION, height=7, prev_hash=b"\x11" * 32, timestamp=1_793_491_300, tx_root=b"\x22" * 32,
-        target=HARD, miner=b"\x33" * 20, job_id=b"\x44" * 32, start_state_hash=b"\x55" * 32,
-        dims=CONFIG.dims, batch_size=CONFIG.batch_size, lr_shift=CONFIG.lr_shift,
-    )
-    return dataclasses.replace(header, **changes)
+    return lottery_header(**{"target": HARD, **changes})
 
 
 def test_sigma_and_tau_both_change_with_the_nonce_and_nothing_else_the_miner_restamps() -> None:
