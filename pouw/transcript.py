@@ -557,11 +557,8 @@ def _device_product(
     n = b.shape[1]
     a = a.contiguous()
     bt = b.T.contiguous()
-    if params.tile_m == params.tile_n:  # A's and Bᵀ's rows are both k bytes: one launch for both
-        leaves = blake3_triton.leaf_hashes(torch.cat([a, bt]), params.tile_m, LEAF_KEY).reshape(-1)
-    else:
-        leaves = torch.cat([blake3_triton.leaf_hashes(a, params.tile_m, LEAF_KEY).reshape(-1),
-                            blake3_triton.leaf_hashes(bt, params.tile_n, LEAF_KEY).reshape(-1)])
+    leaves = torch.cat([blake3_triton.leaf_hashes(a, params.tile_m, LEAF_KEY).reshape(-1),
+                        blake3_triton.leaf_hashes(bt, params.tile_n, LEAF_KEY).reshape(-1)])
     extremes = torch.stack([a.min(), a.max(), bt.min(), bt.max()]).view(torch.uint8)
     host = torch.cat([leaves, extremes]).cpu().numpy()  # the product's one device-to-host copy
     if int(np.abs(host[-4:].view(np.int8).astype(np.int16)).max()) > PAYLOAD_BOUND:
