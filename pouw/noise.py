@@ -61,20 +61,45 @@ def exact_matmul(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True, slots=True)
+class Windows:
+    """A windowed factor in compact form: column ``c`` of E_R (row ``c`` of F_L) is ±1 on rows
+    ``(offsets[c] + i) mod r``, ``i < s``, and 0 elsewhere; entry ``i`` is −1 where
+    ``masks[c, i]`` is −1 and +1 where it is 0 (the mask negates by ``(x ^ mask) − mask``)."""
+
+    offsets: npt.NDArray[np.int64]  # (cols,), in [0, r)
+    masks: npt.NDArray[np.int8]  # (cols, s), 0 or -1
+
+
+@dataclass(frozen=True, slots=True)
+class CompactNoise:
+    """What the CPU window kernels read instead of the dense factors: E_Lᵀ (r×m, contiguous) and
+    the windows of E_R and of G_R (F_L = G_Rᵀ); F_R = G_Lᵀ is already the rows they add."""
+
+    e_left_t: npt.NDArray[np.int8]
+    e_windows: Windows
+    f_windows: Windows
+
+
+@dataclass(frozen=True, slots=True)
 class NoiseFactors:
-    """The four int8 factors of one matmul's noise; E = e_left·e_right, F = f_left·f_right."""
+    """The four int8 factors of one matmul's noise; E = e_left·e_right, F = f_left·f_right (and,
+    drawn on the CPU with numba, the same noise in the compact form of :class:`CompactNoise`)."""
 
     e_left: torch.Tensor  # m × r, ±1
     e_right: torch.Tensor  # r × k, windowed ternary
     f_left: torch.Tensor  # k × r, windowed ternary (rows)
     f_right: torch.Tensor  # r × n, ±1
+    compact: CompactNoise | None = None
 
     @property
     def rank(self) -> int:
         return int(self.e_left.shape[1])
 
     def to(self, device: torch.device) -> NoiseFactors:
-        return NoiseFactors(*(t.to(device) for t in (self.e_left, self.e_right, self.f_left, self.f_right)))
+        if device.type == "cpu" and self.e_left.device.type == "cpu":
+            return self
+        return NoiseFactors(self.e_left.to(device), self.e_right.to(device), self.f_left.to(device),
+                            self.f_right.to(device))
 
     def e(self, rows: slice = slice(None)) -> torch.Tensor:
         """E (or the given rows of it), int64."""
@@ -103,36 +128,56 @@ def _signs(raw: bytes, rows: int, cols: int) -> I8:
 
 def _draw_factor_pair(
     prng: Prng, rows: int, rank: int, cols: int, nonzeros: int, transposed: bool = False
-) -> tuple[I8, I8]:
+) -> tuple[I8, I8, Windows, I8]:
     """``draw_signs(prng, rows, rank)`` then ``draw_windows(prng, rank, cols, nonzeros)`` (both
-    transposed, contiguous, if ``transposed``: F's factors).
+    transposed, contiguous, if ``transposed``: F's factors), then the windows' compact form and the
+    signs' transpose (r×rows, contiguous; the first factor itself if ``transposed``).
 
     For a power-of-two rank no 64-bit word is ever rejected by ``randbelow(rank)`` (rank divides
     2**64), so the draw is exactly the next ``ceil(rows·rank/8) + 8·cols + ceil(cols·nonzeros/8)``
     bytes of the stream: read them in one piece (the same bytes, the same values, fewer calls)."""
-    from pouw.kernels.cpu import factor_pair, scatter_windows, transpose_int8
+    from pouw.kernels.cpu import factor_pair, transpose_int8
 
-    if rank & (rank - 1) or not 1 <= nonzeros <= min(rank, NOISE_BOUND):
-        left, right = draw_signs(prng, rows, rank), draw_windows(prng, rank, cols, nonzeros)
-        return (transpose_int8(left), transpose_int8(right)) if transposed else (left, right)
+    if not 1 <= nonzeros <= min(rank, NOISE_BOUND):
+        raise ValueError(f"window of {nonzeros} rows does not fit rank {rank} and bound {NOISE_BOUND}")
+    if rank & (rank - 1):  # draw_signs, then draw_windows call by call (offsets by rejection)
+        left = draw_signs(prng, rows, rank)
+        offsets = prng.randbelow_array(rank, cols)
+        masks = -(draw_signs(prng, cols, nonzeros) < 0).astype(np.int8)
+        return _factors(left, transpose_int8(left), Windows(offsets, masks), rank, transposed)
 
     sign_bytes, window_bytes = (rows * rank + 7) // 8, (cols * nonzeros + 7) // 8
     raw = prng.bytes(sign_bytes + 8 * cols + window_bytes)
-    fast = factor_pair(raw, rows, rank, cols, nonzeros, transposed)  # one numba call: the same bits
+    fast = factor_pair(raw, rows, rank, cols, nonzeros, transposed)  # numba: the same bits
     if fast is not None:
-        return fast
+        signs, signs_t, offsets, masks = fast
+        return _factors(signs, signs_t, Windows(offsets, masks), rank, transposed)
     left = _signs(raw[:sign_bytes], rows, rank)
     words = np.frombuffer(raw, dtype="<u8", count=cols, offset=sign_bytes)
     offsets = (words & np.uint64(rank - 1)).astype(np.int64)
-    signs = _signs(raw[sign_bytes + 8 * cols :], cols, nonzeros)
-    if transposed:
-        return transpose_int8(left), scatter_windows(offsets, signs, rank, transposed=True)
-    return left, scatter_windows(offsets, signs, rank)
+    masks = -(_signs(raw[sign_bytes + 8 * cols :], cols, nonzeros) < 0).astype(np.int8)
+    return _factors(left, transpose_int8(left), Windows(offsets, masks), rank, transposed)
+
+
+def _factors(
+    signs: I8 | None, signs_t: I8, windows: Windows, rank: int, transposed: bool
+) -> tuple[I8, I8, Windows, I8]:
+    """(signs, the dense window matrix) or their transposes, then the compact windows and ``signs_t``."""
+    from pouw.kernels.cpu import scatter_windows
+
+    dense = scatter_windows(windows.offsets, (1 + 2 * windows.masks).astype(np.int8), rank, transposed)
+    if transposed or signs is None:
+        return signs_t, dense, windows, signs_t
+    return signs, dense, windows, signs_t
 
 
 def draw_noise(sigma_m: bytes, m: int, k: int, n: int, rank: int) -> NoiseFactors:
     """The noise factors (on the CPU) of a product A (m×k)·B (k×n) seeded by σ_m."""
     nonzeros = min(rank, NOISE_BOUND)
-    e_left, e_right = _draw_factor_pair(Prng("pouw/noise", sigma_m, 0), m, rank, k, nonzeros)
-    f_right, f_left = _draw_factor_pair(Prng("pouw/noise", sigma_m, 1), n, rank, k, nonzeros, transposed=True)
-    return NoiseFactors(*(torch.from_numpy(x) for x in (e_left, e_right, f_left, f_right)))
+    e_left, e_right, e_windows, e_left_t = _draw_factor_pair(Prng("pouw/noise", sigma_m, 0), m, rank, k, nonzeros)
+    f_right, f_left, f_windows, _ = _draw_factor_pair(
+        Prng("pouw/noise", sigma_m, 1), n, rank, k, nonzeros, transposed=True
+    )
+    compact = CompactNoise(e_left_t, e_windows, f_windows)
+    tensors = [torch.from_numpy(x) for x in (e_left, e_right, f_left, f_right)]
+    return NoiseFactors(tensors[0], tensors[1], tensors[2], tensors[3], compact)

@@ -19,10 +19,11 @@ one numba call for the small products of a training step, where torch's per-call
 :func:`sparse_rows` builds the windowed noise without a GEMM: row c of ``W·D`` for a ternary ``W``
 with a few non-zeros per row is a handful of int16 vector adds of rows of ``D``. The float32 noisy
 operands come from int8 vector adds (exact: a payload entry, |x| <= 63, plus at most 64 terms ±1
-stays within ±127), by windows (:func:`_noisy_blocks_py`, on transposes) or, when r <= 64, row by
-row (:func:`_noisy_rows_t_py`, no transposes). The small products' GEMMs are a 4×4-blocked numba
-loop (:func:`_gemm_acc_py`, about MKL's speed below 2**21 MACs without its per-call cost), and
-:func:`factor_pair` turns a noise draw's bytes into its two factors in one call.
+stays within ±127), by windows (:func:`_window_sums_py`: s masked adds per output row, read from
+the windows' compact form) or, when r <= 64, row by row (:func:`_noisy_rows_t_py`, no
+transposes). The small products' GEMMs are a 4×4-blocked numba loop (:func:`_gemm_acc_py`, about
+MKL's speed below 2**21 MACs without its per-call cost), and :func:`factor_pair` turns a noise
+draw's bytes into its signs (and their transpose) and its windows' offsets and sign masks.
 
 Every function here has a pure torch/numpy fallback, used when numba cannot be imported (or when
 ``POUW_NO_NUMBA=1``); both are bit-identical to the reference in pouw/transcript.py, which the
@@ -161,35 +162,13 @@ def _sparse_rows_py(w: Any, d: Any, out: Any) -> None:
             out[c, x] = acc[x]
 
 
-def _noisy_rows_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> bool:
-    """numba body: ``out[c] = float32(base[c] + Σ_i w[c, i]·d[i])`` for ternary ``w`` (q×r) and ±1
-    ``d`` (r×width), and ``sumsq[x] = Σ_c out[c, x]²`` (int32: exact for q < 2**17): B+F, row-major.
-    The running sums are int8 (twice the lanes of int16): exact while |base| <= 63 (s <= 64 terms
-    keep them within ±127); returns False, the result unusable, when an entry of ``base`` is not."""
-    q = w.shape[0]
-    width = d.shape[1]
-    acc = np.zeros(width, dtype=np.int8)  # exact: |base| <= 63 plus at most 64 terms ±1
-    low = np.int8(0)
-    high = np.int8(0)
-    for x in range(width):
-        sumsq[x] = 0
-    for c in range(q):
-        low, high = _load_row(acc, base[c], low, high)
-        _add_signed_rows(acc, w[c], d)
-        for x in range(width):
-            v = np.int32(acc[x])
-            out[c, x] = np.float32(v)
-            sumsq[x] += v * v
-    return bool(-PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND)
-
-
 def _noisy_rows_t_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> bool:
     """numba body: ``out[c] = float32(base[c] + Σ_i w[c, i]·d[i])`` for ±1 ``w`` (q×r) and ternary
     ``d`` (r×width) with at most 64 non-zeros a column, and ``sumsq[c] = ‖out[c]‖²`` (int32: exact
     for width < 2**17): A+E = A + E_L·E_R row-major, r int8 vector adds a row (every entry of E is a
     sum of s terms ±1: the running sums stay within ±127 while |base| <= 63; returns False, the
-    result unusable, when an entry of ``base`` is not). Without the transposes of
-    :func:`_noisy_blocks_py`, and as many adds when r = s (r <= 64)."""
+    result unusable, when an entry of ``base`` is not). Without the transpose of A that
+    :func:`_window_sums_py` needs, and as many adds when r = s (r <= 64)."""
     q = w.shape[0]
     width = d.shape[1]
     acc = np.zeros(width, dtype=np.int8)
@@ -207,32 +186,44 @@ def _noisy_rows_t_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> bool:
     return bool(-PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND)
 
 
-def _noisy_blocks_py(w: Any, d: Any, base_t: Any, rows: int, out: Any, sumsq: Any) -> bool:
-    """numba body: A+E in float32, laid out for the row-block loop of :func:`fused_float32`: the
-    piece of row block ``[r0, r1)`` and chunk ``[s, s + width)`` is the contiguous (width × (r1−r0))
-    matrix (A+E)ᵀ[s : s + width, r0 : r1] at ``out[r0·k + s·(r1−r0):]``; ``sumsq[i] = ‖(A+E)_i‖²``
-    (int32: exact for k < 2**17, 127²·2**17 < 2**31).
+def _window_sums_py(offsets: Any, masks: Any, d: Any, base: Any, rows: int, out: Any, sumsq: Any) -> bool:
+    """numba body: row ``c`` of ``base + W·D`` in float32 for a windowed ``W`` in compact form
+    (row c: ±1 on rows ``(offsets[c] + i) mod r`` of the ±1 ``d`` (r × width), signs as masks),
+    and ``sumsq[x] = Σ_c out[c, x]²`` (int32: exact for fewer than 2**17 rows, 127²·2**17 < 2**31).
 
-    ``w`` = E_Rᵀ (k×r ternary), ``d`` = E_Lᵀ (r×m, ±1), ``base_t`` = Aᵀ (k×m int8). Row l of
-    (A+E)ᵀ is row l of Aᵀ plus the signed sum of the rows of E_Lᵀ that column l of E_R's window
-    selects: int8 vector adds over m (exact: |A| <= 63 and s <= 64, so every running sum stays within
-    ±127; returns False, the result unusable, when an entry of A is beyond ±63), every store contiguous."""
-    k = w.shape[0]
-    m = d.shape[1]
-    acc = np.zeros(m, dtype=np.int8)  # exact: |A| <= 63 plus at most 64 terms ±1
+    Stored in the layout of :func:`fused_float32`'s row blocks: the piece of columns ``[r0, r1)``
+    (``rows`` wide) and row ``c`` lands at ``out[r0·q + c·(r1−r0) + (x − r0)]`` (q = rows of W);
+    with ``rows`` >= width that is plain row-major. For A+E: ``base`` = Aᵀ, ``d`` = E_Lᵀ, W = E_Rᵀ
+    (each piece (A+E)ᵀ of a row block, contiguous); for B+F: ``base`` = B, ``d`` = F_R, W = F_L.
+
+    The running sums are int8 and may wrap while they are summed: the result, |base| + s <= 127
+    while |base| <= 63 (s <= 64), is exact modulo 256 and so exact (False, the result unusable,
+    when an entry of ``base`` is beyond ±63). One branch-free masked add, ``(x ^ m) − m``, per
+    window row: s int8 vector adds per row of the output."""
+    q, nonzeros = masks.shape
+    rank, width = d.shape
+    acc = np.zeros(width, dtype=np.int8)
     low = np.int8(0)
     high = np.int8(0)
-    for x in range(m):
+    for x in range(width):
         sumsq[x] = 0
-    for col in range(k):
-        low, high = _load_row(acc, base_t[col], low, high)
-        _add_signed_rows(acc, w[col], d)
-        for x in range(m):
+    for c in range(q):
+        low, high = _load_row(acc, base[c], low, high)
+        row = offsets[c]
+        for i in range(nonzeros):
+            source = d[row]
+            mask = masks[c, i]
+            for x in range(width):
+                acc[x] += (source[x] ^ mask) - mask
+            row += 1
+            if row == rank:
+                row = 0
+        for x in range(width):
             v = np.int32(acc[x])
             sumsq[x] += v * v
-        for r0 in range(0, m, rows):  # the piece (block of r0, chunk of col) starts at r0·k + start·height
-            height = min(rows, m - r0)
-            offset = r0 * k + col * height - r0
+        for r0 in range(0, width, rows):
+            height = min(rows, width - r0)
+            offset = r0 * q + c * height - r0
             for x in range(r0, r0 + height):
                 out[offset + x] = np.float32(acc[x])
     return bool(-PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND)
@@ -370,46 +361,50 @@ def _scatter_windows_py(offsets: Any, signs: Any, out: Any) -> None:
                 row = 0
 
 
-def _factor_pair_py(raw: Any, rows: int, rank: int, cols: int, nonzeros: int, transposed: bool) -> tuple[Any, Any]:
-    """numba body of ``pouw.noise._draw_factor_pair`` for a power-of-two ``rank`` from the pair's
-    bytes ``raw`` (uint8): the rows×r sign matrix from bits ``[0, rows·r)`` (little-endian within a
-    byte, 1 = −1); then cols little-endian 64-bit words, word c mod r the offset of column c (r
-    divides 2**64: no word is rejected); then each column c of the r×cols window matrix ±1 at rows
-    (offset + i) mod r from its sign bits ``[c·s, (c+1)·s)``. Returns (rows×r, r×cols), or their
-    transposes (r×rows, cols×r) if ``transposed``."""
-    sign_bytes = (rows * rank + 7) // 8
-    if transposed:
-        left = np.empty((rank, rows), dtype=np.int8)
-        right = np.zeros((cols, rank), dtype=np.int8)
-    else:
-        left = np.empty((rows, rank), dtype=np.int8)
-        right = np.zeros((rank, cols), dtype=np.int8)
-    for i in range(rows):
-        for j in range(rank):
-            idx = i * rank + j
-            v = np.int8(1 - 2 * ((raw[idx >> 3] >> (idx & 7)) & 1))
-            if transposed:
-                left[j, i] = v
-            else:
-                left[i, j] = v
-    mask = np.uint64(rank - 1)
-    base = sign_bytes + 8 * cols
+def _unpack_signs_py(raw: Any, out: Any) -> None:
+    """numba body: ``out`` (flat int8) = ±1 from the bits of ``raw``, little-endian within a byte,
+    bit 1 → −1 (a byte at a time: eight stores per load, vectorised)."""
+    count = out.shape[0]
+    full = count // 8
+    for byte in range(full):
+        value = raw[byte]
+        for bit in range(8):
+            out[8 * byte + bit] = np.int8(1 - 2 * ((value >> bit) & 1))
+    for idx in range(8 * full, count):
+        out[idx] = np.int8(1 - 2 * ((raw[idx >> 3] >> (idx & 7)) & 1))
+
+
+def _unpack_signs_t_py(raw: Any, out_t: Any) -> None:
+    """numba body: the transpose (cols×rows) of the rows×cols sign matrix whose row-major bits are
+    ``raw`` (cols a multiple of 8, so a row starts on a byte): byte column ``jb`` of the rows is
+    gathered once, then each of its eight bits is one contiguous output row."""
+    cols, rows = out_t.shape
+    row_bytes = cols // 8
+    column = np.empty(rows, dtype=np.uint8)
+    for jb in range(row_bytes):
+        for i in range(rows):
+            column[i] = raw[i * row_bytes + jb]
+        for bit in range(8):
+            target = out_t[8 * jb + bit]
+            for i in range(rows):
+                target[i] = np.int8(1 - 2 * ((column[i] >> bit) & 1))
+
+
+def _window_masks_py(raw: Any, start: int, rank: int, offsets: Any, masks: Any) -> None:
+    """numba body: from ``raw[start:]``, one little-endian 64-bit word per column (its offset is the
+    word mod r: r divides 2**64, no word is rejected), then the columns' window sign bits, as
+    masks (bit 1 → −1, else 0)."""
+    cols, nonzeros = masks.shape
+    low = np.uint64(rank - 1)
+    base = start + 8 * cols
     for c in range(cols):
         word = np.uint64(0)
         for byte in range(8):
-            word |= np.uint64(raw[sign_bytes + 8 * c + byte]) << np.uint64(8 * byte)
-        row = np.int64(word & mask)
+            word |= np.uint64(raw[start + 8 * c + byte]) << np.uint64(8 * byte)
+        offsets[c] = np.int64(word & low)
         for i in range(nonzeros):
             idx = c * nonzeros + i
-            v = np.int8(1 - 2 * ((raw[base + (idx >> 3)] >> (idx & 7)) & 1))
-            if transposed:
-                right[c, row] = v
-            else:
-                right[row, c] = v
-            row += 1
-            if row == rank:
-                row = np.int64(0)
-    return left, right
+            masks[c, i] = np.int8(-((raw[base + (idx >> 3)] >> (idx & 7)) & 1))
 
 
 def _within_py(x: Any, bound: int) -> bool:
@@ -424,12 +419,13 @@ def _within_py(x: Any, bound: int) -> bool:
 
 _accumulate_mix = _jit(_accumulate_mix_py)
 _within_jit = _jit(_within_py)
-_factor_pair_jit = _jit(_factor_pair_py)
+_unpack_signs_jit = _jit(_unpack_signs_py)
+_unpack_signs_t_jit = _jit(_unpack_signs_t_py)
+_window_masks_jit = _jit(_window_masks_py)
 _scatter_windows_jit = _jit(_scatter_windows_py)
 _tile_lanes_jit = _jit(_tile_lanes_py)
 _sparse_rows_jit = _jit(_sparse_rows_py)
-_noisy_rows_jit = _jit(_noisy_rows_py)
-_noisy_blocks_jit = _jit(_noisy_blocks_py)
+_window_sums_jit = _jit(_window_sums_py)
 _noisy_rows_t_jit = _jit(_noisy_rows_t_py)
 _gemm_acc_jit = _jit(_gemm_acc_py)
 _as_float32_jit = _jit(_as_float32_py)
@@ -463,15 +459,23 @@ def within(x: npt.NDArray[np.int8], bound: int) -> bool:
 
 def factor_pair(
     raw: bytes, rows: int, rank: int, cols: int, nonzeros: int, transposed: bool
-) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]] | None:
-    """The (signs, windows) factor pair of a power-of-two ``rank`` from its bytes in one numba call
-    (see ``pouw.noise._draw_factor_pair``), or None without numba."""
-    if not HAVE_NUMBA:
+) -> tuple[npt.NDArray[np.int8] | None, npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.int8]] | None:
+    """A factor pair of a power-of-two ``rank`` (a multiple of 8) from its bytes (see
+    ``pouw.noise._draw_factor_pair``): (the rows×r signs, or None if ``transposed``; their r×rows
+    transpose; the window offsets; the window sign masks), or None without numba or for r < 8."""
+    if not HAVE_NUMBA or rank % 8:
         return None
-    pair: tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]] = _factor_pair_jit(
-        np.frombuffer(raw, dtype=np.uint8), rows, rank, cols, nonzeros, transposed
-    )
-    return pair
+    data = np.frombuffer(raw, dtype=np.uint8)
+    signs_t = np.empty((rank, rows), dtype=np.int8)
+    _unpack_signs_t_jit(data, signs_t)
+    signs = None
+    if not transposed:
+        signs = np.empty((rows, rank), dtype=np.int8)
+        _unpack_signs_jit(data, signs.reshape(-1))
+    offsets = np.empty(cols, dtype=np.int64)
+    masks = np.empty((cols, nonzeros), dtype=np.int8)
+    _window_masks_jit(data, (rows * rank + 7) // 8, rank, offsets, masks)
+    return signs, signs_t, offsets, masks
 
 
 def sparse_rows(w: npt.NDArray[np.int8], d: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
@@ -618,8 +622,9 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
     Wide products with r <= 64 (every column of E_R then fully non-zero) build A+E row-major by r
     int8 row adds (:func:`_noisy_rows_t_py`: no transposes of A and E_L, ~14 ms less at 2048² on
     AVX2), the row blocks' chunks being strided views. Other wide products (k > 1040, where the
-    exactness check needs the norms) and sparse windows (r > 128) take the numba window kernels
-    (``s = min(r, 64)`` int8 vector adds per entry, every store contiguous, the norms on the way);
+    exactness check needs the norms) and sparse windows (r > 128) take the numba window kernel
+    (:func:`_window_sums_py`: ``s = min(r, 64)`` masked int8 vector adds per entry, from the
+    draw's compact windows, every store contiguous, the norms on the way);
     the others ``A + E_L·E_R`` by a float32 ``addmm`` per chunk (exact: every value is at most
     63 + r), a few calls in all for the small products of a step.
     (Measured at 2048² on AVX2: the GEMM route is no faster there, since its strided chunk copies
@@ -635,6 +640,8 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
     blocks = range(0, m, rows)
     sparse = rank > 2 * NOISE_BOUND and m * k * NOISE_BOUND >= 1 << 20
     wide = k > WIDTH_EXACT
+    compact = noise.compact
+    windowed = HAVE_NUMBA and (sparse or wide)
     a_norms: npt.NDArray[np.int64] | None = None
     b_norms: npt.NDArray[np.int64] | None = None
     a_whole: torch.Tensor | None = None
@@ -646,12 +653,13 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
         a_whole = torch.from_numpy(whole2d)
         pieces = [[a_whole[r0 : r0 + rows, s : s + chunk] for s in starts] for r0 in blocks]
         a_norms = norms32.astype(np.int64)
-    elif HAVE_NUMBA and (sparse or wide):
+    elif windowed and compact is not None:
         flat = np.empty(m * k, dtype=np.float32)
         norms32 = np.empty(m, dtype=np.int32)
-        e_left, e_right = noise.e_left.numpy(), noise.e_right.numpy()
-        # E_Rᵀ as a strided view (r reads a column), E_Lᵀ and Aᵀ contiguous (the vectorised rows)
-        if not _noisy_blocks_jit(e_right.T, transpose_int8(e_left), transpose_int8(a.numpy()), rows, flat, norms32):
+        windows = compact.e_windows  # s masked adds of rows of E_Lᵀ per column of A, on Aᵀ
+        built = _window_sums_jit(windows.offsets, windows.masks, compact.e_left_t, transpose_int8(a.numpy()), rows,
+                                 flat, norms32)
+        if not built:
             raise ValueError(f"an operand beyond ±{PAYLOAD_BOUND}: its int8 running sums would wrap")
         whole = torch.from_numpy(flat)
         pieces = []
@@ -674,11 +682,12 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
                 squares += (piece * piece).sum(1, dtype=torch.float64)
         pieces = [[piece[r0 : r0 + rows] for piece in a_chunks] for r0 in blocks]
         a_norms = squares.to(torch.int64).numpy() if wide else None
-    if HAVE_NUMBA and (sparse or wide):
+    if windowed and compact is not None:
         b_rows = np.empty((k, n), dtype=np.float32)
         norms32 = np.empty(n, dtype=np.int32)
-        f_left, f_right = noise.f_left.numpy(), noise.f_right.numpy()
-        if not _noisy_rows_jit(np.ascontiguousarray(f_left), np.ascontiguousarray(f_right), b.numpy(), b_rows, norms32):
+        f_right = np.ascontiguousarray(noise.f_right.numpy())
+        windows = compact.f_windows  # s masked adds of rows of F_R per row of B, row-major
+        if not _window_sums_jit(windows.offsets, windows.masks, f_right, b.numpy(), n, b_rows.reshape(-1), norms32):
             raise ValueError(f"an operand beyond ±{PAYLOAD_BOUND}: its int8 running sums would wrap")
         b_noisy = torch.from_numpy(b_rows)
         b_norms = norms32.astype(np.int64)

@@ -234,6 +234,25 @@ def test_one_read_noise_draw_equals_the_call_by_call_draw(rank: int, m: int, k: 
         assert np.array_equal(tensor.numpy(), array)
 
 
+@pytest.mark.parametrize("numba", [True, False])
+@pytest.mark.parametrize("rank", [4, 48, 64, 100, 256])
+def test_compact_windows_are_the_dense_factors(rank: int, numba: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window kernels read the draw's compact form (offsets, sign masks, E_Lᵀ): it must be the
+    same noise as the dense factors, for one-read (power-of-two) and rejection-sampled ranks."""
+    if not numba:
+        monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    noise = draw_noise(bytes([rank % 256]) * 32, 64, 72, 128, rank)
+    compact = noise.compact
+    assert compact is not None
+    assert np.array_equal(compact.e_left_t, noise.e_left.numpy().T) and compact.e_left_t.flags.c_contiguous
+    for windows, dense in ((compact.e_windows, noise.e_right.numpy()), (compact.f_windows, noise.f_left.numpy().T)):
+        rebuilt = np.zeros_like(dense)
+        for c, (offset, masks) in enumerate(zip(windows.offsets, windows.masks, strict=True)):
+            assert set(masks.tolist()) <= {0, -1}
+            rebuilt[(offset + np.arange(len(masks))) % rank, c] = 1 + 2 * masks
+        assert np.array_equal(rebuilt, dense)
+
+
 def test_noisy_operands_without_numba_give_the_same_operands_and_norms(monkeypatch: pytest.MonkeyPatch) -> None:
     a, b = operands(5, 64, 1100, 64)
     noise = draw_noise(b"\x05" * 32, 64, 1100, 64, 64)
@@ -250,10 +269,10 @@ def test_noisy_operands_without_numba_give_the_same_operands_and_norms(monkeypat
 def test_noisy_operands_refuse_operands_beyond_the_payload_bound() -> None:
     """The window kernels keep their running sums in int8 (exact for |x| <= 63 plus 64 terms ±1):
     an operand entry beyond ±63 would wrap, so it is refused rather than silently mixed."""
-    for side in ("a", "b"):
+    for side, rank in (("a", 64), ("b", 64), ("a", 256), ("b", 256)):  # rows of A+E (r <= 64) and windows
         a, b = operands(6, 64, 1100, 64)
         (a if side == "a" else b)[3, 5] = 64 if side == "a" else -64
-        noise = draw_noise(b"\x06" * 32, 64, 1100, 64, 64)
+        noise = draw_noise(b"\x06" * 32, 64, 1100, 64, rank)
         if kernels.HAVE_NUMBA:
             with pytest.raises(ValueError, match="beyond"):
                 kernels.noisy_operands(a, b, noise, 100, rows=64)
