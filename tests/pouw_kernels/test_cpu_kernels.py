@@ -328,3 +328,15 @@ def test_tile_tickets_and_leaves_equal_the_blake3_references() -> None:
         tile_tickets(sigma, np.array([[0, 0, -1, 0]]))
     rows = rng.integers(-63, 64, size=(200, 48), dtype=np.int8)
     assert block_roots(rows, 64) == leaf_hashes_host(rows, 64, LEAF_KEY)
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (64, 512), (512, 64), (24, 40), (7, 16), (128, 130), (2048, 64)])
+def test_int8_transpose_is_the_transpose(shape: tuple[int, int]) -> None:
+    """The 8 × 8 word-block transpose (sides multiples of 8) and its fallbacks, on every byte value."""
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    x = rng.integers(-128, 128, shape, dtype=np.int8)
+    got = kernels.transpose_int8(x)
+    assert got.flags.c_contiguous and np.array_equal(got, x.T)
+    assert np.array_equal(kernels.transpose_int8(got), x)
+    strided = np.ascontiguousarray(np.concatenate([x, x], axis=1))[:, : shape[1]]  # a view, not contiguous
+    assert np.array_equal(kernels.transpose_int8(strided), x.T)
