@@ -204,6 +204,7 @@ def _window_sums_py(offsets: Any, masks: Any, d: Any, base: Any, rows: int, out:
     q, nonzeros = masks.shape
     rank, width = d.shape
     acc = np.zeros(width, dtype=np.int8)
+    wide = np.zeros(width, dtype=np.int32)
     low = np.int8(0)
     high = np.int8(0)
     for x in range(width):
@@ -221,12 +222,14 @@ def _window_sums_py(offsets: Any, masks: Any, d: Any, base: Any, rows: int, out:
                 row = 0
         for x in range(width):
             v = np.int32(acc[x])
+            wide[x] = v
             sumsq[x] += v * v
-        for r0 in range(0, width, rows):
+        for r0 in range(0, width, rows):  # through slices: the conversions vectorise (indexed, they did not)
             height = min(rows, width - r0)
-            offset = r0 * q + c * height - r0
-            for x in range(r0, r0 + height):
-                out[offset + x] = np.float32(acc[x])
+            piece = out[r0 * q + c * height : r0 * q + (c + 1) * height]
+            source_row = wide[r0 : r0 + height]
+            for x in range(height):
+                piece[x] = np.float32(source_row[x])
     return bool(-PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND)
 
 
