@@ -400,15 +400,21 @@ def _window_masks_py(raw: Any, start: int, rank: int, offsets: Any, masks: Any) 
     masks (bit 1 → −1, else 0)."""
     cols, nonzeros = masks.shape
     low = np.uint64(rank - 1)
-    base = start + 8 * cols
     for c in range(cols):
         word = np.uint64(0)
         for byte in range(8):
             word |= np.uint64(raw[start + 8 * c + byte]) << np.uint64(8 * byte)
         offsets[c] = np.int64(word & low)
-        for i in range(nonzeros):
-            idx = c * nonzeros + i
-            masks[c, i] = np.int8(-((raw[base + (idx >> 3)] >> (idx & 7)) & 1))
+    flat = masks.reshape(-1)  # bit idx = c·s + i: the row-major order of the masks
+    bits = raw[start + 8 * cols :]
+    count = flat.shape[0]
+    full = count // 8
+    for byte in range(full):
+        value = bits[byte]
+        for bit in range(8):
+            flat[8 * byte + bit] = np.int8(-((value >> bit) & 1))
+    for idx in range(8 * full, count):
+        flat[idx] = np.int8(-((bits[idx >> 3] >> (idx & 7)) & 1))
 
 
 def _transpose8_py(x: Any, out: Any) -> None:
