@@ -183,6 +183,41 @@ def measure(
     return Samples(seconds, calls)
 
 
+def measure_interleaved(
+    fns: dict[str, Callable[[], object]],
+    repeats: int,
+    sync: Callable[[], None] = lambda: None,
+    min_sample_s: float = 0.0,
+    warmup: int = 1,
+) -> dict[str, Samples]:
+    """:func:`measure` for operations that are compared with each other: their samples are taken in
+    turn (sample ``i`` of each, in an order rotated every round) rather than one operation's block
+    after another's, so a machine that speeds up or slows down during the run (turbo, a neighbour
+    on a shared host) shifts every operation alike and their ratios stay honest."""
+    calls: dict[str, int] = {}
+    for label, fn in fns.items():
+        for _ in range(warmup):
+            fn()
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        once = time.perf_counter() - start
+        calls[label] = max(1, math.ceil(min_sample_s / max(once, 1e-9))) if min_sample_s > 0 else 1
+    labels = list(fns)
+    seconds: dict[str, list[float]] = {label: [] for label in labels}
+    for round_index in range(repeats):
+        shift = round_index % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            fn = fns[label]
+            start = time.perf_counter()
+            for _ in range(calls[label]):
+                fn()
+            sync()
+            seconds[label].append((time.perf_counter() - start) / calls[label])
+    return {label: Samples(seconds[label], calls[label]) for label in labels}
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (0..100) with linear interpolation."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))

@@ -30,7 +30,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from benchmarks.framework import RunContext, SuiteReport, figure, int8_peak_tops, measure, representative, rounded
+from benchmarks.framework import (
+    RunContext,
+    SuiteReport,
+    figure,
+    int8_peak_tops,
+    measure_interleaved,
+    representative,
+    rounded,
+)
 from chain.hashing import merkle_root_of_hashes
 from pouw.backends import CPU_KINDS, Backend, get_backend
 from pouw.kernels import cpu as cpu_kernels
@@ -189,11 +197,22 @@ def measure_size(n: int, ctx: RunContext, presets: list[str], peak: float | None
     a, b = operands(n, backend.device)
     useful_ops = 2 * n**3
     want = torch._int_mm(a, b)
-    exact_plain: dict[str, Any] = {}
+    timed: dict[str, Callable[[], object]] = {}
     for label, candidate in plain_products(ctx).items():
         if not torch.equal(candidate.int_mm(a, b), want):
             raise RuntimeError(f"plain backend {label} is not exact at n={n}")
-        timing = measure(functools.partial(candidate.int_mm, a, b), repeats, ctx.sync, min_sample_s)
+        timed[f"plain:{label}"] = functools.partial(candidate.int_mm, a, b)
+    floats = {label: (a.to(dtype), b.to(dtype)) for label, dtype in reference_dtypes(ctx).items()}
+    for label, (fa, fb) in floats.items():
+        timed[f"float:{label}"] = functools.partial(torch.matmul, fa, fb)
+    hooks = {name: NoisyTranscriptProduct(PRESETS[name], HEADER_SEED, 0, 0, backend) for name in presets}
+    exact_pouw = {name: bool(torch.equal(hook(a, b, 0), want)) for name, hook in hooks.items()}
+    for name, hook in hooks.items():
+        timed[f"pouw:{name}"] = functools.partial(hook, a, b, 0)
+    timings = measure_interleaved(timed, repeats, ctx.sync, min_sample_s)  # every ratio from the same moments
+    exact_plain: dict[str, Any] = {}
+    for label in plain_products(ctx):
+        timing = timings[f"plain:{label}"]
         exact_plain[label] = {**timing.to_json(), "tops": rounded(useful_ops / timing.median / 1e12)}
     for label, entry in exact_plain.items():
         entry["representative"] = representative(label)  # False: not what the emulated machine would time
@@ -208,16 +227,14 @@ def measure_size(n: int, ctx: RunContext, presets: list[str], peak: float | None
         "fastest_exact_plain": {"name": fastest, "median_s": fastest_s, "tops": exact_plain[fastest]["tops"]},
         "pouw_backend": backend.label,
     }
-    for label, dtype in reference_dtypes(ctx).items():
-        fa, fb = a.to(dtype), b.to(dtype)
-        timing = measure(functools.partial(torch.matmul, fa, fb), repeats, ctx.sync, min_sample_s)
+    for label in floats:
+        timing = timings[f"float:{label}"]
         row[label] = {**timing.to_json(), "tops": rounded(useful_ops / timing.median / 1e12)}
     row["pouw"] = {}
     for name in presets:
         params = PRESETS[name]
-        hook = NoisyTranscriptProduct(params, HEADER_SEED, 0, 0, backend)
-        exact = bool(torch.equal(hook(a, b, 0), want))
-        timing = measure(functools.partial(hook, a, b, 0), repeats, ctx.sync, min_sample_s / 4)
+        exact = exact_pouw[name]
+        timing = timings[f"pouw:{name}"]
         row["pouw"][name] = {
             **timing.to_json(),
             "tops": rounded(useful_ops / timing.median / 1e12),

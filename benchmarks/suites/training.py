@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from benchmarks.framework import RunContext, Samples, SuiteReport, figure, measure, representative, rounded
+from benchmarks.framework import RunContext, Samples, SuiteReport, figure, measure_interleaved, representative, rounded
 from consensus.presets import PRESETS as CHAIN_PRESETS
 from pouw.backends import CPU_KINDS, Backend, get_backend
 from pouw.datasets import Dataset, load_dataset
@@ -142,15 +142,19 @@ def run(ctx: RunContext) -> SuiteReport:
         config = workload.config
         dataset = load_dataset(workload.dataset)
         state = init_state(config, INIT_SEED)
-        plain: dict[str, Samples] = {}
-        for label, candidate in plain_backends(ctx).items():
-            trainer = Trainer(config, state, dataset, TRAJECTORY_SEED, candidate)
-            plain[label] = measure(trainer.step, repeats, ctx.sync, min_sample_s)
+        steps: dict[str, Callable[[], object]] = {
+            f"plain:{label}": Trainer(config, state, dataset, TRAJECTORY_SEED, candidate).step
+            for label, candidate in plain_backends(ctx).items()
+        }
+        steps["integer_pouw"] = mined_step(workload, state, dataset, ctx)
+        steps["float32"] = Float32Step(config, state, dataset, ctx.torch_device)
+        measured = measure_interleaved(steps, repeats, ctx.sync, min_sample_s)  # ratios from the same moments
+        plain = {label.removeprefix("plain:"): t for label, t in measured.items() if label.startswith("plain:")}
         fastest = min((label for label in plain if representative(label)), key=lambda label: plain[label].median)
         timings: dict[str, Samples] = {
             "integer_plain": plain[fastest],
-            "integer_pouw": measure(mined_step(workload, state, dataset, ctx), repeats, ctx.sync, min_sample_s),
-            "float32": measure(Float32Step(config, state, dataset, ctx.torch_device), repeats, ctx.sync, min_sample_s),
+            "integer_pouw": measured["integer_pouw"],
+            "float32": measured["float32"],
         }
         macs = config.macs_per_step()
         row: dict[str, Any] = {

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from benchmarks.cli import main
-from benchmarks.framework import int8_peak_tops, measure
+from benchmarks.framework import int8_peak_tops, measure, measure_interleaved
 
 
 def load(out: Path, suite: str) -> dict[str, Any]:
@@ -89,6 +89,18 @@ def test_measure_batches_fast_calls_and_reports_time_per_call() -> None:
     assert len(timing.seconds) == 4
     assert len(calls) == 2 + 1 + 4 * timing.calls_per_sample
     assert timing.median < 0.001
+
+
+def test_interleaved_measurement_takes_the_samples_in_turn() -> None:
+    """Compared operations are sampled round by round (order rotated), not one block after another."""
+    order: list[str] = []
+    timings = measure_interleaved(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b"), "c": lambda: order.append("c")},
+        repeats=3, warmup=1,
+    )
+    assert order[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up and one calibration call each
+    assert order[6:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert all(len(t.seconds) == 3 and t.calls_per_sample == 1 for t in timings.values())
 
 
 def test_an_unknown_device_is_refused(tmp_path: Path) -> None:
