@@ -16,9 +16,11 @@ each byte, row-major; bit 1 means -1. A window matrix (r×cols) takes ``randbelo
 offsets, then a sign matrix (cols×s) whose row j gives the signs of column j's window, entry i
 landing on row (offset_j + i) mod r.
 
-:meth:`NoiseFactors.dense` builds E and F as int8 without a GEMM: each row of Eᵀ (and of F) is the
-signed sum of the ``s`` rows of E_Lᵀ (of F_R) its window selects, ``s`` int16 vector adds
-(pouw/kernels/cpu.py), which costs ``s/r`` of the dense product and no float conversion.
+The draw also keeps what it read in compact form (:class:`CompactNoise`: each window's offset and
+sign masks, and E_Lᵀ), from which the CPU kernels build A+E and B+F with ``s`` masked int8 adds
+per row. :meth:`NoiseFactors.dense` builds E and F as int8 without a GEMM: each row of Eᵀ (and
+of F) is the signed sum of the ``s`` rows of E_Lᵀ (of F_R) its window selects, ``s`` int16 vector
+adds (pouw/kernels/cpu.py), which costs ``s/r`` of the dense product and no float conversion.
 """
 
 from __future__ import annotations
@@ -82,8 +84,9 @@ class CompactNoise:
 
 @dataclass(frozen=True, slots=True)
 class NoiseFactors:
-    """The four int8 factors of one matmul's noise; E = e_left·e_right, F = f_left·f_right (and,
-    drawn on the CPU with numba, the same noise in the compact form of :class:`CompactNoise`)."""
+    """The four int8 factors of one matmul's noise; E = e_left·e_right, F = f_left·f_right, and,
+    as :func:`draw_noise` leaves them on the CPU, the same noise in the compact form of
+    :class:`CompactNoise` (dropped by :meth:`to` another device)."""
 
     e_left: torch.Tensor  # m × r, ±1
     e_right: torch.Tensor  # r × k, windowed ternary

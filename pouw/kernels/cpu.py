@@ -401,7 +401,7 @@ def _window_masks_py(raw: Any, start: int, rank: int, offsets: Any, masks: Any) 
     """numba body: from ``raw[start:]``, one little-endian 64-bit word per column (its offset is the
     word mod r: r divides 2**64, no word is rejected), then the columns' window sign bits, as
     masks (bit 1 → −1, else 0)."""
-    cols, nonzeros = masks.shape
+    cols = masks.shape[0]
     low = np.uint64(rank - 1)
     for c in range(cols):
         word = np.uint64(0)
