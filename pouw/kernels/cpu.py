@@ -190,7 +190,23 @@ def _noisy_rows_t_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> bool:
     return bool(-PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND)
 
 
-def _window_sums_py(offsets: Any, masks: Any, d: Any, base: Any, rows: int, out: Any, sumsq: Any) -> bool:
+def _pair_rows_py(d: Any, pairs: Any) -> None:
+    """numba body: ``pairs[2ρ] = d[ρ] + d[ρ+1]``, ``pairs[2ρ+1] = d[ρ] − d[ρ+1]`` (indices mod r) for
+    a ±1 ``d`` (r × width): every signed pair of adjacent rows is one of these or its negation."""
+    rank, width = d.shape
+    for rho in range(rank):
+        first = d[rho]
+        second = d[rho + 1 if rho + 1 < rank else 0]
+        plus = pairs[2 * rho]
+        minus = pairs[2 * rho + 1]
+        for x in range(width):
+            plus[x] = first[x] + second[x]
+            minus[x] = first[x] - second[x]
+
+
+def _window_sums_py(
+    offsets: Any, masks: Any, d: Any, pairs: Any, base: Any, rows: int, out: Any, sumsq: Any
+) -> bool:
     """numba body: row ``c`` of ``base + W·D`` in float32 for a windowed ``W`` in compact form
     (row c: ±1 on rows ``(offsets[c] + i) mod r`` of the ±1 ``d`` (r × width), signs as masks),
     and ``sumsq[x] = Σ_c out[c, x]²`` (int32: exact for fewer than 2**17 rows, 127²·2**17 < 2**31).
@@ -200,10 +216,11 @@ def _window_sums_py(offsets: Any, masks: Any, d: Any, base: Any, rows: int, out:
     with ``rows`` >= width that is plain row-major. For A+E: ``base`` = Aᵀ, ``d`` = E_Lᵀ, W = E_Rᵀ
     (each piece (A+E)ᵀ of a row block, contiguous); for B+F: ``base`` = B, ``d`` = F_R, W = F_L.
 
-    The running sums are int8 and may wrap while they are summed: the result, |base| + s <= 127
-    while |base| <= 63 (s <= 64), is exact modulo 256 and so exact (False, the result unusable,
-    when an entry of ``base`` is beyond ±63). One branch-free masked add, ``(x ^ m) − m``, per
-    window row: s int8 vector adds per row of the output."""
+    A window's rows come two at a time from ``pairs`` (:func:`_pair_rows_py`): the pair's signs
+    pick its sum or its difference, and the first sign negates it, ``(x ^ mask) − mask``, so a row
+    of the output costs s/2 branch-free int8 vector adds. The int8 running sums may wrap while they
+    are summed: the result, |base| + s <= 127 while |base| <= 63 (s <= 64), is exact modulo 256
+    and so exact (False, the result unusable, when an entry of ``base`` is beyond ±63)."""
     q, nonzeros = masks.shape
     rank, width = d.shape
     acc = np.zeros(width, dtype=np.int8)
@@ -212,17 +229,23 @@ def _window_sums_py(offsets: Any, masks: Any, d: Any, base: Any, rows: int, out:
     high = np.int8(0)
     for x in range(width):
         sumsq[x] = 0
+    even = nonzeros - nonzeros % 2
     for c in range(q):
         low, high = _load_row(acc, base[c], low, high)
         row = offsets[c]
-        for i in range(nonzeros):
-            source = d[row]
+        for i in range(0, even, 2):
             mask = masks[c, i]
+            source = pairs[2 * row + ((masks[c, i + 1] ^ mask) & 1)]
             for x in range(width):
                 acc[x] += (source[x] ^ mask) - mask
-            row += 1
-            if row == rank:
-                row = 0
+            row += 2
+            if row >= rank:
+                row -= rank
+        if even < nonzeros:
+            mask = masks[c, even]
+            source = d[row]
+            for x in range(width):
+                acc[x] += (source[x] ^ mask) - mask
         for x in range(width):
             v = np.int32(acc[x])
             wide[x] = v
@@ -479,6 +502,76 @@ def _transpose8_py(x: Any, out: Any) -> None:
             out_words[c0 + 4, bi], out_words[c0 + 5, bi], out_words[c0 + 6, bi], out_words[c0 + 7, bi] = w4, w5, w6, w7
 
 
+def _blake3_g_py(v: Any, a: int, b: int, c: int, d: int, mx: Any, my: Any) -> None:
+    """numba body: BLAKE3's quarter-round on the state ``v`` (uint64 words holding 32-bit values)."""
+    mask = np.uint64(0xFFFFFFFF)
+    va = (v[a] + v[b] + mx) & mask
+    vd = v[d] ^ va
+    vd = ((vd >> np.uint64(16)) | (vd << np.uint64(16))) & mask
+    vc = (v[c] + vd) & mask
+    vb = v[b] ^ vc
+    vb = ((vb >> np.uint64(12)) | (vb << np.uint64(20))) & mask
+    va = (va + vb + my) & mask
+    vd = vd ^ va
+    vd = ((vd >> np.uint64(8)) | (vd << np.uint64(24))) & mask
+    vc = (vc + vd) & mask
+    vb = vb ^ vc
+    vb = ((vb >> np.uint64(7)) | (vb << np.uint64(25))) & mask
+    v[a], v[b], v[c], v[d] = va, vb, vc, vd
+
+
+_blake3_g = _jit(_blake3_g_py)
+
+BLAKE3_PERMUTATION = np.array([2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8], dtype=np.int64)
+TICKET_FLAGS = 16 | 8 | 2 | 1  # KEYED_HASH | ROOT | CHUNK_END | CHUNK_START: one block, the whole message
+
+
+def _tickets_py(key: Any, sigma: Any, lanes: Any, permutation: Any, out: Any) -> None:
+    """numba body: ``out[t]`` = the 8 output words of the keyed BLAKE3 of σ_m ‖ t (8 bytes LE) ‖
+    the 4 lanes of tile t (4-byte big-endian words): one compression of one 56-byte block (the
+    message words: σ_m's 8, the index's 2, the lanes byte-swapped, 2 of zero padding), chaining
+    value = the key, counter 0, block length 56, flags KEYED_HASH | ROOT | CHUNK_END | CHUNK_START."""
+    v = np.zeros(16, dtype=np.uint64)
+    m = np.zeros(16, dtype=np.uint64)
+    scratch = np.zeros(16, dtype=np.uint64)
+    for t in range(lanes.shape[0]):
+        for i in range(8):
+            m[i] = sigma[i]
+            v[i] = key[i]
+        m[8] = np.uint64(t & 0xFFFFFFFF)
+        m[9] = np.uint64(t >> 32)
+        for i in range(4):
+            x = np.uint64(lanes[t, i])
+            m[10 + i] = (((x & np.uint64(0xFF)) << np.uint64(24)) | ((x & np.uint64(0xFF00)) << np.uint64(8))
+                         | ((x >> np.uint64(8)) & np.uint64(0xFF00)) | ((x >> np.uint64(24)) & np.uint64(0xFF)))
+        m[14] = 0
+        m[15] = 0
+        v[8] = np.uint64(0x6A09E667)
+        v[9] = np.uint64(0xBB67AE85)
+        v[10] = np.uint64(0x3C6EF372)
+        v[11] = np.uint64(0xA54FF53A)
+        v[12] = 0
+        v[13] = 0
+        v[14] = np.uint64(56)
+        v[15] = np.uint64(TICKET_FLAGS)
+        for round_index in range(7):
+            _blake3_g(v, 0, 4, 8, 12, m[0], m[1])
+            _blake3_g(v, 1, 5, 9, 13, m[2], m[3])
+            _blake3_g(v, 2, 6, 10, 14, m[4], m[5])
+            _blake3_g(v, 3, 7, 11, 15, m[6], m[7])
+            _blake3_g(v, 0, 5, 10, 15, m[8], m[9])
+            _blake3_g(v, 1, 6, 11, 12, m[10], m[11])
+            _blake3_g(v, 2, 7, 8, 13, m[12], m[13])
+            _blake3_g(v, 3, 4, 9, 14, m[14], m[15])
+            if round_index < 6:
+                for i in range(16):
+                    scratch[i] = m[permutation[i]]
+                for i in range(16):
+                    m[i] = scratch[i]
+        for i in range(8):
+            out[t, i] = np.uint32(v[i] ^ v[i + 8])
+
+
 def _within_py(x: Any, bound: int) -> bool:
     """numba body: every entry of the flat int8 ``x`` within ±``bound``."""
     low = np.int8(0)
@@ -492,6 +585,7 @@ def _within_py(x: Any, bound: int) -> bool:
 _accumulate_mix = _jit(_accumulate_mix_py)
 _within_jit = _jit(_within_py)
 _transpose8_jit = _jit(_transpose8_py)
+_tickets_jit = _jit(_tickets_py)
 _unpack_signs_jit = _jit(_unpack_signs_py)
 _unpack_signs_t_jit = _jit(_unpack_signs_t_py)
 _window_masks_jit = _jit(_window_masks_py)
@@ -499,6 +593,7 @@ _scatter_windows_jit = _jit(_scatter_windows_py)
 _tile_lanes_jit = _jit(_tile_lanes_py)
 _sparse_rows_jit = _jit(_sparse_rows_py)
 _window_sums_jit = _jit(_window_sums_py)
+_pair_rows_jit = _jit(_pair_rows_py)
 _noisy_rows_t_jit = _jit(_noisy_rows_t_py)
 _gemm_acc_jit = _jit(_gemm_acc_py)
 _as_float32_jit = _jit(_as_float32_py)
@@ -519,6 +614,29 @@ def scatter_windows(
         rows = (offsets[:, None] + np.arange(nonzeros)[None, :]) % rank
         (out.T if transposed else out)[rows, np.arange(cols)[:, None]] = signs
     return out
+
+
+def pair_rows(d: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
+    """The (2r × width) sums and differences of adjacent rows of a ±1 ``d`` (:func:`_pair_rows_py`)."""
+    pairs = np.empty((2 * d.shape[0], d.shape[1]), dtype=np.int8)
+    _pair_rows_jit(d, pairs)
+    return pairs
+
+
+def tile_tickets(sigma_m: bytes, lanes: npt.NDArray[np.int64], key: bytes) -> list[bytes] | None:
+    """Every tile's ticket (keyed BLAKE3 of σ_m ‖ index ‖ lanes, see pouw/kernels/blake3_triton.py
+    ``tickets_host``, the reference) in one numba call, or None without numba or on a big-endian
+    host: one compression a tile instead of a ``blake3`` call each (~2 µs of Python per tile)."""
+    if not HAVE_NUMBA or not LITTLE_ENDIAN or len(key) != 32 or len(sigma_m) != 32:
+        return None
+    rows = np.ascontiguousarray(lanes, dtype=np.int64).reshape(-1, LANES)
+    if rows.size and (rows.min() < 0 or rows.max() >= 1 << 32):
+        raise ValueError("lanes must lie in [0, 2**32)")
+    out = np.empty((rows.shape[0], 8), dtype=np.uint32)
+    key_words = np.frombuffer(key, dtype="<u4").astype(np.uint64)
+    _tickets_jit(key_words, np.frombuffer(sigma_m, dtype="<u4").astype(np.uint64), rows, BLAKE3_PERMUTATION, out)
+    data = out.astype("<u4").tobytes()
+    return [data[32 * t : 32 * t + 32] for t in range(rows.shape[0])]
 
 
 def within(x: npt.NDArray[np.int8], bound: int) -> bool:
@@ -735,9 +853,9 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
     elif windowed and compact is not None:
         flat = np.empty(m * k, dtype=np.float32)
         norms32 = np.empty(m, dtype=np.int32)
-        windows = compact.e_windows  # s masked adds of rows of E_Lᵀ per column of A, on Aᵀ
-        built = _window_sums_jit(windows.offsets, windows.masks, compact.e_left_t, transpose_int8(a.numpy()), rows,
-                                 flat, norms32)
+        windows = compact.e_windows  # s/2 masked adds of row pairs of E_Lᵀ per column of A, on Aᵀ
+        built = _window_sums_jit(windows.offsets, windows.masks, compact.e_left_t, pair_rows(compact.e_left_t),
+                                 transpose_int8(a.numpy()), rows, flat, norms32)
         if not built:
             raise ValueError(f"an operand beyond ±{PAYLOAD_BOUND}: its int8 running sums would wrap")
         whole = torch.from_numpy(flat)
@@ -765,8 +883,9 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
         b_rows = np.empty((k, n), dtype=np.float32)
         norms32 = np.empty(n, dtype=np.int32)
         f_right = np.ascontiguousarray(noise.f_right.numpy())
-        windows = compact.f_windows  # s masked adds of rows of F_R per row of B, row-major
-        if not _window_sums_jit(windows.offsets, windows.masks, f_right, b.numpy(), n, b_rows.reshape(-1), norms32):
+        windows = compact.f_windows  # s/2 masked adds of row pairs of F_R per row of B, row-major
+        if not _window_sums_jit(windows.offsets, windows.masks, f_right, pair_rows(f_right), b.numpy(), n,
+                                b_rows.reshape(-1), norms32):
             raise ValueError(f"an operand beyond ±{PAYLOAD_BOUND}: its int8 running sums would wrap")
         b_noisy = torch.from_numpy(b_rows)
         b_norms = norms32.astype(np.int64)

@@ -176,10 +176,13 @@ def test_float32_accumulation_path_and_its_fallbacks_agree_with_the_reference() 
 
 
 @pytest.mark.parametrize(
-    ("chunk", "k", "rank"), [(12, 320, 128), (64, 320, 64), (100, 1100, 128), (64, 256, 256), (256, 1100, 256), (64, 1100, 64)]
+    ("chunk", "k", "rank"),
+    [(12, 320, 128), (64, 320, 64), (100, 1100, 128), (64, 256, 256), (256, 1100, 256), (64, 1100, 64),
+     (3, 1100, 3), (96, 1100, 100)],
 )
 def test_noisy_operands_equal_the_dense_noise(chunk: int, k: int, rank: int) -> None:
-    """Both constructions (GEMMs for narrow products, the numba windows for wide or sparse ones)."""
+    """Both constructions (GEMMs for narrow products, the numba windows for wide or sparse ones), the
+    windows' row pairs with an odd window (s = 3: one row left over) and a rejection-sampled rank."""
     a, b = operands(chunk, 128, k, 64)
     noise = draw_noise(b"\x04" * 32, 128, k, 64, rank)
     e, f = noise.dense()
@@ -314,18 +317,25 @@ def test_noisy_product_refuses_an_operand_beyond_the_payload_bound(value: int) -
     assert kernels.within(np.full((3, 5), -63, dtype=np.int8), 63)
 
 
-def test_tile_tickets_and_leaves_equal_the_blake3_references() -> None:
-    """transcript's ticket and leaf hashes are blake3_triton's host references under the protocol's keys."""
+@pytest.mark.parametrize("numba", [True, False])
+def test_tile_tickets_and_leaves_equal_the_blake3_references(numba: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transcript's ticket and leaf hashes are blake3_triton's host references (the ``blake3``
+    package) under the protocol's keys: the numba compression (one per tile) and its fallback."""
     from pouw.kernels.blake3_triton import leaf_hashes_host, tickets_host
     from pouw.transcript import LEAF_KEY, TICKET_KEY, block_roots, tile_tickets
 
+    if not numba:
+        monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
     rng = np.random.default_rng(12)
-    lanes = rng.integers(0, (1 << 31) - 1, size=(9, 4), dtype=np.int64)
-    sigma = bytes(range(32))
+    lanes = rng.integers(0, 1 << 32, size=(300, 4), dtype=np.int64)  # every byte of a lane word
+    lanes[0] = 0
+    lanes[1] = (1 << 32) - 1
+    sigma = bytes(rng.integers(0, 256, 32, dtype=np.uint8))
     assert tile_tickets(sigma, lanes) == tickets_host(sigma, lanes, TICKET_KEY)
     assert tile_tickets(sigma, lanes[:0]) == []
-    with pytest.raises(ValueError):
-        tile_tickets(sigma, np.array([[0, 0, -1, 0]]))
+    for bad in (-1, 1 << 32):
+        with pytest.raises(ValueError):
+            tile_tickets(sigma, np.array([[0, 0, bad, 0]]))
     rows = rng.integers(-63, 64, size=(200, 48), dtype=np.int8)
     assert block_roots(rows, 64) == leaf_hashes_host(rows, 64, LEAF_KEY)
 
