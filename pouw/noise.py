@@ -71,6 +71,12 @@ class Windows:
     offsets: npt.NDArray[np.int64]  # (cols,), in [0, r)
     masks: npt.NDArray[np.int8]  # (cols, s), 0 or -1
 
+    def dense(self, rank: int, transposed: bool = False) -> I8:
+        """The r×cols window matrix (its cols×r transpose, contiguous, if ``transposed``)."""
+        from pouw.kernels.cpu import scatter_windows
+
+        return scatter_windows(self.offsets, (1 + 2 * self.masks).astype(np.int8), rank, transposed)
+
 
 @dataclass(frozen=True, slots=True)
 class CompactNoise:
@@ -82,17 +88,45 @@ class CompactNoise:
     f_windows: Windows
 
 
-@dataclass(frozen=True, slots=True)
 class NoiseFactors:
     """The four int8 factors of one matmul's noise; E = e_left·e_right, F = f_left·f_right, and,
     as :func:`draw_noise` leaves them on the CPU, the same noise in the compact form of
-    :class:`CompactNoise` (dropped by :meth:`to` another device)."""
+    :class:`CompactNoise` (dropped by :meth:`to` another device). Given the compact form, the two
+    windowed factors may be left out (None): they are scattered from it when first asked for (the
+    float32 CPU path reads only the compact form, and a dense window matrix per factor cost
+    ~0.03 ms a matmul at 512², 1 % of a mined step of the 512-wide job)."""
 
-    e_left: torch.Tensor  # m × r, ±1
-    e_right: torch.Tensor  # r × k, windowed ternary
-    f_left: torch.Tensor  # k × r, windowed ternary (rows)
-    f_right: torch.Tensor  # r × n, ±1
-    compact: CompactNoise | None = None
+    __slots__ = ("_e_right", "_f_left", "compact", "e_left", "f_right")
+
+    def __init__(
+        self,
+        e_left: torch.Tensor,  # m × r, ±1
+        e_right: torch.Tensor | None,  # r × k, windowed ternary
+        f_left: torch.Tensor | None,  # k × r, windowed ternary (rows)
+        f_right: torch.Tensor,  # r × n, ±1
+        compact: CompactNoise | None = None,
+    ) -> None:
+        if compact is None and (e_right is None or f_left is None):
+            raise ValueError("a windowed factor needs either its dense matrix or the compact form")
+        self.e_left = e_left
+        self.f_right = f_right
+        self.compact = compact
+        self._e_right = e_right
+        self._f_left = f_left
+
+    @property
+    def e_right(self) -> torch.Tensor:
+        if self._e_right is None:
+            assert self.compact is not None
+            self._e_right = torch.from_numpy(self.compact.e_windows.dense(self.rank))
+        return self._e_right
+
+    @property
+    def f_left(self) -> torch.Tensor:
+        if self._f_left is None:
+            assert self.compact is not None
+            self._f_left = torch.from_numpy(self.compact.f_windows.dense(self.rank, transposed=True))
+        return self._f_left
 
     @property
     def rank(self) -> int:
@@ -131,10 +165,10 @@ def _signs(raw: bytes, rows: int, cols: int) -> I8:
 
 def _draw_factor_pair(
     prng: Prng, rows: int, rank: int, cols: int, nonzeros: int, transposed: bool = False
-) -> tuple[I8, I8, Windows, I8]:
-    """``draw_signs(prng, rows, rank)`` then ``draw_windows(prng, rank, cols, nonzeros)`` (both
-    transposed, contiguous, if ``transposed``: F's factors), then the windows' compact form and the
-    signs' transpose (r×rows, contiguous; the first factor itself if ``transposed``).
+) -> tuple[I8, Windows, I8]:
+    """``draw_signs(prng, rows, rank)`` (transposed, contiguous, if ``transposed``: F's factors) and
+    ``draw_windows(prng, rank, cols, nonzeros)`` in compact form (:meth:`Windows.dense` gives the
+    matrix), then the signs' transpose (r×rows, contiguous; the first factor itself if ``transposed``).
 
     For a power-of-two rank no 64-bit word is ever rejected by ``randbelow(rank)`` (rank divides
     2**64), so the draw is exactly the next ``ceil(rows·rank/8) + 8·cols + ceil(cols·nonzeros/8)``
@@ -147,40 +181,32 @@ def _draw_factor_pair(
         left = draw_signs(prng, rows, rank)
         offsets = prng.randbelow_array(rank, cols)
         masks = -(draw_signs(prng, cols, nonzeros) < 0).astype(np.int8)
-        return _factors(left, transpose_int8(left), Windows(offsets, masks), rank, transposed)
+        return _factors(left, transpose_int8(left), Windows(offsets, masks), transposed)
 
     sign_bytes, window_bytes = (rows * rank + 7) // 8, (cols * nonzeros + 7) // 8
     raw = prng.bytes(sign_bytes + 8 * cols + window_bytes)
     fast = factor_pair(raw, rows, rank, cols, nonzeros, transposed)  # numba: the same bits
     if fast is not None:
         signs, signs_t, offsets, masks = fast
-        return _factors(signs, signs_t, Windows(offsets, masks), rank, transposed)
+        return _factors(signs, signs_t, Windows(offsets, masks), transposed)
     left = _signs(raw[:sign_bytes], rows, rank)
     words = np.frombuffer(raw, dtype="<u8", count=cols, offset=sign_bytes)
     offsets = (words & np.uint64(rank - 1)).astype(np.int64)
     masks = -(_signs(raw[sign_bytes + 8 * cols :], cols, nonzeros) < 0).astype(np.int8)
-    return _factors(left, transpose_int8(left), Windows(offsets, masks), rank, transposed)
+    return _factors(left, transpose_int8(left), Windows(offsets, masks), transposed)
 
 
-def _factors(
-    signs: I8 | None, signs_t: I8, windows: Windows, rank: int, transposed: bool
-) -> tuple[I8, I8, Windows, I8]:
-    """(signs, the dense window matrix) or their transposes, then the compact windows and ``signs_t``."""
-    from pouw.kernels.cpu import scatter_windows
-
-    dense = scatter_windows(windows.offsets, (1 + 2 * windows.masks).astype(np.int8), rank, transposed)
+def _factors(signs: I8 | None, signs_t: I8, windows: Windows, transposed: bool) -> tuple[I8, Windows, I8]:
+    """The signs (their transpose if ``transposed``), the compact windows, and ``signs_t``."""
     if transposed or signs is None:
-        return signs_t, dense, windows, signs_t
-    return signs, dense, windows, signs_t
+        return signs_t, windows, signs_t
+    return signs, windows, signs_t
 
 
 def draw_noise(sigma_m: bytes, m: int, k: int, n: int, rank: int) -> NoiseFactors:
     """The noise factors (on the CPU) of a product A (m×k)·B (k×n) seeded by σ_m."""
     nonzeros = min(rank, NOISE_BOUND)
-    e_left, e_right, e_windows, e_left_t = _draw_factor_pair(Prng("pouw/noise", sigma_m, 0), m, rank, k, nonzeros)
-    f_right, f_left, f_windows, _ = _draw_factor_pair(
-        Prng("pouw/noise", sigma_m, 1), n, rank, k, nonzeros, transposed=True
-    )
+    e_left, e_windows, e_left_t = _draw_factor_pair(Prng("pouw/noise", sigma_m, 0), m, rank, k, nonzeros)
+    f_right, f_windows, _ = _draw_factor_pair(Prng("pouw/noise", sigma_m, 1), n, rank, k, nonzeros, transposed=True)
     compact = CompactNoise(e_left_t, e_windows, f_windows)
-    tensors = [torch.from_numpy(x) for x in (e_left, e_right, f_left, f_right)]
-    return NoiseFactors(tensors[0], tensors[1], tensors[2], tensors[3], compact)
+    return NoiseFactors(torch.from_numpy(e_left), None, None, torch.from_numpy(f_right), compact)
