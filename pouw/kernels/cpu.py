@@ -19,11 +19,12 @@ one numba call for the small products of a training step, where torch's per-call
 :func:`sparse_rows` builds the windowed noise without a GEMM: row c of ``W·D`` for a ternary ``W``
 with a few non-zeros per row is a handful of int16 vector adds of rows of ``D``. The float32 noisy
 operands come from int8 vector adds (exact: a payload entry, |x| <= 63, plus at most 64 terms ±1
-stays within ±127), by windows (:func:`_window_sums_py`: s masked adds per output row, read from
-the windows' compact form) or, when r <= 64, row by row (:func:`_noisy_rows_t_py`, no
-transposes). The small products' GEMMs are a 4×4-blocked numba loop (:func:`_gemm_acc_py`, about
-MKL's speed below 2**21 MACs without its per-call cost), and :func:`factor_pair` turns a noise
-draw's bytes into its signs (and their transpose) and its windows' offsets and sign masks.
+stays within ±127), by windows (:func:`_window_sums_py`: s/2 masked adds of row pairs per output
+row, read from the windows' compact form) or, when r <= 64, row by row (:func:`_noisy_rows_t_py`,
+no transposes). The small products' GEMMs are a 4×4-blocked numba loop (:func:`_gemm_acc_py`,
+about MKL's speed below 2**21 MACs without its per-call cost), :func:`factor_pair` turns a noise
+draw's bytes into its signs (and their transpose) and its windows' offsets and sign masks, and
+:func:`tile_tickets` hashes a matmul's tickets with one BLAKE3 compression per tile.
 
 Every function here has a pure torch/numpy fallback, used when numba cannot be imported (or when
 ``POUW_NO_NUMBA=1``); both are bit-identical to the reference in pouw/transcript.py, which the
