@@ -17,8 +17,8 @@ offsets, then a sign matrix (cols×s) whose row j gives the signs of column j's 
 landing on row (offset_j + i) mod r.
 
 The draw also keeps what it read in compact form (:class:`CompactNoise`: each window's offset and
-sign masks, and E_Lᵀ), from which the CPU kernels build A+E and B+F with ``s`` masked int8 adds
-per row. :meth:`NoiseFactors.dense` builds E and F as int8 without a GEMM: each row of Eᵀ (and
+sign masks, and E_Lᵀ), from which the CPU kernels build A+E and B+F with ``s/2`` masked int8 adds
+of adjacent row pairs per row. :meth:`NoiseFactors.dense` builds E and F as int8 without a GEMM: each row of Eᵀ (and
 of F) is the signed sum of the ``s`` rows of E_Lᵀ (of F_R) its window selects, ``s`` int16 vector
 adds (pouw/kernels/cpu.py), which costs ``s/r`` of the dense product and no float conversion.
 """
@@ -117,16 +117,19 @@ class NoiseFactors:
     @property
     def e_right(self) -> torch.Tensor:
         if self._e_right is None:
-            assert self.compact is not None
-            self._e_right = torch.from_numpy(self.compact.e_windows.dense(self.rank))
+            self._e_right = torch.from_numpy(self._compact_form().e_windows.dense(self.rank))
         return self._e_right
 
     @property
     def f_left(self) -> torch.Tensor:
         if self._f_left is None:
-            assert self.compact is not None
-            self._f_left = torch.from_numpy(self.compact.f_windows.dense(self.rank, transposed=True))
+            self._f_left = torch.from_numpy(self._compact_form().f_windows.dense(self.rank, transposed=True))
         return self._f_left
+
+    def _compact_form(self) -> CompactNoise:
+        if self.compact is None:  # the constructor refuses this; kept typed rather than asserted
+            raise ValueError("a windowed factor left out without the compact form to build it from")
+        return self.compact
 
     @property
     def rank(self) -> int:
