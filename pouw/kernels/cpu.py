@@ -392,17 +392,21 @@ def _scatter_windows_py(offsets: Any, signs: Any, out: Any) -> None:
                 row = 0
 
 
-def _unpack_signs_py(raw: Any, out: Any) -> None:
-    """numba body: ``out`` (flat int8) = ±1 from the bits of ``raw``, little-endian within a byte,
-    bit 1 → −1 (a byte at a time: eight stores per load, vectorised)."""
+def _unpack_bits_py(raw: Any, out: Any, one: int, step: int) -> None:
+    """numba body: ``out[i] = one − step·bit_i`` (flat int8) for the bits of ``raw``, little-endian
+    within a byte (a byte at a time: eight stores per load, vectorised): signs are (1, 2), bit 1 →
+    −1; window masks (0, 1), bit 1 → −1, else 0."""
     count = out.shape[0]
     full = count // 8
     for byte in range(full):
         value = raw[byte]
         for bit in range(8):
-            out[8 * byte + bit] = np.int8(1 - 2 * ((value >> bit) & 1))
+            out[8 * byte + bit] = np.int8(one - step * ((value >> bit) & 1))
     for idx in range(8 * full, count):
-        out[idx] = np.int8(1 - 2 * ((raw[idx >> 3] >> (idx & 7)) & 1))
+        out[idx] = np.int8(one - step * ((raw[idx >> 3] >> (idx & 7)) & 1))
+
+
+_unpack_bits = _jit(_unpack_bits_py)
 
 
 def _unpack_signs_t_py(raw: Any, out_t: Any) -> None:
@@ -432,16 +436,16 @@ def _window_masks_py(raw: Any, start: int, rank: int, offsets: Any, masks: Any) 
         for byte in range(8):
             word |= np.uint64(raw[start + 8 * c + byte]) << np.uint64(8 * byte)
         offsets[c] = np.int64(word & low)
-    flat = masks.reshape(-1)  # bit idx = c·s + i: the row-major order of the masks
-    bits = raw[start + 8 * cols :]
-    count = flat.shape[0]
-    full = count // 8
-    for byte in range(full):
-        value = bits[byte]
-        for bit in range(8):
-            flat[8 * byte + bit] = np.int8(-((value >> bit) & 1))
-    for idx in range(8 * full, count):
-        flat[idx] = np.int8(-((bits[idx >> 3] >> (idx & 7)) & 1))
+    _unpack_bits(raw[start + 8 * cols :], masks.reshape(-1), 0, 1)  # bit c·s + i: row-major masks
+
+
+def _swap_bits_py(low: Any, high: Any, shift: Any, keep: Any) -> tuple[Any, Any]:
+    """numba body: swap the ``keep`` bits of ``high`` with the bits ``shift`` above them in ``low``."""
+    t = ((low >> shift) ^ high) & keep
+    return low ^ (t << shift), high ^ t
+
+
+_swap_bits = _jit(_swap_bits_py)
 
 
 def _transpose8_py(x: Any, out: Any) -> None:
@@ -462,42 +466,18 @@ def _transpose8_py(x: Any, out: Any) -> None:
         for bj in range(cols // 8):
             w0, w1, w2, w3 = words[r0, bj], words[r0 + 1, bj], words[r0 + 2, bj], words[r0 + 3, bj]
             w4, w5, w6, w7 = words[r0 + 4, bj], words[r0 + 5, bj], words[r0 + 6, bj], words[r0 + 7, bj]
-            t = ((w0 >> s8) ^ w1) & keep8
-            w1 ^= t
-            w0 ^= t << s8
-            t = ((w2 >> s8) ^ w3) & keep8
-            w3 ^= t
-            w2 ^= t << s8
-            t = ((w4 >> s8) ^ w5) & keep8
-            w5 ^= t
-            w4 ^= t << s8
-            t = ((w6 >> s8) ^ w7) & keep8
-            w7 ^= t
-            w6 ^= t << s8
-            t = ((w0 >> s16) ^ w2) & keep16
-            w2 ^= t
-            w0 ^= t << s16
-            t = ((w1 >> s16) ^ w3) & keep16
-            w3 ^= t
-            w1 ^= t << s16
-            t = ((w4 >> s16) ^ w6) & keep16
-            w6 ^= t
-            w4 ^= t << s16
-            t = ((w5 >> s16) ^ w7) & keep16
-            w7 ^= t
-            w5 ^= t << s16
-            t = ((w0 >> s32) ^ w4) & keep32
-            w4 ^= t
-            w0 ^= t << s32
-            t = ((w1 >> s32) ^ w5) & keep32
-            w5 ^= t
-            w1 ^= t << s32
-            t = ((w2 >> s32) ^ w6) & keep32
-            w6 ^= t
-            w2 ^= t << s32
-            t = ((w3 >> s32) ^ w7) & keep32
-            w7 ^= t
-            w3 ^= t << s32
+            w0, w1 = _swap_bits(w0, w1, s8, keep8)  # bytes
+            w2, w3 = _swap_bits(w2, w3, s8, keep8)
+            w4, w5 = _swap_bits(w4, w5, s8, keep8)
+            w6, w7 = _swap_bits(w6, w7, s8, keep8)
+            w0, w2 = _swap_bits(w0, w2, s16, keep16)  # byte pairs
+            w1, w3 = _swap_bits(w1, w3, s16, keep16)
+            w4, w6 = _swap_bits(w4, w6, s16, keep16)
+            w5, w7 = _swap_bits(w5, w7, s16, keep16)
+            w0, w4 = _swap_bits(w0, w4, s32, keep32)  # quads
+            w1, w5 = _swap_bits(w1, w5, s32, keep32)
+            w2, w6 = _swap_bits(w2, w6, s32, keep32)
+            w3, w7 = _swap_bits(w3, w7, s32, keep32)
             c0 = 8 * bj
             out_words[c0, bi], out_words[c0 + 1, bi], out_words[c0 + 2, bi], out_words[c0 + 3, bi] = w0, w1, w2, w3
             out_words[c0 + 4, bi], out_words[c0 + 5, bi], out_words[c0 + 6, bi], out_words[c0 + 7, bi] = w4, w5, w6, w7
@@ -587,7 +567,6 @@ _accumulate_mix = _jit(_accumulate_mix_py)
 _within_jit = _jit(_within_py)
 _transpose8_jit = _jit(_transpose8_py)
 _tickets_jit = _jit(_tickets_py)
-_unpack_signs_jit = _jit(_unpack_signs_py)
 _unpack_signs_t_jit = _jit(_unpack_signs_t_py)
 _window_masks_jit = _jit(_window_masks_py)
 _scatter_windows_jit = _jit(_scatter_windows_py)
@@ -663,7 +642,7 @@ def factor_pair(
     signs = None
     if not transposed:
         signs = np.empty((rows, rank), dtype=np.int8)
-        _unpack_signs_jit(data, signs.reshape(-1))
+        _unpack_bits(data, signs.reshape(-1), 1, 2)
     offsets = np.empty(cols, dtype=np.int64)
     masks = np.empty((cols, nonzeros), dtype=np.int8)
     _window_masks_jit(data, (rows * rank + 7) // 8, rank, offsets, masks)
