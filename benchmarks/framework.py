@@ -163,24 +163,7 @@ def measure(
     """Time ``fn``: ``warmup`` untimed calls, then ``repeats`` samples. A sample runs ``fn`` enough
     times in a row to last ``min_sample_s`` (so that tiny operations are not all timer noise) and
     records the time per call; ``sync`` runs before each clock read."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    calls = 1
-    if min_sample_s > 0:
-        start = time.perf_counter()
-        fn()
-        sync()
-        once = time.perf_counter() - start
-        calls = max(1, math.ceil(min_sample_s / max(once, 1e-9)))
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        sync()
-        seconds.append((time.perf_counter() - start) / calls)
-    return Samples(seconds, calls)
+    return measure_interleaved({"fn": fn}, repeats, sync, min_sample_s, warmup)["fn"]
 
 
 def measure_interleaved(
@@ -199,11 +182,12 @@ def measure_interleaved(
         for _ in range(warmup):
             fn()
         sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        once = time.perf_counter() - start
-        calls[label] = max(1, math.ceil(min_sample_s / max(once, 1e-9))) if min_sample_s > 0 else 1
+        calls[label] = 1
+        if min_sample_s > 0:  # one timed call sizes the sample
+            start = time.perf_counter()
+            fn()
+            sync()
+            calls[label] = max(1, math.ceil(min_sample_s / max(time.perf_counter() - start, 1e-9)))
     labels = list(fns)
     seconds: dict[str, list[float]] = {label: [] for label in labels}
     for round_index in range(repeats):

@@ -98,8 +98,8 @@ def test_interleaved_measurement_takes_the_samples_in_turn() -> None:
         {"a": lambda: order.append("a"), "b": lambda: order.append("b"), "c": lambda: order.append("c")},
         repeats=3, warmup=1,
     )
-    assert order[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up and one calibration call each
-    assert order[6:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert order[:3] == ["a", "b", "c"]  # one warm-up call each (no sizing call without min_sample_s)
+    assert order[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
     assert all(len(t.seconds) == 3 and t.calls_per_sample == 1 for t in timings.values())
 
 
