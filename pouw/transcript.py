@@ -442,7 +442,8 @@ class NoisyProduct(TileTickets):
 
     noise: NoiseFactors | None = None  # on the operands' device
     b_noisy: torch.Tensor | None = None
-    c_noisy: torch.Tensor | None = None  # (A+E)(B+F), int64 (int32 from the fused and GPU kernels)
+    c_noisy: torch.Tensor | None = None  # (A+E)(B+F), int64 (int32 from the fused and GPU kernels); None
+    # when the fused kernel had A·B from a plain product (its lanes took in every partial sum of C')
     fused: bool = False  # computed by the fused CPU kernel: denoise with denoise_fast
     useful: torch.Tensor | None = None  # A·B (int32), when the fused kernel already has it
 
@@ -455,11 +456,11 @@ class NoisyProduct(TileTickets):
 
     def exact(self, a: torch.Tensor) -> torch.Tensor:
         """The useful product A·B, denoised from C'."""
+        if self.useful is not None:
+            return self.useful
         if self.noise is None or self.b_noisy is None or self.c_noisy is None:
             raise ValueError("a noisy product without its noise")
         if self.fused:
-            if self.useful is not None:
-                return self.useful
             return denoise_fast(self.c_noisy, a, self.b_noisy, self.noise)
         if self.c_noisy.device.type == "cuda" and self.params.rank % 8 == 0 and self.params.rank > 16:
             return denoise_limbs(self.c_noisy, a, self.b_noisy, self.noise, torch._int_mm)
@@ -495,12 +496,14 @@ def noisy_product(
         return _device_product(params, header_seed, step, index, a, b, int_mm)
     a_host = a.cpu().numpy()
     if b.device.type == "cpu":
-        bt_host = cpu_kernels.transpose_int8(b.numpy())  # numpy's copy for small ones: no torch call
+        bt_host, ok = cpu_kernels.transposed_within(a_host, b.numpy(), PAYLOAD_BOUND)  # one numba call
+        if not ok:
+            raise ValidationError(Reason.OUT_OF_RANGE, f"matmul operand beyond ±{PAYLOAD_BOUND}")
         bt = torch.from_numpy(bt_host)
     else:
         bt = b.T.contiguous()
         bt_host = bt.cpu().numpy()
-    _check_payload(a_host, bt_host)
+        _check_payload(a_host, bt_host)
     a_blocks = block_roots(a_host, params.tile_m)
     b_blocks = block_roots(bt_host, params.tile_n)
     sigma_m = matmul_seed(header_seed, step, index, (m, k, n), _root_of_hashes(a_blocks), _root_of_hashes(b_blocks))

@@ -138,7 +138,7 @@ def phase_seconds(
         times["noise"] += time.perf_counter() - clock
         clock = time.perf_counter()
         if ops.float32_accumulation_exact() and cpu_kernels.plain_is_cheaper(m, k, n, params.rank):
-            c_noisy, lanes, _ = cpu_kernels.fused_float32(ops, params.chunk, weights)
+            _, lanes, _ = cpu_kernels.fused_float32(ops, params.chunk, weights, keep_noisy=False)
             lap("transcript")
             _ = [tile_ticket(sigma_m, i, digest_bytes(tile)) for i, tile in enumerate(lanes)]
             lap("tickets")
@@ -153,7 +153,7 @@ def phase_seconds(
             lap("transcript")
             _ = [tile_ticket(sigma_m, i, digest_bytes(tile)) for i, tile in enumerate(lanes)]
             lap("tickets")
-            if not folded:
+            if not folded and c_noisy is not None:
                 denoise_fast(c_noisy, a, ops.b, noise)
             times["denoise"] += time.perf_counter() - clock
             return times

@@ -19,8 +19,8 @@ one numba call for the small products of a training step, where torch's per-call
 :func:`sparse_rows` builds the windowed noise without a GEMM: row c of ``W·D`` for a ternary ``W``
 with a few non-zeros per row is a handful of int16 vector adds of rows of ``D``. The float32 noisy
 operands come from int8 vector adds (exact: a payload entry, |x| <= 63, plus at most 64 terms ±1
-stays within ±127), by windows (:func:`_window_sums_py`: s/2 masked adds of row pairs per output
-row, read from the windows' compact form) or, when r <= 64, row by row (:func:`_noisy_rows_t_py`,
+stays within ±127), by windows (:func:`_window_sums_py`: about s/4 adds of signed four-row groups
+per output row, read from the windows' compact form) or, when r <= 64, row by row (:func:`_noisy_rows_t_py`,
 no transposes). The small products' GEMMs are a 4×4-blocked numba loop (:func:`_gemm_acc_py`,
 about MKL's speed below 2**21 MACs without its per-call cost), :func:`factor_pair` turns a noise
 draw's bytes into its signs (and their transpose) and its windows' offsets and sign masks, and
@@ -33,6 +33,7 @@ tests check.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -53,7 +54,7 @@ MIX_PRIME = (1 << 31) - 1
 LANES = 4
 LITTLE_ENDIAN = sys.byteorder == "little"
 """The 64-bit-word transpose reads byte j of a word as column j: true on little-endian hosts."""
-BLOCK_BYTES = 1 << 20
+BLOCK_BYTES = 1 << 21
 """Target size of one row block's chunk product (1 MiB: 128 rows at n = 2048). Every chunk GEMM
 packs its (t × n) slice of B+F again, so taller blocks pack it fewer times; measured on an
 emulated AVX2 reference at 2048², 1 MiB blocks beat 256 KiB ones (L2-resident with their states)
@@ -191,22 +192,28 @@ def _noisy_rows_t_py(w: Any, d: Any, base: Any, out: Any, sumsq: Any) -> bool:
     return bool(-PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND)
 
 
-def _pair_rows_py(d: Any, pairs: Any) -> None:
-    """numba body: ``pairs[2ρ] = d[ρ] + d[ρ+1]``, ``pairs[2ρ+1] = d[ρ] − d[ρ+1]`` (indices mod r) for
-    a ±1 ``d`` (r × width): every signed pair of adjacent rows is one of these or its negation."""
+def _quad_rows_py(d: Any, quads: Any) -> None:
+    """numba body: ``quads[16g + v] = Σ_{j<4} ±d[4g + j]`` for every group g of four rows of a ±1
+    ``d`` (r × width) and every sign pattern v (bit j of v set: row 4g + j negated): one vector add
+    per entry, each pattern from the one without its lowest bit (``v & (v − 1)``)."""
     rank, width = d.shape
-    for rho in range(rank):
-        first = d[rho]
-        second = d[rho + 1 if rho + 1 < rank else 0]
-        plus = pairs[2 * rho]
-        minus = pairs[2 * rho + 1]
+    for g in range(rank // 4):
+        first = quads[16 * g]
         for x in range(width):
-            plus[x] = first[x] + second[x]
-            minus[x] = first[x] - second[x]
+            first[x] = d[4 * g, x] + d[4 * g + 1, x] + d[4 * g + 2, x] + d[4 * g + 3, x]
+        for v in range(1, 16):
+            j = 0
+            while not (v >> j) & 1:
+                j += 1
+            source = quads[16 * g + (v & (v - 1))]
+            target = quads[16 * g + v]
+            row = d[4 * g + j]
+            for x in range(width):
+                target[x] = source[x] - 2 * row[x]
 
 
 def _window_sums_py(
-    offsets: Any, masks: Any, d: Any, pairs: Any, base: Any, rows: int, out: Any, sumsq: Any
+    offsets: Any, masks: Any, d: Any, quads: Any, base: Any, rows: int, out: Any, sumsq: Any
 ) -> bool:
     """numba body: row ``c`` of ``base + W·D`` in float32 for a windowed ``W`` in compact form
     (row c: ±1 on rows ``(offsets[c] + i) mod r`` of the ±1 ``d`` (r × width), signs as masks),
@@ -217,11 +224,13 @@ def _window_sums_py(
     with ``rows`` >= width that is plain row-major. For A+E: ``base`` = Aᵀ, ``d`` = E_Lᵀ, W = E_Rᵀ
     (each piece (A+E)ᵀ of a row block, contiguous); for B+F: ``base`` = B, ``d`` = F_R, W = F_L.
 
-    A window's rows come two at a time from ``pairs`` (:func:`_pair_rows_py`): the pair's signs
-    pick its sum or its difference, and the first sign negates it, ``(x ^ mask) − mask``, so a row
-    of the output costs s/2 branch-free int8 vector adds. The int8 running sums may wrap while they
-    are summed: the result, |base| + s <= 127 while |base| <= 63 (s <= 64), is exact modulo 256
-    and so exact (False, the result unusable, when an entry of ``base`` is beyond ±63)."""
+    A window's rows come four at a time from ``quads`` (:func:`_quad_rows_py`) wherever they make a
+    whole aligned group (rows 4g..4g+3), the four signs picking the pattern; the rows before the
+    first group and after the last are added one by one, negated by their mask, ``(x ^ mask) − mask``.
+    About s/4 + 3 branch-free int8 vector adds a row (s = 64: 17 or 18, against 32 adds of
+    row pairs: 20 % less time at 512², measured). The int8 running sums may wrap while they are
+    summed: the result, |base| + s <= 127 while |base| <= 63 (s <= 64), is exact modulo 256 and so
+    exact (False, the result unusable, when an entry of ``base`` is beyond ±63)."""
     q, nonzeros = masks.shape
     rank, width = d.shape
     acc = np.zeros(width, dtype=np.int8)
@@ -230,23 +239,27 @@ def _window_sums_py(
     high = np.int8(0)
     for x in range(width):
         sumsq[x] = 0
-    even = nonzeros - nonzeros % 2
     for c in range(q):
         low, high = _load_row(acc, base[c], low, high)
         row = offsets[c]
-        for i in range(0, even, 2):
-            mask = masks[c, i]
-            source = pairs[2 * row + ((masks[c, i + 1] ^ mask) & 1)]
-            for x in range(width):
-                acc[x] += (source[x] ^ mask) - mask
-            row += 2
+        i = 0
+        while i < nonzeros:
+            if row & 3 == 0 and i + 4 <= nonzeros and row + 4 <= rank:
+                pattern = (masks[c, i] & 1) | (masks[c, i + 1] & 2) | (masks[c, i + 2] & 4) | (masks[c, i + 3] & 8)
+                source = quads[4 * row + pattern]
+                for x in range(width):
+                    acc[x] += source[x]
+                i += 4
+                row += 4
+            else:
+                mask = masks[c, i]
+                source = d[row]
+                for x in range(width):
+                    acc[x] += (source[x] ^ mask) - mask
+                i += 1
+                row += 1
             if row >= rank:
                 row -= rank
-        if even < nonzeros:
-            mask = masks[c, even]
-            source = d[row]
-            for x in range(width):
-                acc[x] += (source[x] ^ mask) - mask
         for x in range(width):
             v = np.int32(acc[x])
             wide[x] = v
@@ -258,6 +271,33 @@ def _window_sums_py(
             for x in range(height):
                 piece[x] = np.float32(source_row[x])
     return bool(-PAYLOAD_BOUND <= low and high <= PAYLOAD_BOUND)
+
+
+def _transpose_py(x: Any, out: Any) -> None:
+    """numba body: ``out = xᵀ`` for a contiguous int8 ``x``: by 8 × 8 words where both sides are
+    multiples of 8 on a little-endian host (:func:`_transpose8_py`), else entry by entry."""
+    rows, cols = x.shape
+    if LITTLE_ENDIAN and rows % 8 == 0 and cols % 8 == 0:
+        _transpose8_jit(x, out)
+        return
+    for i in range(rows):
+        for j in range(cols):
+            out[j, i] = x[i, j]
+
+
+def _windowed_operand_py(
+    offsets: Any, masks: Any, d: Any, base: Any, transpose: bool, rows: int, out: Any, sumsq: Any
+) -> bool:
+    """numba body: :func:`_window_sums_py` over ``base`` (or, if ``transpose``, over ``baseᵀ``),
+    with the four-row table of ``d`` (:func:`_quad_rows_py`) built here: a noisy operand in one call
+    (each numpy call between two GEMMs costs several µs with cold caches)."""
+    quads = np.empty((16 * (d.shape[0] // 4), d.shape[1]), dtype=np.int8)
+    _quad_rows_jit(d, quads)
+    if not transpose:
+        return _window_sums_jit(offsets, masks, d, quads, base, rows, out, sumsq)
+    base_t = np.empty((base.shape[1], base.shape[0]), dtype=np.int8)
+    _transpose_jit(base, base_t)
+    return _window_sums_jit(offsets, masks, d, quads, base_t, rows, out, sumsq)
 
 
 def _mix_float_py(acc: Any, state: Any, chunk_index: int) -> None:
@@ -425,6 +465,9 @@ def _unpack_signs_t_py(raw: Any, out_t: Any) -> None:
                 target[i] = np.int8(1 - 2 * ((column[i] >> bit) & 1))
 
 
+_unpack_signs_t = _jit(_unpack_signs_t_py)
+
+
 def _window_masks_py(raw: Any, start: int, rank: int, offsets: Any, masks: Any) -> None:
     """numba body: from ``raw[start:]``, one little-endian 64-bit word per column (its offset is the
     word mod r: r divides 2**64, no word is rejected), then the columns' window sign bits, as
@@ -437,6 +480,26 @@ def _window_masks_py(raw: Any, start: int, rank: int, offsets: Any, masks: Any) 
             word |= np.uint64(raw[start + 8 * c + byte]) << np.uint64(8 * byte)
         offsets[c] = np.int64(word & low)
     _unpack_bits(raw[start + 8 * cols :], masks.reshape(-1), 0, 1)  # bit c·s + i: row-major masks
+
+
+_window_masks = _jit(_window_masks_py)
+
+
+def _factor_pair_py(
+    raw: Any, rows: int, rank: int, cols: int, nonzeros: int, with_signs: bool
+) -> tuple[Any, Any, Any, Any]:
+    """numba body of :func:`factor_pair`: (the rows×r signs, or an empty 0×r array unless
+    ``with_signs``; their r×rows transpose; the window offsets; the window masks), all allocated
+    here, so that the draw of a factor pair is one call."""
+    signs_t = np.empty((rank, rows), dtype=np.int8)
+    _unpack_signs_t(raw, signs_t)
+    signs = np.empty((rows if with_signs else 0, rank), dtype=np.int8)
+    if with_signs:
+        _unpack_bits(raw, signs.reshape(-1), 1, 2)
+    offsets = np.empty(cols, dtype=np.int64)
+    masks = np.empty((cols, nonzeros), dtype=np.int8)
+    _window_masks(raw, (rows * rank + 7) // 8, rank, offsets, masks)
+    return signs, signs_t, offsets, masks
 
 
 def _swap_bits_py(low: Any, high: Any, shift: Any, keep: Any) -> tuple[Any, Any]:
@@ -507,11 +570,17 @@ BLAKE3_PERMUTATION = np.array([2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15
 TICKET_FLAGS = 16 | 8 | 2 | 1  # KEYED_HASH | ROOT | CHUNK_END | CHUNK_START: one block, the whole message
 
 
-def _tickets_py(key: Any, sigma: Any, lanes: Any, permutation: Any, out: Any) -> None:
+def _tickets_py(key: Any, sigma: Any, lanes: Any, permutation: Any, out: Any) -> bool:
     """numba body: ``out[t]`` = the 8 output words of the keyed BLAKE3 of σ_m ‖ t (8 bytes LE) ‖
     the 4 lanes of tile t (4-byte big-endian words): one compression of one 56-byte block (the
     message words: σ_m's 8, the index's 2, the lanes byte-swapped, 2 of zero padding), chaining
-    value = the key, counter 0, block length 56, flags KEYED_HASH | ROOT | CHUNK_END | CHUNK_START."""
+    value = the key, counter 0, block length 56, flags KEYED_HASH | ROOT | CHUNK_END | CHUNK_START.
+    Returns False, ``out`` unusable, if a lane lies outside [0, 2**32) (checked here: a numpy
+    reduction costs more than all the hashing)."""
+    for t in range(lanes.shape[0]):
+        for i in range(4):
+            if lanes[t, i] < 0 or lanes[t, i] > 0xFFFFFFFF:
+                return False
     v = np.zeros(16, dtype=np.uint64)
     m = np.zeros(16, dtype=np.uint64)
     scratch = np.zeros(16, dtype=np.uint64)
@@ -551,6 +620,7 @@ def _tickets_py(key: Any, sigma: Any, lanes: Any, permutation: Any, out: Any) ->
                     m[i] = scratch[i]
         for i in range(8):
             out[t, i] = np.uint32(v[i] ^ v[i + 8])
+    return True
 
 
 def _within_py(x: Any, bound: int) -> bool:
@@ -563,22 +633,38 @@ def _within_py(x: Any, bound: int) -> bool:
     return bool(-bound <= low and high <= bound)
 
 
+def _transposed_within_py(a: Any, b: Any, bound: int, bt: Any) -> bool:
+    """numba body: ``bt = bᵀ``, and whether every entry of ``a`` and ``b`` lies within ±``bound``."""
+    _transpose_jit(b, bt)
+    return _within_jit(a.reshape(-1), bound) and _within_jit(bt.reshape(-1), bound)
+
+
+def _mix_lanes_py(acc: Any, state: Any, chunk_index: int, weights: Any, tile_m: int, tile_n: int, out: Any) -> None:
+    """numba body: the last chunk's :func:`_mix_float_py` on a row block (``state`` 2-D, ``acc``
+    flat), then its tiles' lanes (:func:`_tile_lanes_py`): two passes, one call."""
+    _mix_float(acc, state.reshape(-1), chunk_index)
+    _tile_lanes_jit(state, weights, tile_m, tile_n, out)
+
+
 _accumulate_mix = _jit(_accumulate_mix_py)
 _within_jit = _jit(_within_py)
 _transpose8_jit = _jit(_transpose8_py)
 _tickets_jit = _jit(_tickets_py)
-_unpack_signs_t_jit = _jit(_unpack_signs_t_py)
-_window_masks_jit = _jit(_window_masks_py)
+_factor_pair_jit = _jit(_factor_pair_py)
 _scatter_windows_jit = _jit(_scatter_windows_py)
 _tile_lanes_jit = _jit(_tile_lanes_py)
 _sparse_rows_jit = _jit(_sparse_rows_py)
 _window_sums_jit = _jit(_window_sums_py)
-_pair_rows_jit = _jit(_pair_rows_py)
+_quad_rows_jit = _jit(_quad_rows_py)
 _noisy_rows_t_jit = _jit(_noisy_rows_t_py)
 _gemm_acc_jit = _jit(_gemm_acc_py)
 _as_float32_jit = _jit(_as_float32_py)
 _small_product_jit = _jit(_small_product_py)
 _mix_float = _jit(_mix_float_py)
+_transpose_jit = _jit(_transpose_py)
+_windowed_operand_jit = _jit(_windowed_operand_py)
+_transposed_within_jit = _jit(_transposed_within_py)
+_mix_lanes_jit = _jit(_mix_lanes_py)
 
 
 def scatter_windows(
@@ -596,27 +682,40 @@ def scatter_windows(
     return out
 
 
-def pair_rows(d: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
-    """The (2r × width) sums and differences of adjacent rows of a ±1 ``d`` (:func:`_pair_rows_py`)."""
-    pairs = np.empty((2 * d.shape[0], d.shape[1]), dtype=np.int8)
-    _pair_rows_jit(d, pairs)
-    return pairs
-
-
 def tile_tickets(sigma_m: bytes, lanes: npt.NDArray[np.int64], key: bytes) -> list[bytes] | None:
     """Every tile's ticket (keyed BLAKE3 of σ_m ‖ index ‖ lanes, see pouw/kernels/blake3_triton.py
     ``tickets_host``, the reference) in one numba call, or None without numba or on a big-endian
-    host: one compression a tile instead of a ``blake3`` call each (~2 µs of Python per tile)."""
+    host: one compression a tile instead of a ``blake3`` call each (~2 µs of Python per tile).
+
+    Few numpy calls on purpose: between two GEMMs each costs several µs with cold caches."""
     if not HAVE_NUMBA or not LITTLE_ENDIAN or len(key) != 32 or len(sigma_m) != 32:
         return None
     rows = np.ascontiguousarray(lanes, dtype=np.int64).reshape(-1, LANES)
-    if rows.size and (rows.min() < 0 or rows.max() >= 1 << 32):
-        raise ValueError("lanes must lie in [0, 2**32)")
     out = np.empty((rows.shape[0], 8), dtype=np.uint32)
-    key_words = np.frombuffer(key, dtype="<u4").astype(np.uint64)
-    _tickets_jit(key_words, np.frombuffer(sigma_m, dtype="<u4").astype(np.uint64), rows, BLAKE3_PERMUTATION, out)
-    data = out.astype("<u4").tobytes()
+    if not _tickets_jit(_key_words(key), np.frombuffer(sigma_m, dtype=np.uint32), rows, BLAKE3_PERMUTATION, out):
+        raise ValueError("lanes must lie in [0, 2**32)")
+    data = out.tobytes()  # native uint32 on a little-endian host: the ticket's byte order
     return [data[32 * t : 32 * t + 32] for t in range(rows.shape[0])]
+
+
+@functools.lru_cache(maxsize=8)
+def _key_words(key: bytes) -> npt.NDArray[np.uint32]:
+    """A 32-byte BLAKE3 key as its eight little-endian words (read-only: shared between calls)."""
+    words = np.frombuffer(key, dtype="<u4").astype(np.uint32)
+    words.flags.writeable = False
+    return words
+
+
+def transposed_within(
+    a: npt.NDArray[np.int8], b: npt.NDArray[np.int8], bound: int
+) -> tuple[npt.NDArray[np.int8], bool]:
+    """(bᵀ contiguous, whether every entry of ``a`` and ``b`` lies within ±``bound``): one numba call
+    for contiguous operands, else :func:`transpose_int8` and :func:`within`."""
+    if HAVE_NUMBA and a.flags.c_contiguous and b.flags.c_contiguous and a.size and b.size:
+        bt = np.empty((b.shape[1], b.shape[0]), dtype=np.int8)
+        return bt, bool(_transposed_within_jit(a, b, bound, bt))
+    bt = transpose_int8(b)
+    return bt, within(a, bound) and within(bt, bound)
 
 
 def within(x: npt.NDArray[np.int8], bound: int) -> bool:
@@ -636,17 +735,9 @@ def factor_pair(
     transpose; the window offsets; the window sign masks), or None without numba or for r < 8."""
     if not HAVE_NUMBA or rank % 8:
         return None
-    data = np.frombuffer(raw, dtype=np.uint8)
-    signs_t = np.empty((rank, rows), dtype=np.int8)
-    _unpack_signs_t_jit(data, signs_t)
-    signs = None
-    if not transposed:
-        signs = np.empty((rows, rank), dtype=np.int8)
-        _unpack_bits(data, signs.reshape(-1), 1, 2)
-    offsets = np.empty(cols, dtype=np.int64)
-    masks = np.empty((cols, nonzeros), dtype=np.int8)
-    _window_masks_jit(data, (rows * rank + 7) // 8, rank, offsets, masks)
-    return signs, signs_t, offsets, masks
+    signs, signs_t, offsets, masks = _factor_pair_jit(np.frombuffer(raw, dtype=np.uint8), rows, rank, cols, nonzeros,
+                                                      not transposed)
+    return (None if transposed else signs), signs_t, offsets, masks
 
 
 def sparse_rows(w: npt.NDArray[np.int8], d: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
@@ -779,6 +870,11 @@ class NoisyOperands:
     b_sumsq: npt.NDArray[np.int64] | None = None
     a: torch.Tensor | None = None
 
+    @property
+    def m(self) -> int:
+        """Rows of A+E: the last row block may be shorter than ``rows``."""
+        return (len(self.a_pieces) - 1) * self.rows + int(self.a_pieces[-1][0].shape[0])
+
     def product_bound(self) -> int:
         """An integer bound on every |partial sum| of (A+E)(B+F) in any summation order: by
         Cauchy-Schwarz ``Σ_l |a_il·b_lj| <= ‖a_i‖₂·‖b_j‖₂``, else ``k·127²``."""
@@ -833,10 +929,10 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
     elif windowed and compact is not None:
         flat = np.empty(m * k, dtype=np.float32)
         norms32 = np.empty(m, dtype=np.int32)
-        windows = compact.e_windows  # s/2 masked adds of row pairs of E_Lᵀ per column of A, on Aᵀ
-        built = _window_sums_jit(windows.offsets, windows.masks, compact.e_left_t, pair_rows(compact.e_left_t),
-                                 transpose_int8(a.numpy()), rows, flat, norms32)
-        if not built:
+        windows = compact.e_windows  # ~s/4 adds of signed row groups of E_Lᵀ per column of A, on Aᵀ
+        a_host = np.ascontiguousarray(a.numpy())
+        if not _windowed_operand_jit(windows.offsets, windows.masks, compact.e_left_t, a_host, True, rows, flat,
+                                     norms32):
             raise ValueError(f"an operand beyond ±{PAYLOAD_BOUND}: its int8 running sums would wrap")
         whole = torch.from_numpy(flat)
         pieces = []
@@ -846,7 +942,7 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
                 whole[r0 * k + s * height : r0 * k + min(s + chunk, k) * height].view(min(chunk, k - s), height).t()
                 for s in starts
             ])
-        a_norms = norms32.astype(np.int64)
+        a_norms = norms32.astype(np.int64) if wide else None
     else:
         e_left_f, e_right_f = noise.e_left.to(torch.float32), noise.e_right.to(torch.float32)
         a_chunks = []
@@ -863,12 +959,12 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
         b_rows = np.empty((k, n), dtype=np.float32)
         norms32 = np.empty(n, dtype=np.int32)
         f_right = np.ascontiguousarray(noise.f_right.numpy())
-        windows = compact.f_windows  # s/2 masked adds of row pairs of F_R per row of B, row-major
-        if not _window_sums_jit(windows.offsets, windows.masks, f_right, pair_rows(f_right), b.numpy(), n,
-                                b_rows.reshape(-1), norms32):
+        windows = compact.f_windows  # ~s/4 adds of signed row groups of F_R per row of B, row-major
+        if not _windowed_operand_jit(windows.offsets, windows.masks, f_right, np.ascontiguousarray(b.numpy()), False, n,
+                                     b_rows.reshape(-1), norms32):
             raise ValueError(f"an operand beyond ±{PAYLOAD_BOUND}: its int8 running sums would wrap")
         b_noisy = torch.from_numpy(b_rows)
-        b_norms = norms32.astype(np.int64)
+        b_norms = norms32.astype(np.int64) if wide else None
     else:
         b_noisy = host_copy(b, torch.float32).addmm_(noise.f_left.to(torch.float32), noise.f_right.to(torch.float32))
         if wide:
@@ -912,55 +1008,58 @@ def fused_float32(
     chunk: int,
     weights: npt.NDArray[Any],
     fix: Correction | None = None,
-) -> tuple[torch.Tensor, npt.NDArray[np.int64], torch.Tensor | None]:
-    """(C' int32, the digest lanes, C = C' − fix.left·fix.right int32 or None) of the noisy product.
+    keep_noisy: bool = True,
+) -> tuple[torch.Tensor | None, npt.NDArray[np.int64], torch.Tensor | None]:
+    """(C' int32 or None, the digest lanes, C = C' − fix.left·fix.right int32 or None) of the noisy
+    product.
 
     Like :func:`fused_transcript`, but the GEMM itself keeps the running sums: each chunk product is
     added by ``addmm`` (beta = 1) into a float32 accumulator of the row block, exact while
     :meth:`NoisyOperands.float32_accumulation_exact` holds (the caller checks), and the numba pass
     only converts and mixes. After the last chunk of a block, while it is still in cache, the
-    block's C' is stored and, given ``fix`` with ``product_bound + fix.bound < 2**24`` (every partial
-    sum of C' − left·right is then exact), the denoised block is one more ``addmm`` (alpha = −1).
+    block's C' is stored (unless ``keep_noisy`` is False: a caller that gets A·B another way needs
+    no C', whose every partial sum the lanes have already taken in) and, given ``fix`` with
+    ``product_bound + fix.bound < 2**24`` (every partial sum of C' − left·right is then exact), the
+    denoised block is one more ``addmm`` (alpha = −1).
     """
-    m = sum(int(row[0].shape[0]) for row in ops.a_pieces)
+    m = ops.m
     k, n = ops.b.shape
     tile_m, tile_n = weights.shape[1], weights.shape[2]
-    c_noisy = host_empty((m, n), torch.int32)
-    useful = None if fix is None else host_empty((m, n), torch.int32)
-    lanes = np.empty(((m // tile_m) * (n // tile_n), LANES), dtype=np.int64)
+    weights = weights.astype(np.uint32, copy=False)  # every weight is below 2**31
     rows = ops.rows
     if rows % tile_m:
         raise ValueError(f"row blocks of {rows} rows do not hold whole tiles of {tile_m}")
-    starts = list(range(0, k, chunk))
-    b_chunks = [ops.b[s : s + chunk] for s in starts]
+    c_noisy = host_empty((m, n), torch.int32) if keep_noisy else None
+    useful = None if fix is None else host_empty((m, n), torch.int32)
+    lanes = np.empty(((m // tile_m) * (n // tile_n), LANES), dtype=np.int64)
+    b_chunks = [ops.b[s : s + chunk] for s in range(0, k, chunk)]
     acc_buffer = host_empty((rows, n), torch.float32)
-    weights32 = weights.astype(np.uint32, copy=False)  # every weight is below 2**31
-    state_buffer = np.zeros((rows, n), dtype=np.uint32)
+    state_buffer = np.empty((rows, n), dtype=np.uint32)  # chunk 0's mix overwrites it (numba)
     tiles_per_row = n // tile_n
-    for r0 in range(0, m, rows):
+    for block, pieces in enumerate(ops.a_pieces):
+        r0 = block * rows
         r1 = min(r0 + rows, m)
         acc = acc_buffer[: r1 - r0]
         state = state_buffer[: r1 - r0]
-        if not HAVE_NUMBA:
-            state[:] = 0
         acc_flat, state_flat = acc.numpy().reshape(-1), state.reshape(-1)
-        pieces = ops.a_pieces[r0 // rows]
-        for c in range(len(starts)):
-            if c == 0:
-                torch.mm(pieces[0], b_chunks[0], out=acc)  # β = 0: no zeroing pass
-            else:
-                acc.addmm_(pieces[c], b_chunks[c])
-            if HAVE_NUMBA:
-                _mix_float(acc_flat, state_flat, c)
-            else:
-                _mix_float_torch(acc, state, c)
         block_lanes = lanes[(r0 // tile_m) * tiles_per_row : (r1 // tile_m) * tiles_per_row]
+        torch.mm(pieces[0], b_chunks[0], out=acc)  # β = 0: no zeroing pass
         if HAVE_NUMBA:
-            _tile_lanes_jit(state, weights32, tile_m, tile_n, block_lanes)
+            last = len(b_chunks) - 1
+            for c in range(1, last + 1):
+                _mix_float(acc_flat, state_flat, c - 1)
+                acc.addmm_(pieces[c], b_chunks[c])
+            _mix_lanes_jit(acc_flat, state, last, weights, tile_m, tile_n, block_lanes)
         else:
+            state[:] = 0
+            _mix_float_torch(acc, state, 0)
+            for c in range(1, len(b_chunks)):
+                acc.addmm_(pieces[c], b_chunks[c])
+                _mix_float_torch(acc, state, c)
             wide = torch.from_numpy(state.astype(np.int64))
             block_lanes[:] = _tile_lanes_torch(wide, _weights64(weights), tile_m, tile_n)
-        c_noisy[r0:r1].copy_(acc)
+        if c_noisy is not None:
+            c_noisy[r0:r1].copy_(acc)
         if fix is not None and useful is not None:
             acc.addmm_(fix.left[r0:r1], fix.right, alpha=-1)
             useful[r0:r1].copy_(acc)
@@ -1012,10 +1111,11 @@ def fused_product(
     chunk: int,
     weights: npt.NDArray[Any],
     plain_mm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, npt.NDArray[np.int64], torch.Tensor, torch.Tensor | None] | None:
-    """The float32 CPU noisy product of int8 ``a``·``b`` with ``noise``: (C', lanes, B+F as float32,
-    the exact A·B as int32 or None when the denoise bound fails), or None when float32 accumulation
-    is not provably exact for these operands (the caller then takes :func:`fused_transcript`).
+) -> tuple[torch.Tensor | None, npt.NDArray[np.int64], torch.Tensor, torch.Tensor | None] | None:
+    """The float32 CPU noisy product of int8 ``a``·``b`` with ``noise``: (C' (None when A·B came
+    from ``plain_mm``: nothing needs it then), lanes, B+F as float32, the exact A·B as int32 or None
+    when the denoise bound fails), or None when float32 accumulation is not provably exact for these
+    operands (the caller then takes :func:`fused_transcript`).
 
     A·B comes from the cheaper of two exact routes, by MAC count: denoising C' costs
     ``r·(mk + kn + 2mn)`` (two thin products and one of inner width 2r), a plain product
@@ -1031,8 +1131,8 @@ def fused_product(
     if not ops.float32_accumulation_exact():
         return None
     if plain_mm is not None and plain_is_cheaper(m, k, n, rank):
-        c_noisy, lanes, _ = fused_float32(ops, chunk, weights)
-        return c_noisy, lanes, ops.b, plain_mm(a, b)
+        _, lanes, _ = fused_float32(ops, chunk, weights, keep_noisy=False)
+        return None, lanes, ops.b, plain_mm(a, b)
     fix = correction(a, ops.b, noise, ops.a)
     if ops.product_bound() + fix.bound > FLOAT32_EXACT:
         c_noisy, lanes, useful = fused_float32(ops, chunk, weights)
