@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from pouw.kernels.cpu import factor_pair, scatter_windows, sparse_rows, transpose_int8
 from pouw.params import NOISE_BOUND
 from pouw.prng import Prng
 
@@ -49,8 +50,6 @@ def draw_windows(prng: Prng, rank: int, cols: int, nonzeros: int) -> I8:
     """A rank×cols ternary matrix: each column ±1 on a cyclic window of ``nonzeros`` rows."""
     if not 1 <= nonzeros <= min(rank, NOISE_BOUND):
         raise ValueError(f"window of {nonzeros} rows does not fit rank {rank} and bound {NOISE_BOUND}")
-    from pouw.kernels.cpu import scatter_windows
-
     offsets = prng.randbelow_array(rank, cols)
     signs = draw_signs(prng, cols, nonzeros)
     return scatter_windows(offsets, signs, rank)  # column j: signs[j, i] at row (offsets[j] + i) mod r
@@ -73,8 +72,6 @@ class Windows:
 
     def dense(self, rank: int, transposed: bool = False) -> I8:
         """The r×cols window matrix (its cols×r transpose, contiguous, if ``transposed``)."""
-        from pouw.kernels.cpu import scatter_windows
-
         return scatter_windows(self.offsets, (1 + 2 * self.masks).astype(np.int8), rank, transposed)
 
 
@@ -151,8 +148,6 @@ class NoiseFactors:
 
     def dense(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(E, F) in full as int8 CPU tensors, from the sparse windows (equal to :meth:`e`, :meth:`f`)."""
-        from pouw.kernels.cpu import sparse_rows
-
         e_left, e_right = self.e_left.cpu().numpy(), self.e_right.cpu().numpy()
         f_left, f_right = self.f_left.cpu().numpy(), self.f_right.cpu().numpy()
         e_t = sparse_rows(np.ascontiguousarray(e_right.T), np.ascontiguousarray(e_left.T))  # k × m
@@ -176,8 +171,6 @@ def _draw_factor_pair(
     For a power-of-two rank no 64-bit word is ever rejected by ``randbelow(rank)`` (rank divides
     2**64), so the draw is exactly the next ``ceil(rows·rank/8) + 8·cols + ceil(cols·nonzeros/8)``
     bytes of the stream: read them in one piece (the same bytes, the same values, fewer calls)."""
-    from pouw.kernels.cpu import factor_pair, transpose_int8
-
     if not 1 <= nonzeros <= min(rank, NOISE_BOUND):
         raise ValueError(f"window of {nonzeros} rows does not fit rank {rank} and bound {NOISE_BOUND}")
     if rank & (rank - 1):  # draw_signs, then draw_windows call by call (offsets by rejection)

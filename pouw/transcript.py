@@ -313,17 +313,19 @@ def fused_eligible(backend: Backend | None, params: PouwParams, k: int, device: 
 TRITON_ON_CPU_ENV = "POUW_TRITON_ON_CPU"
 
 
+_TRITON_ON_CPU = triton_gpu.HAVE_TRITON and triton_gpu.interpreting() and os.environ.get(TRITON_ON_CPU_ENV) == "1"
+"""Both variables are read once, at import (triton itself reads ``TRITON_INTERPRET`` when it compiles)."""
+
+
 def triton_eligible(params: PouwParams, k: int, device: torch.device) -> bool:
     """Whether the Triton kernel computes the transcript: CUDA tensors with triton installed (or
     CPU tensors under ``TRITON_INTERPRET=1`` with ``POUW_TRITON_ON_CPU=1``, for the tests), tiles
     of at least 16 × 16 (``tl.dot``), running sums within int32."""
-    if device.type == "cpu" and not triton_gpu.interpreting():  # the common case, decided first
+    if device.type == "cpu" and not _TRITON_ON_CPU:  # the common case, decided first (no env read)
         return False
     if not triton_gpu.HAVE_TRITON or params.tile_m < 16 or params.tile_n < 16 or k * 127 * 127 >= 1 << 31:
         return False
-    if device.type == "cuda":
-        return True
-    return device.type == "cpu" and triton_gpu.interpreting() and os.environ.get(TRITON_ON_CPU_ENV) == "1"
+    return device.type == "cuda" or (device.type == "cpu" and _TRITON_ON_CPU)
 
 
 def transcript_path(backend: Backend) -> str:

@@ -934,12 +934,12 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
         if not _windowed_operand_jit(windows.offsets, windows.masks, compact.e_left_t, a_host, True, rows, flat,
                                      norms32):
             raise ValueError(f"an operand beyond ±{PAYLOAD_BOUND}: its int8 running sums would wrap")
-        whole = torch.from_numpy(flat)
-        pieces = []
+        pieces = []  # numpy views made tensors once each: a torch view costs several µs here
         for r0 in blocks:
             height = min(rows, m - r0)
             pieces.append([
-                whole[r0 * k + s * height : r0 * k + min(s + chunk, k) * height].view(min(chunk, k - s), height).t()
+                torch.from_numpy(flat[r0 * k + s * height : r0 * k + min(s + chunk, k) * height]
+                                 .reshape(min(chunk, k - s), height).T)
                 for s in starts
             ])
         a_norms = norms32.astype(np.int64) if wide else None
@@ -1127,12 +1127,15 @@ def fused_product(
         return None
     if plain_mm is not None and (small := small_product(a, b, noise, chunk, weights)) is not None:
         return small
+    plain = plain_mm if plain_mm is not None and plain_is_cheaper(m, k, n, rank) else None
+    # A·B first, while A and B are still in cache, where float32 accumulation cannot be refused
+    useful = plain(a, b) if plain is not None and k <= WIDTH_EXACT else None
     ops = noisy_operands(a, b, noise, chunk, block_rows(m, n, weights.shape[1]))
     if not ops.float32_accumulation_exact():
         return None
-    if plain_mm is not None and plain_is_cheaper(m, k, n, rank):
+    if plain is not None:
         _, lanes, _ = fused_float32(ops, chunk, weights, keep_noisy=False)
-        return None, lanes, ops.b, plain_mm(a, b)
+        return None, lanes, ops.b, useful if useful is not None else plain(a, b)
     fix = correction(a, ops.b, noise, ops.a)
     if ops.product_bound() + fix.bound > FLOAT32_EXACT:
         c_noisy, lanes, useful = fused_float32(ops, chunk, weights)
