@@ -17,10 +17,11 @@ offsets, then a sign matrix (cols×s) whose row j gives the signs of column j's 
 landing on row (offset_j + i) mod r.
 
 The draw also keeps what it read in compact form (:class:`CompactNoise`: each window's offset and
-sign masks, and E_Lᵀ), from which the CPU kernels build A+E and B+F with ``s/2`` masked int8 adds
-of adjacent row pairs per row. :meth:`NoiseFactors.dense` builds E and F as int8 without a GEMM: each row of Eᵀ (and
-of F) is the signed sum of the ``s`` rows of E_Lᵀ (of F_R) its window selects, ``s`` int16 vector
-adds (pouw/kernels/cpu.py), which costs ``s/r`` of the dense product and no float conversion.
+sign masks, and E_Lᵀ), from which the CPU kernels build A+E and B+F with about ``s/4`` int8 adds
+of signed four-row groups per row. :meth:`NoiseFactors.dense` builds E and F as int8 without a
+GEMM: each row of Eᵀ (and of F) is the signed sum of the ``s`` rows of E_Lᵀ (of F_R) its window
+selects, ``s`` int16 vector adds (pouw/kernels/cpu.py), which costs ``s/r`` of the dense product
+and no float conversion.
 """
 
 from __future__ import annotations

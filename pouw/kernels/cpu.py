@@ -55,10 +55,11 @@ LANES = 4
 LITTLE_ENDIAN = sys.byteorder == "little"
 """The 64-bit-word transpose reads byte j of a word as column j: true on little-endian hosts."""
 BLOCK_BYTES = 1 << 21
-"""Target size of one row block's chunk product (1 MiB: 128 rows at n = 2048). Every chunk GEMM
-packs its (t × n) slice of B+F again, so taller blocks pack it fewer times; measured on an
-emulated AVX2 reference at 2048², 1 MiB blocks beat 256 KiB ones (L2-resident with their states)
-by 10 % on the whole product even though block and state then spill to L3."""
+"""Target size of one row block's chunk product (2 MiB: 256 rows at n = 2048). Every chunk GEMM
+packs its (t × n) slice of B+F again, so taller blocks pack it fewer times. Measured at 2048² on
+the emulated AVX2 reference: on a Xeon (2 MiB L2) 1 MiB blocks beat 256 KiB ones by 10 %; on an
+AMD EPYC Zen 4 (1 MiB L2) 2 MiB blocks beat 1 MiB ones by 6-9 % (devnet, testnet, mainnet), the
+chunk GEMMs of 256 rows costing what one plain GEMM does (128 rows: +10 %), 4 MiB ones lose again."""
 
 def _load_numba() -> Any:
     if os.environ.get("POUW_NO_NUMBA"):

@@ -181,11 +181,13 @@ def test_float32_accumulation_path_and_its_fallbacks_agree_with_the_reference() 
 @pytest.mark.parametrize(
     ("chunk", "k", "rank"),
     [(12, 320, 128), (64, 320, 64), (100, 1100, 128), (64, 256, 256), (256, 1100, 256), (64, 1100, 64),
-     (3, 1100, 3), (96, 1100, 100)],
+     (3, 1100, 3), (96, 1100, 100), (64, 1100, 130), (40, 1100, 6)],
 )
 def test_noisy_operands_equal_the_dense_noise(chunk: int, k: int, rank: int) -> None:
-    """Both constructions (GEMMs for narrow products, the numba windows for wide or sparse ones), the
-    windows' row pairs with an odd window (s = 3: one row left over) and a rejection-sampled rank."""
+    """Both constructions (GEMMs for narrow products, the numba windows for wide or sparse ones); the
+    windows' four-row groups with a window too short for one (s = 3), ranks that leave a partial
+    group at the wrap (130, 6: those rows are added one by one), rejection-sampled ranks, and an
+    inner width that is not a multiple of 8 (A's transpose entry by entry)."""
     a, b = operands(chunk, 128, k, 64)
     noise = draw_noise(b"\x04" * 32, 128, k, 64, rank)
     e, f = noise.dense()
@@ -344,6 +346,27 @@ def test_tile_tickets_and_leaves_equal_the_blake3_references(numba: bool, monkey
             tile_tickets(sigma, np.array([[0, 0, bad, 0]]))
     rows = rng.integers(-63, 64, size=(200, 48), dtype=np.int8)
     assert block_roots(rows, 64) == leaf_hashes_host(rows, 64, LEAF_KEY)
+
+
+@pytest.mark.parametrize("numba", [True, False])
+@pytest.mark.parametrize("shape", [(64, 64), (24, 40), (7, 13)])
+def test_transposed_within_is_the_transpose_and_the_payload_check(
+    shape: tuple[int, int], numba: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The payload check and Bᵀ of a noisy product in one call: both operands checked, by min and max."""
+    if not numba:
+        monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    rng = np.random.default_rng(shape[0])
+    a = rng.integers(-63, 64, (shape[1], shape[0]), dtype=np.int8)
+    b = rng.integers(-63, 64, shape, dtype=np.int8)
+    bt, ok = kernels.transposed_within(a, b, 63)
+    assert ok and bt.flags.c_contiguous and np.array_equal(bt, b.T)
+    for value in (64, -64, -128):
+        for target in (a, b):
+            saved = target[-1, -1]
+            target[-1, -1] = value
+            assert not kernels.transposed_within(a, b, 63)[1]
+            target[-1, -1] = saved
 
 
 @pytest.mark.parametrize("shape", [(8, 8), (64, 512), (512, 64), (24, 40), (7, 16), (128, 130), (2048, 64)])
