@@ -202,6 +202,16 @@ def measure_interleaved(
     return {label: Samples(seconds[label], calls[label]) for label in labels}
 
 
+def paired_ratio(numerator: Samples, denominator: Samples) -> float:
+    """The median over rounds of ``numerator / denominator`` for samples of
+    :func:`measure_interleaved` (sample ``i`` of each taken in the same round): a slow round
+    slows both sides of its ratio, so the drift of a shared machine cancels out (a ratio of medians
+    can pair one operation's fast minute with the other's slow one)."""
+    if len(numerator.seconds) != len(denominator.seconds) or not numerator.seconds:
+        raise ValueError("paired samples need the same, non-zero number of rounds")
+    return statistics.median(x / y for x, y in zip(numerator.seconds, denominator.seconds, strict=True))
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (0..100) with linear interpolation."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))

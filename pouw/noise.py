@@ -89,28 +89,34 @@ class CompactNoise:
 class NoiseFactors:
     """The four int8 factors of one matmul's noise; E = e_left·e_right, F = f_left·f_right, and,
     as :func:`draw_noise` leaves them on the CPU, the same noise in the compact form of
-    :class:`CompactNoise` (dropped by :meth:`to` another device). Given the compact form, the two
-    windowed factors may be left out (None): they are scattered from it when first asked for (the
-    float32 CPU path reads only the compact form, and a dense window matrix per factor cost
-    ~0.03 ms a matmul at 512², 1 % of a mined step of the 512-wide job)."""
+    :class:`CompactNoise` (dropped by :meth:`to` another device). Given the compact form, E_L and
+    the two windowed factors may be left out (None): they are built from it when first asked for
+    (the float32 CPU path reads only the compact form; the dense matrices cost ~0.03 ms a factor at
+    512², 1 % of a mined step of the 512-wide job)."""
 
-    __slots__ = ("_e_right", "_f_left", "compact", "e_left", "f_right")
+    __slots__ = ("_e_left", "_e_right", "_f_left", "compact", "f_right")
 
     def __init__(
         self,
-        e_left: torch.Tensor,  # m × r, ±1
+        e_left: torch.Tensor | None,  # m × r, ±1
         e_right: torch.Tensor | None,  # r × k, windowed ternary
         f_left: torch.Tensor | None,  # k × r, windowed ternary (rows)
         f_right: torch.Tensor,  # r × n, ±1
         compact: CompactNoise | None = None,
     ) -> None:
-        if compact is None and (e_right is None or f_left is None):
-            raise ValueError("a windowed factor needs either its dense matrix or the compact form")
-        self.e_left = e_left
+        if compact is None and (e_left is None or e_right is None or f_left is None):
+            raise ValueError("a factor left out needs the compact form to be built from")
         self.f_right = f_right
         self.compact = compact
+        self._e_left = e_left
         self._e_right = e_right
         self._f_left = f_left
+
+    @property
+    def e_left(self) -> torch.Tensor:
+        if self._e_left is None:
+            self._e_left = torch.from_numpy(transpose_int8(self._compact_form().e_left_t))
+        return self._e_left
 
     @property
     def e_right(self) -> torch.Tensor:
@@ -131,10 +137,10 @@ class NoiseFactors:
 
     @property
     def rank(self) -> int:
-        return int(self.e_left.shape[1])
+        return int(self.f_right.shape[0])
 
     def to(self, device: torch.device) -> NoiseFactors:
-        if device.type == "cpu" and self.e_left.device.type == "cpu":
+        if device.type == "cpu" and self.f_right.device.type == "cpu":
             return self
         return NoiseFactors(self.e_left.to(device), self.e_right.to(device), self.f_left.to(device),
                             self.f_right.to(device))
@@ -203,7 +209,8 @@ def _factors(signs: I8 | None, signs_t: I8, windows: Windows, transposed: bool) 
 def draw_noise(sigma_m: bytes, m: int, k: int, n: int, rank: int) -> NoiseFactors:
     """The noise factors (on the CPU) of a product A (m×k)·B (k×n) seeded by σ_m."""
     nonzeros = min(rank, NOISE_BOUND)
-    e_left, e_windows, e_left_t = _draw_factor_pair(Prng("pouw/noise", sigma_m, 0), m, rank, k, nonzeros)
+    # both pairs as transposes: E_L itself is only built if asked for (NoiseFactors.e_left)
+    e_left_t, e_windows, _ = _draw_factor_pair(Prng("pouw/noise", sigma_m, 0), m, rank, k, nonzeros, transposed=True)
     f_right, f_windows, _ = _draw_factor_pair(Prng("pouw/noise", sigma_m, 1), n, rank, k, nonzeros, transposed=True)
     compact = CompactNoise(e_left_t, e_windows, f_windows)
-    return NoiseFactors(torch.from_numpy(e_left), None, None, torch.from_numpy(f_right), compact)
+    return NoiseFactors(None, None, None, torch.from_numpy(f_right), compact)

@@ -909,7 +909,7 @@ def noisy_operands(a: torch.Tensor, b: torch.Tensor, noise: Any, chunk: int, row
     if k >= 1 << 17 or chunk > 1024:
         raise ValueError(f"inner width {k} or chunk {chunk} beyond the float32 path")
     rows = block_rows(m, n, 64) if rows is None else rows
-    rank = int(noise.e_left.shape[1])
+    rank = noise.rank
     starts = range(0, k, chunk)
     blocks = range(0, m, rows)
     sparse = rank > 2 * NOISE_BOUND and m * k * NOISE_BOUND >= 1 << 20
@@ -1123,7 +1123,7 @@ def fused_product(
     ``plain_mm(a, b)`` costs ``mkn``; the plain one wins whenever ``n <~ 4r`` (small layers)."""
     m, k = a.shape
     n = b.shape[1]
-    rank = int(noise.e_left.shape[1])
+    rank = noise.rank
     if chunk > 1024 or k >= 1 << 17:
         return None
     if plain_mm is not None and (small := small_product(a, b, noise, chunk, weights)) is not None:

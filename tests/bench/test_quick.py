@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from benchmarks.cli import main
-from benchmarks.framework import int8_peak_tops, measure, measure_interleaved
+from benchmarks.framework import Samples, int8_peak_tops, measure, measure_interleaved, paired_ratio
 
 
 def load(out: Path, suite: str) -> dict[str, Any]:
@@ -101,6 +101,17 @@ def test_interleaved_measurement_takes_the_samples_in_turn() -> None:
     assert order[:3] == ["a", "b", "c"]  # one warm-up call each (no sizing call without min_sample_s)
     assert order[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
     assert all(len(t.seconds) == 3 and t.calls_per_sample == 1 for t in timings.values())
+
+
+def test_paired_ratio_is_the_median_of_the_per_round_ratios() -> None:
+    """A machine twice as slow in one round slows both sides of that round's ratio: the paired ratio
+    stays 2.0 where the ratio of the medians, pairing samples of different rounds, reads 1.0."""
+    mined = Samples([2.0, 4.0, 2.0])  # round 2 ran on a slow machine
+    plain = Samples([1.0, 2.0, 2.0])  # so did round 3's plain sample
+    assert paired_ratio(mined, plain) == 2.0
+    assert mined.median / plain.median == 1.0
+    with pytest.raises(ValueError):
+        paired_ratio(mined, Samples([1.0]))
 
 
 def test_an_unknown_device_is_refused(tmp_path: Path) -> None:
