@@ -194,7 +194,7 @@ def median_phases(
 def measure_size(n: int, ctx: RunContext, presets: list[str], peak: float | None) -> dict[str, Any]:
     """All timings of one size: ``_int_mm``, the float GEMMs and each preset's noisy product."""
     backend = ctx.backend()
-    repeats = ctx.pick(7, 5, 3) if n < 2048 else 5  # the headline size: enough rounds for a median
+    repeats = ctx.pick(7, 5, 3) if n < 2048 else ctx.pick(9, 9, 3)  # the headline size: rounds for a paired median
     min_sample_s = ctx.pick(0.05, 0.01, 0.002)
     a, b = operands(n, backend.device)
     useful_ops = 2 * n**3
