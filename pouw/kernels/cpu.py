@@ -291,7 +291,7 @@ def _windowed_operand_py(
 ) -> bool:
     """numba body: :func:`_window_sums_py` over ``base`` (or, if ``transpose``, over ``baseᵀ``),
     with the four-row table of ``d`` (:func:`_quad_rows_py`) built here: a noisy operand in one call
-    (each numpy call between two GEMMs costs several µs with cold caches)."""
+    (inside a training step each call costs several µs: cold caches)."""
     quads = np.empty((16 * (d.shape[0] // 4), d.shape[1]), dtype=np.int8)
     _quad_rows_jit(d, quads)
     if not transpose:
@@ -688,7 +688,7 @@ def tile_tickets(sigma_m: bytes, lanes: npt.NDArray[np.int64], key: bytes) -> li
     ``tickets_host``, the reference) in one numba call, or None without numba or on a big-endian
     host: one compression a tile instead of a ``blake3`` call each (~2 µs of Python per tile).
 
-    Few numpy calls on purpose: between two GEMMs each costs several µs with cold caches."""
+    Few numpy calls on purpose: inside a training step each costs several µs (cold caches)."""
     if not HAVE_NUMBA or not LITTLE_ENDIAN or len(key) != 32 or len(sigma_m) != 32:
         return None
     rows = np.ascontiguousarray(lanes, dtype=np.int64).reshape(-1, LANES)
