@@ -168,12 +168,10 @@ def _signs(raw: bytes, rows: int, cols: int) -> I8:
     return (1 - 2 * bits).reshape(rows, cols)
 
 
-def _draw_factor_pair(
-    prng: Prng, rows: int, rank: int, cols: int, nonzeros: int, transposed: bool = False
-) -> tuple[I8, Windows, I8]:
-    """``draw_signs(prng, rows, rank)`` (transposed, contiguous, if ``transposed``: F's factors) and
+def _draw_factor_pair(prng: Prng, rows: int, rank: int, cols: int, nonzeros: int) -> tuple[I8, Windows]:
+    """The transpose (r×rows, contiguous) of ``draw_signs(prng, rows, rank)`` and
     ``draw_windows(prng, rank, cols, nonzeros)`` in compact form (:meth:`Windows.dense` gives the
-    matrix), then the signs' transpose (r×rows, contiguous; the first factor itself if ``transposed``).
+    matrix): E_Lᵀ and E_R's windows, or F_R and F_L's (:func:`draw_noise`).
 
     For a power-of-two rank no 64-bit word is ever rejected by ``randbelow(rank)`` (rank divides
     2**64), so the draw is exactly the next ``ceil(rows·rank/8) + 8·cols + ceil(cols·nonzeros/8)``
@@ -184,33 +182,26 @@ def _draw_factor_pair(
         left = draw_signs(prng, rows, rank)
         offsets = prng.randbelow_array(rank, cols)
         masks = -(draw_signs(prng, cols, nonzeros) < 0).astype(np.int8)
-        return _factors(left, transpose_int8(left), Windows(offsets, masks), transposed)
+        return transpose_int8(left), Windows(offsets, masks)
 
     sign_bytes, window_bytes = (rows * rank + 7) // 8, (cols * nonzeros + 7) // 8
     raw = prng.bytes(sign_bytes + 8 * cols + window_bytes)
-    fast = factor_pair(raw, rows, rank, cols, nonzeros, transposed)  # numba: the same bits
+    fast = factor_pair(raw, rows, rank, cols, nonzeros)  # numba: the same bits
     if fast is not None:
-        signs, signs_t, offsets, masks = fast
-        return _factors(signs, signs_t, Windows(offsets, masks), transposed)
+        signs_t, offsets, masks = fast
+        return signs_t, Windows(offsets, masks)
     left = _signs(raw[:sign_bytes], rows, rank)
     words = np.frombuffer(raw, dtype="<u8", count=cols, offset=sign_bytes)
     offsets = (words & np.uint64(rank - 1)).astype(np.int64)
     masks = -(_signs(raw[sign_bytes + 8 * cols :], cols, nonzeros) < 0).astype(np.int8)
-    return _factors(left, transpose_int8(left), Windows(offsets, masks), transposed)
-
-
-def _factors(signs: I8 | None, signs_t: I8, windows: Windows, transposed: bool) -> tuple[I8, Windows, I8]:
-    """The signs (their transpose if ``transposed``), the compact windows, and ``signs_t``."""
-    if transposed or signs is None:
-        return signs_t, windows, signs_t
-    return signs, windows, signs_t
+    return transpose_int8(left), Windows(offsets, masks)
 
 
 def draw_noise(sigma_m: bytes, m: int, k: int, n: int, rank: int) -> NoiseFactors:
     """The noise factors (on the CPU) of a product A (m×k)·B (k×n) seeded by σ_m."""
     nonzeros = min(rank, NOISE_BOUND)
-    # both pairs as transposes: E_L itself is only built if asked for (NoiseFactors.e_left)
-    e_left_t, e_windows, _ = _draw_factor_pair(Prng("pouw/noise", sigma_m, 0), m, rank, k, nonzeros, transposed=True)
-    f_right, f_windows, _ = _draw_factor_pair(Prng("pouw/noise", sigma_m, 1), n, rank, k, nonzeros, transposed=True)
+    # the signs as drawn transposed: E_L itself is only built if asked for (NoiseFactors.e_left)
+    e_left_t, e_windows = _draw_factor_pair(Prng("pouw/noise", sigma_m, 0), m, rank, k, nonzeros)
+    f_right, f_windows = _draw_factor_pair(Prng("pouw/noise", sigma_m, 1), n, rank, k, nonzeros)
     compact = CompactNoise(e_left_t, e_windows, f_windows)
     return NoiseFactors(None, None, None, torch.from_numpy(f_right), compact)

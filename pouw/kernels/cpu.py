@@ -433,21 +433,20 @@ def _scatter_windows_py(offsets: Any, signs: Any, out: Any) -> None:
                 row = 0
 
 
-def _unpack_bits_py(raw: Any, out: Any, one: int, step: int) -> None:
-    """numba body: ``out[i] = one − step·bit_i`` (flat int8) for the bits of ``raw``, little-endian
-    within a byte (a byte at a time: eight stores per load, vectorised): signs are (1, 2), bit 1 →
-    −1; window masks (0, 1), bit 1 → −1, else 0."""
+def _unpack_masks_py(raw: Any, out: Any) -> None:
+    """numba body: ``out[i] = −bit_i`` (flat int8: a window sign mask, bit 1 → −1, else 0) for the
+    bits of ``raw``, little-endian within a byte (a byte at a time: eight stores per load, vectorised)."""
     count = out.shape[0]
     full = count // 8
     for byte in range(full):
         value = raw[byte]
         for bit in range(8):
-            out[8 * byte + bit] = np.int8(one - step * ((value >> bit) & 1))
+            out[8 * byte + bit] = np.int8(-((value >> bit) & 1))
     for idx in range(8 * full, count):
-        out[idx] = np.int8(one - step * ((raw[idx >> 3] >> (idx & 7)) & 1))
+        out[idx] = np.int8(-((raw[idx >> 3] >> (idx & 7)) & 1))
 
 
-_unpack_bits = _jit(_unpack_bits_py)
+_unpack_masks = _jit(_unpack_masks_py)
 
 
 def _unpack_signs_t_py(raw: Any, out_t: Any) -> None:
@@ -480,27 +479,21 @@ def _window_masks_py(raw: Any, start: int, rank: int, offsets: Any, masks: Any) 
         for byte in range(8):
             word |= np.uint64(raw[start + 8 * c + byte]) << np.uint64(8 * byte)
         offsets[c] = np.int64(word & low)
-    _unpack_bits(raw[start + 8 * cols :], masks.reshape(-1), 0, 1)  # bit c·s + i: row-major masks
+    _unpack_masks(raw[start + 8 * cols :], masks.reshape(-1))  # bit c·s + i: row-major masks
 
 
 _window_masks = _jit(_window_masks_py)
 
 
-def _factor_pair_py(
-    raw: Any, rows: int, rank: int, cols: int, nonzeros: int, with_signs: bool
-) -> tuple[Any, Any, Any, Any]:
-    """numba body of :func:`factor_pair`: (the rows×r signs, or an empty 0×r array unless
-    ``with_signs``; their r×rows transpose; the window offsets; the window masks), all allocated
-    here, so that the draw of a factor pair is one call."""
+def _factor_pair_py(raw: Any, rows: int, rank: int, cols: int, nonzeros: int) -> tuple[Any, Any, Any]:
+    """numba body of :func:`factor_pair`: (the r×rows transpose of the signs, the window offsets,
+    the window masks), all allocated here, so that the draw of a factor pair is one call."""
     signs_t = np.empty((rank, rows), dtype=np.int8)
     _unpack_signs_t(raw, signs_t)
-    signs = np.empty((rows if with_signs else 0, rank), dtype=np.int8)
-    if with_signs:
-        _unpack_bits(raw, signs.reshape(-1), 1, 2)
     offsets = np.empty(cols, dtype=np.int64)
     masks = np.empty((cols, nonzeros), dtype=np.int8)
     _window_masks(raw, (rows * rank + 7) // 8, rank, offsets, masks)
-    return signs, signs_t, offsets, masks
+    return signs_t, offsets, masks
 
 
 def _swap_bits_py(low: Any, high: Any, shift: Any, keep: Any) -> tuple[Any, Any]:
@@ -729,16 +722,15 @@ def within(x: npt.NDArray[np.int8], bound: int) -> bool:
 
 
 def factor_pair(
-    raw: bytes, rows: int, rank: int, cols: int, nonzeros: int, transposed: bool
-) -> tuple[npt.NDArray[np.int8] | None, npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.int8]] | None:
+    raw: bytes, rows: int, rank: int, cols: int, nonzeros: int
+) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.int8]] | None:
     """A factor pair of a power-of-two ``rank`` (a multiple of 8) from its bytes (see
-    ``pouw.noise._draw_factor_pair``): (the rows×r signs, or None if ``transposed``; their r×rows
-    transpose; the window offsets; the window sign masks), or None without numba or for r < 8."""
+    ``pouw.noise._draw_factor_pair``): (the r×rows transpose of the rows×r signs, the window
+    offsets, the window sign masks), or None without numba or for r < 8."""
     if not HAVE_NUMBA or rank % 8:
         return None
-    signs, signs_t, offsets, masks = _factor_pair_jit(np.frombuffer(raw, dtype=np.uint8), rows, rank, cols, nonzeros,
-                                                      not transposed)
-    return (None if transposed else signs), signs_t, offsets, masks
+    signs_t, offsets, masks = _factor_pair_jit(np.frombuffer(raw, dtype=np.uint8), rows, rank, cols, nonzeros)
+    return signs_t, offsets, masks
 
 
 def sparse_rows(w: npt.NDArray[np.int8], d: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
